@@ -1,0 +1,15 @@
+-- Revoke a lease: delete everything attached to it, wake whoever waited behind it and ring the
+-- owner's doorbell (Client::revoke, Session::close, dropping a Session; see src/lease.rs).
+-- KEYS: rev, leases, lease:<id>, attached:<id>
+-- ARGV: id
+-- Returns 1 when the lease existed, 0 when it was already gone.
+expect_base()
+local LK, AK = KEYS[3], KEYS[4]
+local id = ARGV[1]
+if LK ~= lease_key(id) or AK ~= attached_key(id) then fail('ARG', 'keys do not match lease ' .. id) end
+expect_type(LK, 'hash')
+expect_type(AK, 'set')
+local known = lease_left(id) ~= nil and redis.call('EXISTS', LK) == 1
+drop_lease(id, 'r')
+if known then return 1 end
+return 0

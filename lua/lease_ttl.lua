@@ -1,0 +1,21 @@
+-- Time to live of one lease, with its metadata and optionally what is attached to it
+-- (Client::time_to_live; see src/lease.rs). Read-only.
+-- KEYS: rev, leases, lease:<id>, attached:<id>
+-- ARGV: id, with_keys (1/0)
+-- Returns nil when the lease is not alive, else
+-- {ttl, remaining_ms, client, host, pid, label, granted_ms, attached count, attachment...}.
+expect_base()
+local LK, AK = KEYS[3], KEYS[4]
+local id = ARGV[1]
+if LK ~= lease_key(id) or AK ~= attached_key(id) then fail('ARG', 'keys do not match lease ' .. id) end
+expect_type(LK, 'hash')
+expect_type(AK, 'set')
+local left = lease_left(id)
+if not left or redis.call('EXISTS', LK) == 0 then return nil end
+local f = redis.call('HMGET', LK, 'ttl', 'client', 'host', 'pid', 'label', 'granted')
+local out = { tonumber(f[1]) or -1, left, f[2] or '', f[3] or '', f[4] or '', f[5] or '',
+  tonumber(f[6]) or -1, redis.call('SCARD', AK) }
+if ARGV[2] == '1' then
+  for _, e in ipairs(redis.call('SMEMBERS', AK)) do out[#out + 1] = e end
+end
+return out

@@ -1,0 +1,179 @@
+-- leasehold prelude: prepended at compile time to every script in this directory.
+--
+-- Conventions shared by all scripts:
+--   KEYS[1] = {ns}:rev     revision counter (fencing tokens come from here)
+--   KEYS[2] = {ns}:leases  zset lease id -> server expiry in ms (the registry)
+-- Every other key a script touches carries the same `{ns}:` prefix, so one script stays in one
+-- Cluster slot. Keys discovered at run time (another contender's lease hash, an attachment set)
+-- are only touched when they start with that prefix.
+--
+-- Errors a caller can act on are raised as `LH<CODE> <details>` and are raised before the first
+-- write, so a rejected call leaves every key as it was.
+
+local REV, REG = KEYS[1], KEYS[2]
+local P = string.sub(REV, 1, -4) -- "{ns}:"
+local T = redis.call('TIME')
+local NOW_MS = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
+local NOW_US = tonumber(T[1]) * 1000000 + tonumber(T[2])
+-- An attachment set outlives its lease by this much, so a sweep can still find what was attached.
+local ATTACH_GRACE_MS = 600000
+
+local function fail(code, msg)
+  error({ err = 'LH' .. code .. ' ' .. msg })
+end
+
+local function int(n)
+  return string.format('%d', n)
+end
+
+-- Raise unless `key` is absent or of Redis type `want`.
+local function expect_type(key, want)
+  local got = redis.call('TYPE', key)['ok']
+  if got ~= 'none' and got ~= want then
+    fail('WRONGTYPE', got .. ' ' .. want .. ' ' .. key)
+  end
+end
+
+-- Validate the revision counter and the registry; every script calls this first.
+local function expect_base()
+  expect_type(REV, 'string')
+  expect_type(REG, 'zset')
+  local cur = redis.call('GET', REV)
+  if cur and not tonumber(cur) then
+    fail('CORRUPT', 'revision counter is not a number: ' .. REV)
+  end
+end
+
+-- Next store revision: max(old + 1, server time in microseconds), so it keeps rising even when
+-- a restart or failover lost the counter.
+local rev_bumped = nil
+local function next_rev()
+  local cur = tonumber(redis.call('GET', REV) or '0')
+  local nxt = cur + 1
+  if NOW_US > nxt then nxt = NOW_US end
+  redis.call('SET', REV, int(nxt))
+  rev_bumped = nxt
+  return nxt
+end
+
+-- Bump the revision at most once per script run (for changes that are not themselves ordered).
+local function touch_rev()
+  if not rev_bumped then next_rev() end
+end
+
+local function lease_key(id) return P .. 'lease:' .. id end
+local function attached_key(id) return P .. 'attached:' .. id end
+
+-- Milliseconds the lease has left by the registry, or nil when it is not alive.
+local function lease_left(id)
+  local s = redis.call('ZSCORE', REG, id)
+  if not s then return nil end
+  local left = tonumber(s) - NOW_MS
+  if left <= 0 then return nil end
+  return left
+end
+
+-- A contender (queue member) is "<lease id>.<suffix>".
+local function lease_of(member)
+  return string.match(member, '^([^.]+)%.')
+end
+
+local function owned(key)
+  return string.sub(key, 1, #P) == P
+end
+
+-- Doorbell: one channel per client process; the lease hash names the client that renews it.
+local function ring(lease, msg)
+  local lk = lease_key(lease)
+  if redis.call('TYPE', lk)['ok'] ~= 'hash' then return end
+  local client = redis.call('HGET', lk, 'client')
+  if client then
+    redis.call('PUBLISH', P .. 'wake:' .. client, msg)
+  end
+end
+
+-- First member of queue `q` whose lease is alive, with its ms left and its score. With `prune`,
+-- dead members met on the way are removed. At most `limit` dead members are looked at, so one
+-- call stays short; the fourth result is true when that limit cut the walk short.
+local function live_head(q, prune, limit)
+  local start, seen = 0, 0
+  while true do
+    local batch = redis.call('ZRANGE', q, start, start + 15, 'WITHSCORES')
+    if #batch == 0 then return nil, nil, nil, false end
+    for i = 1, #batch, 2 do
+      local m = batch[i]
+      local left = lease_left(lease_of(m) or '')
+      if left then return m, left, tonumber(batch[i + 1]), false end
+      seen = seen + 1
+      if prune then
+        redis.call('ZREM', q, m)
+        touch_rev()
+      end
+      if seen >= limit then return nil, nil, nil, true end
+    end
+    if not prune then start = start + #batch / 2 end
+  end
+end
+
+-- A member with score `score` left queue `q` (released, revoked, expired or pruned): if the live
+-- head now stands behind it, the head may have just become owner, so ring its doorbell.
+-- One message per handoff; a head that already owned is never behind a member that left.
+local function handoff(q, score)
+  local m, _, s = live_head(q, true, 64)
+  if m and s >= score then ring(lease_of(m), 'c ' .. m) end
+end
+
+-- Attachment entries, in {ns}:attached:<lease>:
+--   "z <member> <key>"  a member of the zset <key> (mutex queue entry, candidacy, permit, ...)
+--   "k <key>"           a key that lives as long as the lease
+local function attach(lease, akey, entry)
+  redis.call('SADD', akey, entry)
+  local left = lease_left(lease)
+  if left then redis.call('PEXPIRE', akey, int(left + ATTACH_GRACE_MS)) end
+end
+
+local function detach_entry(entry)
+  local kind = string.sub(entry, 1, 1)
+  if kind == 'z' then
+    local sp = string.find(entry, ' ', 3, true)
+    if not sp then return end
+    local member = string.sub(entry, 3, sp - 1)
+    local key = string.sub(entry, sp + 1)
+    if not owned(key) or redis.call('TYPE', key)['ok'] ~= 'zset' then return end
+    local score = redis.call('ZSCORE', key, member)
+    if score then
+      redis.call('ZREM', key, member)
+      touch_rev()
+      handoff(key, tonumber(score))
+    end
+  elseif kind == 'k' then
+    local key = string.sub(entry, 3)
+    if owned(key) and redis.call('DEL', key) == 1 then touch_rev() end
+  end
+end
+
+-- Delete a lease and everything attached to it; tell its owner why (`why` = 'r' revoked,
+-- 'x' expired). Returns the number of attachments released.
+local function drop_lease(id, why)
+  local lk, ak = lease_key(id), attached_key(id)
+  ring(id, why .. ' ' .. id)
+  local n = 0
+  if redis.call('TYPE', ak)['ok'] == 'set' then
+    for _, e in ipairs(redis.call('SMEMBERS', ak)) do
+      detach_entry(e)
+      n = n + 1
+    end
+  end
+  redis.call('DEL', lk, ak)
+  redis.call('ZREM', REG, id)
+  return n
+end
+
+-- Drop up to `limit` leases whose registry expiry has passed. Returns how many.
+local function sweep(limit)
+  if limit <= 0 then return 0 end
+  local ids = redis.call('ZRANGEBYSCORE', REG, '-inf', NOW_MS, 'LIMIT', 0, limit)
+  for _, id in ipairs(ids) do drop_lease(id, 'x') end
+  return #ids
+end
+

@@ -1,0 +1,272 @@
+//! The client: one connection pool, one subscriber connection (the doorbell), one keepalive
+//! supervisor task, shared by every session of the process.
+
+use std::ops::Deref;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::clients::{Pool, SubscriberClient};
+use fred::interfaces::{ClientLike, PubsubInterface};
+use fred::types::config::{Config, ReconnectPolicy};
+use fred::types::Builder;
+use tokio::sync::mpsc;
+
+use crate::conn::{classify, Conn};
+use crate::doorbell::Doorbell;
+use crate::error::{Error, Result};
+use crate::keys::Keys;
+use crate::names::check_namespace;
+use crate::session::{OnDrop, Session, SessionOptions};
+use crate::supervisor::{Op, Supervisor};
+
+/// Namespace used when none is set.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// What the command path and the supervisor share: key layout, connections, identity.
+pub(crate) struct Core {
+    pub(crate) keys: Keys,
+    pub(crate) conn: Conn,
+    /// Client id: names this process's doorbell channel and is recorded in its leases.
+    pub(crate) id: String,
+    pub(crate) host: String,
+    pub(crate) pid: u32,
+}
+
+pub(crate) struct ClientInner {
+    core: Arc<Core>,
+    ops: mpsc::UnboundedSender<Op>,
+    pub(crate) doorbell: Arc<Doorbell>,
+    pub(crate) live_sessions: AtomicUsize,
+    pub(crate) on_drop: OnDrop,
+}
+
+impl Deref for ClientInner {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl ClientInner {
+    /// Hand work to the supervisor. Never blocks; usable from `Drop`.
+    pub(crate) fn send(&self, op: Op) {
+        // Fails only once the supervisor is gone (runtime shut down): leases then expire by TTL.
+        let _ = self.ops.send(op);
+    }
+}
+
+/// A leasehold client for one namespace.
+///
+/// Cheap to clone (an `Arc` inside); every clone, session and guard shares one connection pool,
+/// one subscriber connection and one keepalive supervisor task. When the last of them is
+/// dropped, the supervisor finishes pending background work (bounded to a few seconds) and
+/// closes the connections.
+///
+/// ```no_run
+/// # async fn demo() -> leasehold::Result<()> {
+/// use leasehold::Client;
+///
+/// let client = Client::builder()
+///     .url("redis://127.0.0.1:6379")
+///     .namespace("orders")
+///     .build()
+///     .await?;
+/// let session = client.session().await?;
+/// let guard = session.mutex("invoice-42")?.lock().await?;
+/// println!("fencing token {}", guard.fencing_token());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<ClientInner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("namespace", &self.namespace())
+            .field("id", &self.inner.id)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connect to `url` (`redis://[user:pass@]host:port[/db]`, `rediss://…`) with the default
+    /// namespace and settings.
+    pub async fn connect(url: &str) -> Result<Client> {
+        Client::builder().url(url).build().await
+    }
+
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// The namespace every key of this client lives under (as the hash tag `{ns}`).
+    pub fn namespace(&self) -> &str {
+        self.inner.keys.namespace()
+    }
+
+    /// This client's id (recorded in its leases; names its doorbell channel).
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Open a session with the default options (TTL 60 s, revoke on drop).
+    pub async fn session(&self) -> Result<Session> {
+        Session::open(self, SessionOptions::default()).await
+    }
+
+    /// Open a session with options.
+    pub async fn session_with(&self, options: SessionOptions) -> Result<Session> {
+        Session::open(self, options).await
+    }
+
+    /// Sessions of this client whose handles are alive (also the `leasehold_sessions_live`
+    /// gauge). A number that grows with traffic is the session-per-request leak.
+    pub fn live_sessions(&self) -> usize {
+        self.inner.live_sessions.load(Ordering::SeqCst)
+    }
+}
+
+/// Builder for [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    url: String,
+    config: Option<Config>,
+    namespace: String,
+    pool_size: usize,
+    command_timeout: Duration,
+    connect_timeout: Duration,
+    on_drop: OnDrop,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            config: None,
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            pool_size: 4,
+            command_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            on_drop: OnDrop::Revoke,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Redis URL (default `redis://127.0.0.1:6379`).
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = url.into();
+        self
+    }
+
+    /// A fred configuration to use instead of the URL (TLS, Sentinel, Cluster, credentials).
+    pub fn fred_config(mut self, config: Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Namespace: `[A-Za-z0-9_.-]{1,64}` (default `default`). All keys live under `{ns}:`.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Connections in the command pool (default 4, at least 1).
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// How long one command may take before it fails with [`Error::Timeout`] (default 5 s).
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// How long connecting may take (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// What dropping the last handle of a session does, unless the session says otherwise
+    /// (default [`OnDrop::Revoke`]).
+    pub fn on_session_drop(mut self, on_drop: OnDrop) -> Self {
+        self.on_drop = on_drop;
+        self
+    }
+
+    /// Connect, subscribe to this client's doorbell and start the keepalive supervisor.
+    /// Must be called inside a Tokio runtime.
+    pub async fn build(self) -> Result<Client> {
+        check_namespace(&self.namespace)?;
+        crate::metrics::describe_once();
+        let config = match self.config {
+            Some(c) => c,
+            None => Config::from_url(&self.url)
+                .map_err(|e| Error::InvalidArgument(format!("Redis URL {:?}: {e}", self.url)))?,
+        };
+        let mut builder = Builder::from_config(config);
+        builder
+            .with_connection_config(|c| {
+                c.connection_timeout = self.connect_timeout;
+                c.internal_command_timeout = self.command_timeout;
+            })
+            .with_performance_config(|p| p.default_command_timeout = self.command_timeout)
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
+        let fail = |e| classify(e, self.connect_timeout);
+        let pool = builder.build_pool(self.pool_size).map_err(fail)?;
+        let subscriber = builder.build_subscriber_client().map_err(fail)?;
+        let connect = async {
+            pool.init().await.map_err(fail)?;
+            subscriber.init().await.map_err(fail)?;
+            Ok::<_, Error>(())
+        };
+        match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(unreachable(e, &pool, &subscriber).await),
+            Err(_) => {
+                let e = Error::Unreachable(format!(
+                    "no connection within {:?}",
+                    self.connect_timeout
+                ));
+                return Err(unreachable(e, &pool, &subscriber).await);
+            }
+        }
+        let keys = Keys::new(&self.namespace);
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        if let Err(e) = subscriber.subscribe(keys.wake(&id)).await {
+            return Err(unreachable(fail(e), &pool, &subscriber).await);
+        }
+        let core = Arc::new(Core {
+            keys,
+            conn: Conn::new(pool, self.command_timeout),
+            id,
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            pid: std::process::id(),
+        });
+        let doorbell = Arc::new(Doorbell::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(Supervisor::new(core.clone(), subscriber, rx, doorbell.clone()).run());
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                core,
+                ops: tx,
+                doorbell,
+                live_sessions: AtomicUsize::new(0),
+                on_drop: self.on_drop,
+            }),
+        })
+    }
+}
+
+/// Stop the reconnect loops of a client that failed to connect, and report why.
+async fn unreachable(e: Error, pool: &Pool, subscriber: &SubscriberClient) -> Error {
+    let _ = pool.quit().await;
+    let _ = subscriber.quit().await;
+    e
+}

@@ -1,0 +1,186 @@
+//! All Redis I/O of the command path goes through [`Conn`]: EVALSHA with NOSCRIPT
+//! reload-and-retry, per-call timeouts, and the mapping of Redis errors to [`Error`].
+
+use std::time::Duration;
+
+use fred::clients::Pool;
+use fred::error::{Error as RedisError, ErrorKind};
+use fred::interfaces::LuaInterface;
+use fred::types::Value;
+use metrics::counter;
+
+use crate::error::{Error, Result};
+use crate::metrics as m;
+use crate::script::LuaScript;
+
+#[derive(Clone)]
+pub(crate) struct Conn {
+    pool: Pool,
+    timeout: Duration,
+}
+
+impl Conn {
+    pub(crate) fn new(pool: Pool, timeout: Duration) -> Conn {
+        Conn { pool, timeout }
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Run `script` with the client's command timeout.
+    pub(crate) async fn eval(
+        &self,
+        script: &LuaScript,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<Value> {
+        self.eval_within(script, keys, args, self.timeout).await
+    }
+
+    /// Run `script`, giving up after `timeout` (the call may still have been applied).
+    pub(crate) async fn eval_within(
+        &self,
+        script: &LuaScript,
+        keys: Vec<String>,
+        args: Vec<String>,
+        timeout: Duration,
+    ) -> Result<Value> {
+        let result = match tokio::time::timeout(timeout, self.evalsha(script, keys, args)).await {
+            Ok(result) => result.map_err(|e| classify(e, timeout)),
+            Err(_) => Err(Error::Timeout(timeout)),
+        };
+        if let Err(e) = &result {
+            counter!(m::REDIS_ERRORS, "kind" => error_kind(e)).increment(1);
+        }
+        result
+    }
+
+    async fn evalsha(
+        &self,
+        script: &LuaScript,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<Value, RedisError> {
+        let client = self.pool.next_connected();
+        let sha = script.script.sha1().clone();
+        match client
+            .evalsha::<Value, _, _, _>(sha.clone(), keys.clone(), args.clone())
+            .await
+        {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                // Redis restarted, failed over or ran SCRIPT FLUSH: load once and retry once.
+                counter!(m::SCRIPT_RELOADS, "script" => script.name).increment(1);
+                script.script.load(client).await?;
+                client.evalsha(sha, keys, args).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// Low-cardinality label for an error.
+fn error_kind(e: &Error) -> &'static str {
+    match e {
+        Error::Timeout(_) => "timeout",
+        Error::Unreachable(_) => "unreachable",
+        Error::WrongType { .. } => "wrong_type",
+        Error::CorruptData { .. } => "corrupt_data",
+        Error::PermissionDenied(_) => "permission",
+        Error::InvalidArgument(_) => "argument",
+        _ => "other",
+    }
+}
+
+/// Map a Redis/fred error to ours. Script errors come as `LH<CODE> <details>`, with Redis's
+/// " script: <sha>, on @user_script:<line>." appended.
+pub(crate) fn classify(e: RedisError, timeout: Duration) -> Error {
+    let details = e.details();
+    let details = details
+        .rfind(" script: ")
+        .map_or(details, |at| &details[..at]);
+    if let Some(rest) = details.strip_prefix("LHWRONGTYPE ") {
+        let mut parts = rest.splitn(3, ' ');
+        if let (Some(found), Some(expected), Some(key)) = (parts.next(), parts.next(), parts.next())
+        {
+            return Error::WrongType {
+                key: key.to_owned(),
+                found: found.to_owned(),
+                expected: expected.to_owned(),
+            };
+        }
+    }
+    if let Some(rest) = details.strip_prefix("LHCORRUPT ") {
+        let (detail, key) = rest.split_once(": ").unwrap_or((rest, ""));
+        return Error::CorruptData {
+            key: key.to_owned(),
+            detail: detail.to_owned(),
+        };
+    }
+    if let Some(rest) = details.strip_prefix("LHARG ") {
+        return Error::InvalidArgument(rest.to_owned());
+    }
+    if details.starts_with("NOPERM") {
+        return Error::PermissionDenied(details.to_owned());
+    }
+    match e.kind() {
+        ErrorKind::Timeout => Error::Timeout(timeout),
+        ErrorKind::IO | ErrorKind::Canceled => Error::Unreachable(details.to_owned()),
+        _ => Error::Redis(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script_error(msg: &str) -> RedisError {
+        RedisError::new(ErrorKind::Unknown, msg.to_owned())
+    }
+
+    #[test]
+    fn script_errors_are_typed() {
+        let t = Duration::from_secs(1);
+        let e = classify(
+            script_error("LHWRONGTYPE string zset {ns}:mutex:a b script: 3f, on @user_script:40."),
+            t,
+        );
+        match e {
+            Error::WrongType {
+                key,
+                found,
+                expected,
+            } => {
+                assert_eq!(key, "{ns}:mutex:a b");
+                assert_eq!(found, "string");
+                assert_eq!(expected, "zset");
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = classify(
+            script_error("LHCORRUPT revision counter is not a number: {ns}:rev"),
+            t,
+        );
+        assert!(matches!(e, Error::CorruptData { ref key, .. } if key == "{ns}:rev"));
+        assert!(matches!(
+            classify(script_error("LHARG bad"), t),
+            Error::InvalidArgument(_)
+        ));
+        assert!(matches!(
+            classify(script_error("NOPERM no"), t),
+            Error::PermissionDenied(_)
+        ));
+        assert!(matches!(
+            classify(RedisError::new(ErrorKind::Timeout, "t"), t),
+            Error::Timeout(_)
+        ));
+        // Truncated or odd messages never panic.
+        for odd in ["LHWRONGTYPE", "LHWRONGTYPE a", "LHCORRUPT ", " script: ", ""] {
+            let _ = classify(script_error(odd), t);
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The Redis key layout. Every key of a namespace carries the hash tag `{<ns>}`, so all of a
+//! namespace lives in one Cluster slot; a user-supplied name is always the last part of a key.
+//!
+//! ```text
+//! {ns}:rev                 revision counter (fencing tokens)
+//! {ns}:leases              zset  lease id -> server expiry (ms)
+//! {ns}:lease:<id>          hash  ttl, client, host, pid, label, granted
+//! {ns}:attached:<id>       set   what is attached to the lease
+//! {ns}:mutex:<name>        zset  contender -> revision (FIFO queue, head = owner)
+//! {ns}:wake:<client id>    pub/sub channel: the doorbell of one client process
+//! ```
+
+use crate::lease::LeaseId;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    namespace: String,
+    prefix: String,
+}
+
+impl Keys {
+    /// `namespace` must already be validated.
+    pub(crate) fn new(namespace: &str) -> Keys {
+        Keys {
+            namespace: namespace.to_owned(),
+            prefix: format!("{{{namespace}}}:"),
+        }
+    }
+
+    pub(crate) fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub(crate) fn rev(&self) -> String {
+        format!("{}rev", self.prefix)
+    }
+
+    pub(crate) fn leases(&self) -> String {
+        format!("{}leases", self.prefix)
+    }
+
+    pub(crate) fn lease(&self, id: LeaseId) -> String {
+        format!("{}lease:{id}", self.prefix)
+    }
+
+    pub(crate) fn attached(&self, id: LeaseId) -> String {
+        format!("{}attached:{id}", self.prefix)
+    }
+
+    pub(crate) fn mutex(&self, name: &str) -> String {
+        format!("{}mutex:{name}", self.prefix)
+    }
+
+    pub(crate) fn wake(&self, client_id: &str) -> String {
+        format!("{}wake:{client_id}", self.prefix)
+    }
+
+    /// The first two KEYS of every script.
+    pub(crate) fn base(&self) -> Vec<String> {
+        vec![self.rev(), self.leases()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout() {
+        let k = Keys::new("orders");
+        let id: LeaseId = "0190a5b2-0000-7000-8000-000000000001".parse().unwrap();
+        assert_eq!(k.rev(), "{orders}:rev");
+        assert_eq!(k.leases(), "{orders}:leases");
+        assert_eq!(
+            k.lease(id),
+            "{orders}:lease:0190a5b2-0000-7000-8000-000000000001"
+        );
+        assert_eq!(k.mutex("a:b"), "{orders}:mutex:a:b");
+        assert_eq!(k.wake("c1"), "{orders}:wake:c1");
+    }
+}

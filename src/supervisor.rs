@@ -1,0 +1,363 @@
+//! The keepalive supervisor: the one task of a client. It renews every session's lease in
+//! batched calls (decisions in [`crate::keepalive`]), routes doorbell messages to waiters and
+//! sessions, and runs background cleanups (dropped guards, dropped sessions). It ends, after a
+//! bounded drain, when the last handle of its client is gone.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fred::clients::SubscriberClient;
+use fred::interfaces::{ClientLike, EventInterface};
+use fred::types::Message;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use metrics::{counter, histogram};
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+
+use crate::client::Core;
+use crate::doorbell::Doorbell;
+use crate::error::{Error, Result};
+use crate::keepalive::{Event, Keepalive, MAX_BATCH};
+use crate::lease::{LeaseId, RenewReply};
+use crate::metrics as m;
+use crate::script::LuaScript;
+use crate::session::{end_status, SessionEnd, SessionState, StatusCell};
+
+/// Work sent to the supervisor by handles (never blocks: an unbounded channel, so `Drop` can send).
+pub(crate) enum Op {
+    /// Start renewing a session's lease.
+    Register {
+        id: LeaseId,
+        ttl: Duration,
+        sent: Instant,
+        valid_until: Instant,
+        status: Arc<StatusCell>,
+    },
+    /// Stop renewing (closed, orphaned or dropped with `OnDrop::Orphan`).
+    Stop { id: LeaseId },
+    /// Stop renewing and revoke in the background (last handle dropped).
+    Revoke { id: LeaseId },
+    /// Run an idempotent cleanup script in the background (release a dropped guard, withdraw a
+    /// dropped waiter), retrying while Redis is unreachable for up to `retry_for`.
+    Cleanup {
+        script: &'static LuaScript,
+        keys: Vec<String>,
+        args: Vec<String>,
+        retry_for: Duration,
+    },
+}
+
+type Task = Pin<Box<dyn Future<Output = TaskDone> + Send>>;
+
+enum TaskDone {
+    Renewed {
+        ids: Vec<LeaseId>,
+        sent: Instant,
+        recv: Instant,
+        result: Result<RenewReply>,
+    },
+    Other,
+}
+
+/// How long the supervisor keeps running background cleanups after its client is gone.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Expired leases swept per renewal call.
+const SWEEP_LIMIT: usize = 64;
+
+pub(crate) struct Supervisor {
+    core: Arc<Core>,
+    subscriber: SubscriberClient,
+    ops: mpsc::UnboundedReceiver<Op>,
+    doorbell: Arc<Doorbell>,
+    keepalive: Keepalive,
+    sessions: HashMap<LeaseId, Arc<StatusCell>>,
+    tasks: FuturesUnordered<Task>,
+}
+
+impl Supervisor {
+    pub(crate) fn new(
+        core: Arc<Core>,
+        subscriber: SubscriberClient,
+        ops: mpsc::UnboundedReceiver<Op>,
+        doorbell: Arc<Doorbell>,
+    ) -> Supervisor {
+        Supervisor {
+            core,
+            subscriber,
+            ops,
+            doorbell,
+            keepalive: Keepalive::default(),
+            sessions: HashMap::new(),
+            tasks: FuturesUnordered::new(),
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut messages = self.subscriber.message_rx();
+        let mut reconnects = self.subscriber.reconnect_rx();
+        let mut subscribed = true;
+        loop {
+            let deadline = self.keepalive.next_deadline();
+            tokio::select! {
+                op = self.ops.recv() => match op {
+                    Some(op) => self.handle(op),
+                    None => break,
+                },
+                msg = messages.recv(), if subscribed => match msg {
+                    Ok(msg) => self.on_message(msg),
+                    // Missed messages: every waiter re-checks with the server.
+                    Err(RecvError::Lagged(_)) => self.doorbell.ring_all(),
+                    Err(RecvError::Closed) => subscribed = false,
+                },
+                r = reconnects.recv(), if subscribed => {
+                    if r.is_ok() {
+                        self.resubscribe();
+                    }
+                }
+                Some(done) = self.tasks.next(), if !self.tasks.is_empty() => self.on_task(done),
+                _ = sleep_until(deadline), if deadline.is_some() => self.tick(),
+            }
+        }
+        self.shutdown().await;
+    }
+
+    fn handle(&mut self, op: Op) {
+        match op {
+            Op::Register {
+                id,
+                ttl,
+                sent,
+                valid_until,
+                status,
+            } => {
+                self.keepalive.insert(id, ttl, valid_until, sent);
+                self.sessions.insert(id, status);
+            }
+            Op::Stop { id } => {
+                self.keepalive.remove(id);
+                self.sessions.remove(&id);
+            }
+            Op::Revoke { id } => {
+                self.keepalive.remove(id);
+                self.sessions.remove(&id);
+                self.spawn_revoke(id);
+            }
+            Op::Cleanup {
+                script,
+                keys,
+                args,
+                retry_for,
+            } => {
+                let core = self.core.clone();
+                self.tasks.push(Box::pin(async move {
+                    cleanup(core, script, keys, args, retry_for).await;
+                    TaskDone::Other
+                }));
+            }
+        }
+    }
+
+    fn spawn_revoke(&mut self, id: LeaseId) {
+        let core = self.core.clone();
+        self.tasks.push(Box::pin(async move {
+            if let Err(e) = core.revoke(id).await {
+                tracing::debug!(lease = %id, error = %e, "background revoke failed; the lease will expire by its TTL");
+            }
+            TaskDone::Other
+        }));
+    }
+
+    fn resubscribe(&mut self) {
+        // Rings sent while we were disconnected are lost: every waiter re-checks.
+        self.doorbell.ring_all();
+        let sub = self.subscriber.clone();
+        self.tasks.push(Box::pin(async move {
+            if let Err(e) = sub.resubscribe_all().await {
+                tracing::warn!(error = %e, "doorbell resubscribe failed");
+            }
+            TaskDone::Other
+        }));
+    }
+
+    /// Doorbell messages: `c <contender>` (your turn), `r <lease>` (revoked), `x <lease>`
+    /// (expired and swept).
+    fn on_message(&mut self, msg: Message) {
+        let Some(text) = msg.value.as_str() else {
+            return;
+        };
+        let (kind, arg) = text.split_once(' ').unwrap_or((&text, ""));
+        match kind {
+            "c" => self.doorbell.ring(arg),
+            "r" | "x" => {
+                if let Ok(id) = arg.parse::<LeaseId>() {
+                    if self.keepalive.remove(id) {
+                        let end = if kind == "r" {
+                            SessionEnd::Revoked
+                        } else {
+                            SessionEnd::LeaseNotFound
+                        };
+                        self.apply(Event::Lost { id, end });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        for ev in self.keepalive.expire(now) {
+            self.apply(ev);
+        }
+        loop {
+            let (ids, timeout) = self.keepalive.take_due(now, MAX_BATCH);
+            if ids.is_empty() {
+                break;
+            }
+            let core = self.core.clone();
+            self.tasks.push(Box::pin(async move {
+                let sent = Instant::now();
+                let result = core.renew(&ids, SWEEP_LIMIT, false, timeout).await;
+                TaskDone::Renewed {
+                    ids,
+                    sent,
+                    recv: Instant::now(),
+                    result,
+                }
+            }));
+        }
+    }
+
+    fn on_task(&mut self, done: TaskDone) {
+        let TaskDone::Renewed {
+            ids,
+            sent,
+            recv,
+            result,
+        } = done
+        else {
+            return;
+        };
+        counter!(m::RENEW_CALLS).increment(1);
+        histogram!(m::RENEW_LATENCY).record((recv - sent).as_secs_f64());
+        histogram!(m::RENEW_BATCH).record(ids.len() as f64);
+        match result {
+            Ok(reply) => {
+                let step = self.keepalive.clock.observe(reply.server_us, sent, recv);
+                if !step.is_zero() {
+                    counter!(m::CLOCK_FORWARD_STEPS).increment(1);
+                    tracing::warn!(?step, "Redis clock ran ahead of the local clock; leases shortened");
+                }
+                for (id, ttl) in ids.into_iter().zip(reply.ttls) {
+                    if let Some(ev) = self.keepalive.renewed(id, ttl, sent, recv, step) {
+                        self.apply(ev);
+                    }
+                }
+            }
+            Err(e) => {
+                let reason = if matches!(e, Error::Timeout(_)) {
+                    "timeout"
+                } else {
+                    "error"
+                };
+                tracing::debug!(error = %e, leases = ids.len(), "renewal failed");
+                let now = Instant::now();
+                for id in ids {
+                    if self.keepalive.failed(id, now).is_some() {
+                        counter!(m::SESSION_JEOPARDY, "reason" => reason).increment(1);
+                        self.apply(Event::Jeopardy { id });
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, ev: Event) {
+        match ev {
+            Event::Renewed {
+                id,
+                valid_until,
+                headroom,
+            } => {
+                histogram!(m::RENEW_HEADROOM).record(headroom.as_secs_f64());
+                if let Some(cell) = self.sessions.get(&id) {
+                    cell.send_if_modified(|s| {
+                        if matches!(s.state, SessionState::Ended(_)) {
+                            return false;
+                        }
+                        s.state = SessionState::Alive;
+                        s.valid_until = valid_until;
+                        true
+                    });
+                }
+            }
+            Event::Jeopardy { id } => {
+                if let Some(cell) = self.sessions.get(&id) {
+                    cell.send_if_modified(|s| {
+                        if s.state != SessionState::Alive {
+                            return false;
+                        }
+                        s.state = SessionState::Jeopardy;
+                        true
+                    });
+                }
+            }
+            Event::Lost { id, end } => {
+                counter!(m::SESSION_LOST, "reason" => end.label()).increment(1);
+                if let Some(cell) = self.sessions.remove(&id) {
+                    end_status(&cell, end);
+                }
+                tracing::warn!(lease = %id, reason = %end, "session lost");
+                if end == SessionEnd::Expired {
+                    // The server may still hold the lease; free what it holds once we can.
+                    self.spawn_revoke(id);
+                }
+            }
+        }
+    }
+
+    async fn shutdown(mut self) {
+        let drain = async { while self.tasks.next().await.is_some() {} };
+        if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+            tracing::warn!("leasehold client shut down with background cleanups still pending");
+        }
+        let _ = self.subscriber.quit().await;
+        let _ = self.core.conn.pool().quit().await;
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Run a cleanup script, retrying transient failures with backoff for up to `retry_for`
+/// (after that the lease has run out and the entry is gone with it).
+async fn cleanup(
+    core: Arc<Core>,
+    script: &'static LuaScript,
+    keys: Vec<String>,
+    args: Vec<String>,
+    retry_for: Duration,
+) {
+    let give_up = Instant::now() + retry_for;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match core.conn.eval(script, keys.clone(), args.clone()).await {
+            Ok(_) => return,
+            Err(e) if e.is_transient() && Instant::now() + backoff < give_up => {
+                tracing::debug!(script = script.name, error = %e, "background cleanup failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::warn!(script = script.name, error = %e, "background cleanup failed; the entry goes when its lease does");
+                return;
+            }
+        }
+    }
+}
