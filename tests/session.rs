@@ -1,0 +1,301 @@
+//! Sessions and the keepalive supervisor against a real redis-server, including a paused one.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use leasehold::{Error, OnDrop, SessionEnd, SessionOptions, SessionState};
+use support::*;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[tokio::test]
+async fn reusing_a_lease_keeps_its_id_and_adopts_it() {
+    let server = server();
+    let first = client(&server, "s1").await;
+    let lease = first.grant(secs(20)).await.unwrap();
+    let second = client(&server, "s1").await;
+    let session = second
+        .session_with(SessionOptions::new().lease(lease.id))
+        .await
+        .unwrap();
+    assert_eq!(session.lease(), lease.id);
+    assert_eq!(session.ttl(), secs(20));
+    let info = second.time_to_live(lease.id).await.unwrap().unwrap();
+    assert_eq!(info.client_id, second.id(), "the new client's doorbell rings for it");
+
+    let ghost = first.grant(secs(5)).await.unwrap().id;
+    first.revoke(ghost).await.unwrap();
+    let err = second
+        .session_with(SessionOptions::new().lease(ghost))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::LeaseNotFound { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn orphan_resolves_done_at_once_and_leaves_the_lease_to_expire() {
+    let server = server();
+    let client = client(&server, "s2").await;
+    let session = client
+        .session_with(SessionOptions::new().ttl(secs(2)))
+        .await
+        .unwrap();
+    let lease = session.lease();
+    let waiter = session.clone();
+    let done = tokio::spawn(async move { waiter.done().await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t = Instant::now();
+    session.orphan();
+    let end = tokio::time::timeout(Duration::from_millis(100), done)
+        .await
+        .expect("done() within 100 ms of orphan()")
+        .unwrap();
+    println!("orphan -> done(): {:?}", t.elapsed());
+    assert_eq!(end, SessionEnd::Orphaned);
+    assert_eq!(session.state(), SessionState::Ended(SessionEnd::Orphaned));
+    // Not revoked: the lease is still there, and goes by its TTL.
+    assert!(client.time_to_live(lease).await.unwrap().is_some());
+    drop(session);
+    assert!(
+        eventually(secs(4), || async { client.time_to_live(lease).await.unwrap().is_none() })
+            .await
+    );
+}
+
+#[tokio::test]
+async fn ttl_option_is_honoured() {
+    let server = server();
+    let client = client(&server, "s3").await;
+    for ttl in [secs(4), secs(60)] {
+        let session = client
+            .session_with(SessionOptions::new().ttl(ttl))
+            .await
+            .unwrap();
+        assert_eq!(session.ttl(), ttl);
+        let info = client.time_to_live(session.lease()).await.unwrap().unwrap();
+        assert_eq!(info.granted_ttl, ttl);
+        assert!(
+            info.remaining >= ttl.mul_f64(0.75) && info.remaining <= ttl,
+            "{:?} for {ttl:?}",
+            info.remaining
+        );
+    }
+    // Over several renewals the remaining time stays within [TTL - 25%, TTL].
+    let ttl = secs(2);
+    let session = client
+        .session_with(SessionOptions::new().ttl(ttl))
+        .await
+        .unwrap();
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let info = client.time_to_live(session.lease()).await.unwrap().unwrap();
+        assert!(info.remaining >= ttl.mul_f64(0.60), "{:?}", info.remaining);
+    }
+    assert_eq!(session.state(), SessionState::Alive);
+}
+
+#[tokio::test]
+async fn default_ttl_is_60s() {
+    let server = server();
+    let client = client(&server, "s4").await;
+    let session = client.session().await.unwrap();
+    assert_eq!(session.ttl(), secs(60));
+}
+
+#[tokio::test]
+async fn never_expires_while_renewals_succeed() {
+    let server = server();
+    let client = client(&server, "s5").await;
+    let session = client
+        .session_with(SessionOptions::new().ttl(secs(1)))
+        .await
+        .unwrap();
+    let first_validity = session.valid_until();
+    // About 12 renewals at TTL/3.
+    let r = tokio::time::timeout(secs(4), session.done()).await;
+    assert!(r.is_err(), "session ended while Redis was healthy: {r:?}");
+    assert_eq!(session.state(), SessionState::Alive);
+    assert!(session.valid_until() > first_validity + secs(2));
+}
+
+#[tokio::test]
+async fn expires_no_later_than_ttl_after_last_renewal_sent_when_redis_is_paused() {
+    let server = server();
+    let client = client(&server, "s6").await;
+    let ttl = secs(2);
+    let session = client
+        .session_with(SessionOptions::new().ttl(ttl))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await; // at least one renewal
+    server.pause().unwrap();
+    let paused_at = Instant::now();
+    // No renewal can succeed from now on; the last successful one was sent before `paused_at`,
+    // and the local validity derived from it ends at most TTL after it was sent.
+    let valid_until = session.valid_until();
+    assert!(valid_until <= paused_at + ttl);
+
+    let mut saw_jeopardy = false;
+    let end = loop {
+        match session.state() {
+            SessionState::Jeopardy => saw_jeopardy = true,
+            SessionState::Ended(end) => break end,
+            SessionState::Alive => {}
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let ended_at = Instant::now();
+    assert_eq!(end, SessionEnd::Expired);
+    assert!(saw_jeopardy, "failing renewals put the session in jeopardy first");
+    assert!(ended_at >= valid_until, "not before the validity ran out");
+    // The validity did not move while Redis was paused.
+    assert_eq!(session.valid_until(), valid_until);
+    // done() agrees at once, though Redis is still unreachable.
+    let end = tokio::time::timeout(Duration::from_millis(100), session.done())
+        .await
+        .expect("done() resolves while Redis is paused");
+    assert_eq!(end, SessionEnd::Expired);
+    println!(
+        "paused -> expired after {:?} (TTL {ttl:?})",
+        ended_at - paused_at
+    );
+    server.resume().unwrap();
+    // Once Redis is back the expired session is not revived; its lease gets revoked.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(session.state(), SessionState::Ended(SessionEnd::Expired));
+    let lease = session.lease();
+    assert!(
+        eventually(secs(5), || async {
+            matches!(client.time_to_live(lease).await, Ok(None))
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn external_revoke_is_noticed_well_under_a_renewal_interval() {
+    let server = server();
+    let owner = client(&server, "s7").await;
+    let operator = client(&server, "s7").await;
+    let ttl = secs(30);
+    let session = owner
+        .session_with(SessionOptions::new().ttl(ttl))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    operator.revoke(session.lease()).await.unwrap();
+    let end = tokio::time::timeout(ttl / 3, session.done())
+        .await
+        .expect("revoke noticed within TTL/3");
+    let noticed = t.elapsed();
+    println!("external revoke noticed after {noticed:?} (TTL/3 = {:?})", ttl / 3);
+    assert_eq!(end, SessionEnd::Revoked);
+    assert!(matches!(session.check(), Err(Error::SessionLost { .. })));
+}
+
+#[tokio::test]
+async fn dropping_the_last_handle_revokes_and_leaves_nothing() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "s8").await;
+    let session = client.session().await.unwrap();
+    let clone = session.clone();
+    let guard = session.mutex("x").unwrap().lock().await.unwrap();
+    assert_eq!(client.live_sessions(), 1);
+    drop(session);
+    drop(clone);
+    // The guard still holds the session.
+    assert_eq!(client.live_sessions(), 1);
+    assert!(guard.is_owner().await.unwrap());
+    drop(guard);
+    assert_eq!(client.live_sessions(), 0);
+    assert!(
+        eventually(secs(2), || async { client.leases().await.unwrap().is_empty() }).await,
+        "lease revoked in the background"
+    );
+    assert!(eventually(secs(2), || async { keys(&raw, "{s8}:mutex:*").await.is_empty() }).await);
+    assert!(keys(&raw, "{s8}:attached:*").await.is_empty());
+    assert!(keys(&raw, "{s8}:lease:*").await.is_empty());
+}
+
+#[tokio::test]
+async fn on_drop_orphan_leaves_the_lease_to_its_ttl() {
+    let server = server();
+    let client = client(&server, "s9").await;
+    let session = client
+        .session_with(SessionOptions::new().ttl(secs(2)).on_drop(OnDrop::Orphan))
+        .await
+        .unwrap();
+    let lease = session.lease();
+    drop(session);
+    assert_eq!(client.live_sessions(), 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(client.time_to_live(lease).await.unwrap().is_some(), "not revoked");
+    assert!(
+        eventually(secs(4), || async { client.time_to_live(lease).await.unwrap().is_none() })
+            .await,
+        "not renewed either"
+    );
+}
+
+#[tokio::test]
+async fn close_revokes_and_is_idempotent() {
+    let server = server();
+    let client = client(&server, "s10").await;
+    let session = client.session().await.unwrap();
+    session.close().await.unwrap();
+    assert_eq!(session.done().await, SessionEnd::Closed);
+    assert!(client.time_to_live(session.lease()).await.unwrap().is_none());
+    session.close().await.unwrap();
+    assert_eq!(session.state(), SessionState::Ended(SessionEnd::Closed));
+    let err = session.mutex("m").unwrap().lock().await.unwrap_err();
+    assert!(matches!(err, Error::SessionLost { reason: SessionEnd::Closed, .. }), "{err}");
+}
+
+/// The leak this crate exists to prevent: a session per request, never closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_per_request_leave_no_task_lease_or_entry_behind() {
+    let server = server();
+    let raw = raw(&server).await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before_client = metrics.num_alive_tasks();
+    let client = client(&server, "s11").await;
+    let with_client = metrics.num_alive_tasks();
+    for round in 0..5 {
+        let mut handles = Vec::new();
+        for i in 0..40 {
+            let client = client.clone();
+            handles.push(tokio::spawn(async move {
+                let session = client.session().await.unwrap();
+                let guard = session.mutex(&format!("req-{}", i % 4)).unwrap().lock().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                drop(guard); // and the session, never closed
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        assert_eq!(client.live_sessions(), 0, "round {round}");
+    }
+    assert!(
+        eventually(secs(5), || async { client.leases().await.unwrap().is_empty() }).await,
+        "every lease revoked"
+    );
+    assert!(eventually(secs(2), || async { keys(&raw, "{s11}:mutex:*").await.is_empty() }).await);
+    assert!(
+        eventually(secs(2), || async { metrics.num_alive_tasks() <= with_client }).await,
+        "tasks: {} now, {} with an idle client",
+        metrics.num_alive_tasks(),
+        with_client
+    );
+    drop(client);
+    assert!(
+        eventually(secs(5), || async { metrics.num_alive_tasks() <= before_client }).await,
+        "the client's tasks end with it: {} now, {} before",
+        metrics.num_alive_tasks(),
+        before_client
+    );
+}

@@ -1,0 +1,92 @@
+//! Shared test support: a throwaway redis-server per test, a leasehold client on it, and a raw
+//! fred client to inspect what leasehold left in Redis.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use fred::prelude::{ClientLike, KeysInterface, LuaInterface};
+pub use leasehold::testing::RedisServer;
+use leasehold::Client;
+
+pub fn server() -> RedisServer {
+    RedisServer::start().unwrap_or_else(|e| panic!("cannot start redis-server for tests: {e}"))
+}
+
+pub async fn client(server: &RedisServer, namespace: &str) -> Client {
+    Client::builder()
+        .url(server.url())
+        .namespace(namespace)
+        .command_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .expect("connect")
+}
+
+/// A plain fred client for looking at Redis state directly.
+pub async fn raw(server: &RedisServer) -> fred::clients::Client {
+    let config = fred::types::config::Config::from_url(&server.url()).unwrap();
+    let c = fred::clients::Client::new(config, None, None, None);
+    c.init().await.expect("raw connect");
+    c
+}
+
+/// Run any command, e.g. `cmd(&raw, "ZCARD", &["k"])`.
+pub async fn cmd<R: fred::types::FromValue>(
+    raw: &fred::clients::Client,
+    name: &'static str,
+    args: &[&str],
+) -> Result<R, fred::error::Error> {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    raw.custom(
+        fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::FirstKey, false),
+        args,
+    )
+    .await
+}
+
+/// All keys matching `pattern`, sorted.
+pub async fn keys(raw: &fred::clients::Client, pattern: &str) -> Vec<String> {
+    let mut k: Vec<String> = cmd(raw, "KEYS", &[pattern]).await.unwrap();
+    k.sort();
+    k
+}
+
+pub async fn zcard(raw: &fred::clients::Client, key: &str) -> u64 {
+    cmd(raw, "ZCARD", &[key]).await.unwrap()
+}
+
+pub async fn exists(raw: &fred::clients::Client, key: &str) -> bool {
+    let n: u64 = raw.exists(key).await.unwrap();
+    n == 1
+}
+
+/// Run a leasehold script straight from `lua/`, as the library does (prelude + operation).
+pub async fn eval_script(
+    raw: &fred::clients::Client,
+    name: &str,
+    keys: Vec<String>,
+    args: Vec<String>,
+) -> Result<fred::types::Value, fred::error::Error> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let prelude = std::fs::read_to_string(format!("{root}/lua/prelude.lua")).unwrap();
+    let body = std::fs::read_to_string(format!("{root}/lua/{name}.lua")).unwrap();
+    raw.eval(format!("{prelude}{body}"), keys, args).await
+}
+
+/// Poll `cond` every 10 ms until it holds or `limit` passes; returns whether it held.
+pub async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
