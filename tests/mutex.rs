@@ -1,0 +1,343 @@
+//! Mutex semantics against a real redis-server: FIFO, fencing, cancel safety, lease loss.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use leasehold::{Error, SessionEnd, SessionOptions};
+use support::*;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Five contenders queue one after another behind a holder; they must get the lock one at a
+/// time, in the order they queued, with strictly increasing fencing tokens.
+async fn fifo_case(ns: &str, share_session: bool) {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, ns).await;
+    let key = format!("{{{ns}}}:mutex:job");
+    let shared = client.session().await.unwrap();
+    let holder = shared.mutex("job").unwrap().lock().await.unwrap();
+    let inside = Arc::new(AtomicUsize::new(0));
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..5u64 {
+        let session = if share_session {
+            shared.clone()
+        } else {
+            client.session().await.unwrap()
+        };
+        let (inside, order) = (inside.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            let guard = session.mutex("job").unwrap().lock().await.unwrap();
+            assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
+            order.lock().unwrap().push((i, guard.fencing_token()));
+            tokio::time::sleep(ms(20)).await;
+            inside.fetch_sub(1, Ordering::SeqCst);
+            guard.unlock().await.unwrap();
+        }));
+        // Wait until this contender is queued, so the queue order is known.
+        let want = i + 2;
+        assert!(eventually(Duration::from_secs(2), || async { zcard(&raw, &key).await == want }).await);
+    }
+    let first_token = holder.fencing_token();
+    holder.unlock().await.unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let order = order.lock().unwrap().clone();
+    assert_eq!(order.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    let mut last = first_token;
+    for (_, token) in order {
+        assert!(token > last, "tokens must rise: {token} after {last}");
+        last = token;
+    }
+    assert_eq!(zcard(&raw, &key).await, 0);
+}
+
+#[tokio::test]
+async fn five_contenders_fifo_with_rising_tokens() {
+    fifo_case("m1", false).await;
+}
+
+#[tokio::test]
+async fn five_tasks_sharing_one_session_exclude_each_other() {
+    fifo_case("m2", true).await;
+}
+
+#[tokio::test]
+async fn concurrent_try_locks_exactly_one_wins() {
+    let server = server();
+    let client = client(&server, "m3").await;
+    let mut sessions = Vec::new();
+    for _ in 0..5 {
+        sessions.push(client.session().await.unwrap());
+    }
+    let results = futures_join(sessions.iter().map(|s| {
+        let m = s.mutex("only").unwrap();
+        async move { m.try_lock().await }
+    }))
+    .await;
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1);
+    for r in &results {
+        if let Err(e) = r {
+            assert!(matches!(e, Error::Locked { .. }), "{e}");
+            assert!(e.to_string().contains("\"only\""), "{e}");
+        }
+    }
+    // Losers left nothing queued.
+    let raw = raw(&server).await;
+    assert_eq!(zcard(&raw, "{m3}:mutex:only").await, 1);
+}
+
+async fn futures_join<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn blocked_waiter_acquires_soon_after_unlock_with_a_greater_token() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "m4").await;
+    let a = client.session().await.unwrap();
+    let b = client.session().await.unwrap();
+    let mut samples = Vec::new();
+    for round in 0..20 {
+        let name = format!("h{round}");
+        let held = a.mutex(&name).unwrap().lock().await.unwrap();
+        let m = b.mutex(&name).unwrap();
+        let waiter = tokio::spawn(async move {
+            let g = m.lock().await.unwrap();
+            (Instant::now(), g.fencing_token())
+        });
+        let key = format!("{{m4}}:mutex:{name}");
+        assert!(eventually(Duration::from_secs(2), || async { zcard(&raw, &key).await == 2 }).await);
+        let token = held.fencing_token();
+        let released = Instant::now();
+        held.unlock().await.unwrap();
+        let (acquired, next) = waiter.await.unwrap();
+        assert!(next > token);
+        samples.push(acquired - released);
+    }
+    samples.sort();
+    println!(
+        "handoff (unlock called -> waiter holds), 20 rounds: p50 {:?}, max {:?}",
+        samples[10], samples[19]
+    );
+    // Woken by the doorbell, not by a timeout (the holder's lease had 60 s left).
+    assert!(samples[19] < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn orphaned_holder_hands_over_within_ttl_plus_a_renewal_interval() {
+    let server = server();
+    let client = client(&server, "m5").await;
+    let ttl = Duration::from_secs(2);
+    let holder = client
+        .session_with(SessionOptions::new().ttl(ttl))
+        .await
+        .unwrap();
+    let guard = holder.mutex("x").unwrap().lock().await.unwrap();
+    let waiter = client.session().await.unwrap();
+    let m = waiter.mutex("x").unwrap();
+    let wait = tokio::spawn(async move { m.lock().await.map(|g| (Instant::now(), g.fencing_token())) });
+    tokio::time::sleep(ms(100)).await;
+    let orphaned = Instant::now();
+    holder.orphan(); // as if the holder's process froze
+    assert!(!guard.is_valid());
+    let (acquired, token) = wait.await.unwrap().unwrap();
+    let took = acquired - orphaned;
+    println!("orphaned holder -> next holder after {took:?} (TTL {ttl:?})");
+    assert!(took <= ttl + ttl / 3 + ms(500), "{took:?}");
+    assert!(token > guard.fencing_token());
+    // The old guard's release is refused and leaves the new holder alone.
+    let err = guard.unlock().await.unwrap_err();
+    assert!(matches!(err, Error::NotHeld { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn waiter_whose_session_is_revoked_gets_session_lost_and_blocks_nobody() {
+    let server = server();
+    let client = client(&server, "m6").await;
+    let raw = raw(&server).await;
+    let holder = client.session().await.unwrap();
+    let guard = holder.mutex("q").unwrap().lock().await.unwrap();
+    let doomed = client.session().await.unwrap();
+    let next = client.session().await.unwrap();
+    let (m1, m2) = (doomed.mutex("q").unwrap(), next.mutex("q").unwrap());
+    let w1 = tokio::spawn(async move { m1.lock().await.map(|g| g.fencing_token()) });
+    assert!(eventually(Duration::from_secs(2), || async { zcard(&raw, "{m6}:mutex:q").await == 2 }).await);
+    let w2 = tokio::spawn(async move { m2.lock().await.map(|g| g.fencing_token()) });
+    assert!(eventually(Duration::from_secs(2), || async { zcard(&raw, "{m6}:mutex:q").await == 3 }).await);
+
+    client.revoke(doomed.lease()).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(2), w1)
+        .await
+        .expect("lock() returns at once")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::SessionLost { reason: SessionEnd::Revoked, .. }),
+        "{err}"
+    );
+    assert_eq!(zcard(&raw, "{m6}:mutex:q").await, 2, "its entry is gone");
+    let t = guard.fencing_token();
+    guard.unlock().await.unwrap();
+    let token = tokio::time::timeout(Duration::from_secs(2), w2)
+        .await
+        .expect("next waiter not blocked")
+        .unwrap()
+        .unwrap();
+    assert!(token > t);
+}
+
+#[tokio::test]
+async fn waiter_whose_session_expires_stops_waiting() {
+    let server = server();
+    let client = client(&server, "m7").await;
+    let holder = client.session().await.unwrap();
+    let _guard = holder.mutex("q").unwrap().lock().await.unwrap();
+    let waiter = client
+        .session_with(SessionOptions::new().ttl(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    let m = waiter.mutex("q").unwrap();
+    let w = tokio::spawn(async move { m.lock().await.map(|g| g.fencing_token()) });
+    tokio::time::sleep(ms(200)).await;
+    waiter.orphan();
+    let err = tokio::time::timeout(Duration::from_secs(1), w)
+        .await
+        .expect("returns at once")
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, Error::SessionLost { reason: SessionEnd::Orphaned, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn dropping_a_pending_lock_future_removes_its_entry() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "m8").await;
+    let session = client.session().await.unwrap();
+    let guard = session.mutex("d").unwrap().lock().await.unwrap();
+    let m = session.mutex("d").unwrap();
+    let r = tokio::time::timeout(ms(300), m.lock()).await;
+    assert!(r.is_err(), "still waiting when dropped");
+    assert!(
+        eventually(Duration::from_secs(2), || async { zcard(&raw, "{m8}:mutex:d").await == 1 }).await,
+        "only the holder's entry is left"
+    );
+    let info = client.time_to_live_with_keys(session.lease()).await.unwrap().unwrap();
+    assert_eq!(info.attached_count, 1, "{:?}", info.attached);
+    drop(guard);
+    assert!(eventually(Duration::from_secs(2), || async { zcard(&raw, "{m8}:mutex:d").await == 0 }).await);
+    let info = client.time_to_live(session.lease()).await.unwrap().unwrap();
+    assert_eq!(info.attached_count, 0);
+}
+
+#[tokio::test]
+async fn dropping_a_guard_hands_over() {
+    let server = server();
+    let client = client(&server, "m9").await;
+    let a = client.session().await.unwrap();
+    let b = client.session().await.unwrap();
+    let g = a.mutex("d").unwrap().lock().await.unwrap();
+    let m = b.mutex("d").unwrap();
+    let w = tokio::spawn(async move { m.lock().await.map(|g| g.fencing_token()) });
+    tokio::time::sleep(ms(100)).await;
+    let t = g.fencing_token();
+    drop(g);
+    let next = tokio::time::timeout(Duration::from_secs(2), w).await.unwrap().unwrap().unwrap();
+    assert!(next > t);
+}
+
+#[tokio::test]
+async fn is_owner_asks_the_server() {
+    let server = server();
+    let client = client(&server, "m10").await;
+    let s = client.session().await.unwrap();
+    let g = s.mutex("o").unwrap().lock().await.unwrap();
+    assert!(g.is_owner().await.unwrap());
+    assert_eq!(g.key(), "{m10}:mutex:o");
+    client.revoke(s.lease()).await.unwrap();
+    assert!(!g.is_owner().await.unwrap());
+    assert!(eventually(Duration::from_secs(1), || async { !g.is_valid() }).await);
+}
+
+/// A retried release (same contender, same revision) is harmless, and a release can never
+/// remove a newer holder's entry: checked at the script level, where the types of the Rust API
+/// (unlock consumes the guard) do not stop us.
+#[tokio::test]
+async fn repeated_release_reports_not_held_and_spares_the_new_holder() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "m11").await;
+    let a = client.session().await.unwrap();
+    let ga = a.mutex("r").unwrap().lock().await.unwrap();
+    let entries: Vec<(String, f64)> = cmd(&raw, "ZRANGE", &["{m11}:mutex:r", "0", "-1", "WITHSCORES"])
+        .await
+        .unwrap();
+    let (contender, _) = entries[0].clone();
+    let release = |rev: u64| {
+        let lease = a.lease().to_string();
+        let contender = contender.clone();
+        let raw = raw.clone();
+        async move {
+            let v = eval_script(
+                &raw,
+                "mutex_release",
+                vec![
+                    "{m11}:rev".into(),
+                    "{m11}:leases".into(),
+                    "{m11}:mutex:r".into(),
+                    format!("{{m11}}:attached:{lease}"),
+                ],
+                vec![lease, contender, rev.to_string()],
+            )
+            .await
+            .unwrap();
+            v.as_i64().unwrap()
+        }
+    };
+    let token = ga.fencing_token();
+    assert_eq!(release(token + 1).await, 0, "wrong revision: not touched");
+    assert_eq!(zcard(&raw, "{m11}:mutex:r").await, 1);
+    assert_eq!(release(token).await, 1, "first release");
+    assert_eq!(release(token).await, 0, "retried release: not held");
+    let b = client.session().await.unwrap();
+    let gb = b.mutex("r").unwrap().lock().await.unwrap();
+    assert_eq!(release(token).await, 0, "late release");
+    assert!(gb.is_owner().await.unwrap(), "new holder untouched");
+    // The stale guard's own unlock says the same.
+    assert!(matches!(ga.unlock().await, Err(Error::NotHeld { .. })));
+    assert!(gb.is_owner().await.unwrap());
+}
+
+#[tokio::test]
+async fn bad_names_are_rejected_before_io() {
+    let server = server();
+    let client = client(&server, "m12").await;
+    let s = client.session().await.unwrap();
+    assert!(matches!(s.mutex(""), Err(Error::InvalidName { .. })));
+    let long = "x".repeat(leasehold::MAX_NAME_LEN + 1);
+    let err = s.mutex(&long).unwrap_err();
+    assert!(matches!(err, Error::InvalidName { .. }));
+    assert!(err.to_string().contains("m12"));
+    // Any UTF-8, including separators and braces, is a fine name.
+    let g = s.mutex("a:b {c} ünï").unwrap().lock().await.unwrap();
+    assert_eq!(g.key(), "{m12}:mutex:a:b {c} ünï");
+}
