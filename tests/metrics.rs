@@ -1,0 +1,88 @@
+//! Metrics reach an installed recorder (own test binary: the recorder is process-global).
+
+mod support;
+
+use std::time::Duration;
+
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::MetricKind;
+use support::*;
+
+#[tokio::test]
+async fn metrics_are_recorded_and_described() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().expect("install recorder");
+    leasehold::metrics::describe();
+
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "mx").await;
+    let a = client
+        .session_with(leasehold::SessionOptions::new().ttl(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let b = client.session().await.unwrap();
+    let g = a.mutex("m").unwrap().lock().await.unwrap();
+    let m = b.mutex("m").unwrap();
+    let w = tokio::spawn(async move { m.lock().await.map(|g| g.fencing_token()) });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(g);
+    w.await.unwrap().unwrap();
+    let _: () = cmd(&raw, "SCRIPT", &["FLUSH"]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await; // renewals, one after the flush
+    a.close().await.unwrap();
+    drop(a);
+    drop(b);
+
+    let snap = snapshot_map(&snapshotter);
+    let get = |name: &str| -> Vec<(MetricKind, &DebugValue)> {
+        snap.iter()
+            .filter(|(k, _, _)| k.as_str() == name)
+            .map(|(_, kind, v)| (*kind, v))
+            .collect()
+    };
+    let counter = |name: &str| -> u64 {
+        get(name)
+            .into_iter()
+            .map(|(_, v)| match v {
+                DebugValue::Counter(n) => *n,
+                other => panic!("{name}: {other:?}"),
+            })
+            .sum()
+    };
+    assert_eq!(counter("leasehold_leases_granted_total"), 2);
+    assert_eq!(counter("leasehold_leases_revoked_total"), 1);
+    assert!(counter("leasehold_renew_calls_total") >= 1);
+    assert_eq!(counter("leasehold_lock_handoffs_total"), 1);
+    assert!(counter("leasehold_script_reloads_total") >= 1);
+    match get("leasehold_sessions_live")[0].1 {
+        DebugValue::Gauge(v) => assert_eq!(v.into_inner(), 0.0, "both sessions dropped"),
+        other => panic!("{other:?}"),
+    }
+    for h in [
+        "leasehold_lock_wait_seconds",
+        "leasehold_lock_hold_seconds",
+        "leasehold_renew_latency_seconds",
+        "leasehold_renew_headroom_seconds",
+    ] {
+        let samples: usize = get(h)
+            .into_iter()
+            .map(|(_, v)| match v {
+                DebugValue::Histogram(s) => s.len(),
+                other => panic!("{h}: {other:?}"),
+            })
+            .sum();
+        assert!(samples > 0, "{h} has samples");
+    }
+}
+
+fn snapshot_map(
+    s: &metrics_util::debugging::Snapshotter,
+) -> Vec<(String, MetricKind, DebugValue)> {
+    s.snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(ck, _unit, _desc, v)| (ck.key().name().to_owned(), ck.kind(), v))
+        .collect()
+}
