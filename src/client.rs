@@ -230,10 +230,8 @@ impl ClientBuilder {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(unreachable(e, &pool, &subscriber).await),
             Err(_) => {
-                let e = Error::Unreachable(format!(
-                    "no connection within {:?}",
-                    self.connect_timeout
-                ));
+                let e =
+                    Error::Unreachable(format!("no connection within {:?}", self.connect_timeout));
                 return Err(unreachable(e, &pool, &subscriber).await);
             }
         }

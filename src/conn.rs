@@ -179,7 +179,13 @@ mod tests {
             Error::Timeout(_)
         ));
         // Truncated or odd messages never panic.
-        for odd in ["LHWRONGTYPE", "LHWRONGTYPE a", "LHCORRUPT ", " script: ", ""] {
+        for odd in [
+            "LHWRONGTYPE",
+            "LHWRONGTYPE a",
+            "LHCORRUPT ",
+            " script: ",
+            "",
+        ] {
             let _ = classify(script_error(odd), t);
         }
     }

@@ -17,15 +17,26 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// A namespace name outside `[A-Za-z0-9_.-]{1,64}`. Rejected before any I/O.
     #[error("invalid namespace {namespace:?}: {reason}")]
-    InvalidNamespace { namespace: String, reason: &'static str },
+    InvalidNamespace {
+        namespace: String,
+        reason: &'static str,
+    },
 
     /// A lock, election or key name that is empty or too long. Rejected before any I/O.
     #[error("invalid {kind} name in namespace {namespace:?}: {reason}")]
-    InvalidName { namespace: String, kind: &'static str, reason: String },
+    InvalidName {
+        namespace: String,
+        kind: &'static str,
+        reason: String,
+    },
 
     /// A TTL outside [`MIN_TTL`](crate::MIN_TTL)..=[`MAX_TTL`](crate::MAX_TTL). Rejected before any I/O.
     #[error("invalid TTL {ttl:?}: must be between {min:?} and {max:?}")]
-    InvalidTtl { ttl: Duration, min: Duration, max: Duration },
+    InvalidTtl {
+        ttl: Duration,
+        min: Duration,
+        max: Duration,
+    },
 
     /// Some other argument was rejected (a label too long, a malformed lease id, ...).
     #[error("invalid argument: {0}")]
@@ -38,7 +49,11 @@ pub enum Error {
     /// The session's lease is gone (expired, revoked, orphaned or closed), so nothing it held or
     /// waited for can be trusted any more. Open a new session to go on.
     #[error("session lost: lease {lease} in namespace {namespace:?} ended ({reason})")]
-    SessionLost { namespace: String, lease: LeaseId, reason: SessionEnd },
+    SessionLost {
+        namespace: String,
+        lease: LeaseId,
+        reason: SessionEnd,
+    },
 
     /// The lease does not exist (never granted, expired or revoked).
     #[error("lease {lease} not found in namespace {namespace:?}")]
@@ -47,12 +62,22 @@ pub enum Error {
     /// Release or check of a lock this contender no longer holds: it was already released, or
     /// the lease expired and the lock may have passed to someone else.
     #[error("mutex {name:?} in namespace {namespace:?} is not held by this guard (fencing token {fencing_token})")]
-    NotHeld { namespace: String, name: String, fencing_token: u64 },
+    NotHeld {
+        namespace: String,
+        name: String,
+        fencing_token: u64,
+    },
 
     /// A key leasehold owns holds a value of another Redis type (someone else wrote it).
     /// The operation changed nothing.
-    #[error("key {key:?} holds a Redis {found}, leasehold expects a {expected}; nothing was changed")]
-    WrongType { key: String, found: String, expected: String },
+    #[error(
+        "key {key:?} holds a Redis {found}, leasehold expects a {expected}; nothing was changed"
+    )]
+    WrongType {
+        key: String,
+        found: String,
+        expected: String,
+    },
 
     /// A key leasehold owns holds data it cannot read. The operation changed nothing.
     #[error("key {key:?} holds data leasehold cannot read: {detail}")]
@@ -72,7 +97,10 @@ pub enum Error {
 
     /// A reply of a shape leasehold does not expect (a bug, or a key rewritten by a foreign writer).
     #[error("unexpected reply from Redis to {operation}: {detail}")]
-    Protocol { operation: &'static str, detail: String },
+    Protocol {
+        operation: &'static str,
+        detail: String,
+    },
 
     /// The client was shut down.
     #[error("leasehold client is shut down")]

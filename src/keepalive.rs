@@ -116,7 +116,13 @@ impl Keepalive {
     }
 
     /// Start renewing a lease last confirmed by a call sent at `sent`.
-    pub(crate) fn insert(&mut self, id: LeaseId, ttl: Duration, valid_until: Instant, sent: Instant) {
+    pub(crate) fn insert(
+        &mut self,
+        id: LeaseId,
+        ttl: Duration,
+        valid_until: Instant,
+        sent: Instant,
+    ) {
         self.remove(id);
         let due = next_due(sent, ttl);
         self.max_window = self.max_window.max(ttl / 6);
@@ -307,7 +313,10 @@ mod tests {
         let t2 = t0 + ms(2000);
         k.insert(id(3), TTL, validity(t2, TTL, Duration::ZERO), t2);
         assert_eq!(k.next_deadline(), Some(t0 + ms(3000)));
-        assert!(k.take_due(t0 + ms(2999), 10).0.is_empty(), "nothing due yet");
+        assert!(
+            k.take_due(t0 + ms(2999), 10).0.is_empty(),
+            "nothing due yet"
+        );
         let (ids, timeout) = k.take_due(t0 + ms(3000), 10);
         assert_eq!(ids, vec![id(1), id(2)]);
         assert_eq!(timeout, attempt_timeout(TTL));
@@ -361,10 +370,7 @@ mod tests {
         k.insert(id(1), TTL, valid, t0);
         let mut now = t0 + TTL / 3;
         let (ids, _) = k.take_due(now, 10);
-        assert_eq!(
-            k.failed(ids[0], now),
-            Some(Event::Jeopardy { id: id(1) })
-        );
+        assert_eq!(k.failed(ids[0], now), Some(Event::Jeopardy { id: id(1) }));
         // Retries keep coming, jeopardy is reported once.
         loop {
             now = k.next_deadline().unwrap();
@@ -385,7 +391,9 @@ mod tests {
         );
         assert_eq!(k.len(), 0);
         // A late reply for a removed lease changes nothing.
-        assert!(k.renewed(id(1), Some(TTL), now, now, Duration::ZERO).is_none());
+        assert!(k
+            .renewed(id(1), Some(TTL), now, now, Duration::ZERO)
+            .is_none());
     }
 
     #[test]

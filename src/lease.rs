@@ -149,7 +149,11 @@ impl Core {
         let mut keys = self.keys.base();
         let mut args = vec![
             sweep.to_string(),
-            if adopt { self.id.clone() } else { String::new() },
+            if adopt {
+                self.id.clone()
+            } else {
+                String::new()
+            },
         ];
         for &id in ids {
             keys.push(self.keys.lease(id));

@@ -74,3 +74,8 @@ pub use lease::{Attachment, Lease, LeaseId, LeaseInfo};
 pub use mutex::{Mutex, MutexGuard};
 pub use names::{DEFAULT_TTL, MAX_LABEL_LEN, MAX_NAMESPACE_LEN, MAX_NAME_LEN, MAX_TTL, MIN_TTL};
 pub use session::{OnDrop, Session, SessionEnd, SessionOptions, SessionState};
+
+/// Compiles the README's examples as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -49,17 +49,30 @@ pub fn describe() {
     describe_gauge!(SESSIONS_LIVE, "Sessions alive in this process");
     describe_counter!(LEASES_GRANTED, "Leases granted by this process");
     describe_counter!(LEASES_REVOKED, "Leases revoked by this process");
-    describe_counter!(LEASES_EXPIRED, "Expired leases swept by this process's renewals");
+    describe_counter!(
+        LEASES_EXPIRED,
+        "Expired leases swept by this process's renewals"
+    );
     describe_counter!(RENEW_CALLS, "Batched lease renewal calls sent to Redis");
-    describe_histogram!(RENEW_LATENCY, Unit::Seconds, "Round trip of one renewal call");
+    describe_histogram!(
+        RENEW_LATENCY,
+        Unit::Seconds,
+        "Round trip of one renewal call"
+    );
     describe_histogram!(
         RENEW_HEADROOM,
         Unit::Seconds,
         "Local validity left on a lease when its renewal came back"
     );
     describe_histogram!(RENEW_BATCH, Unit::Count, "Leases renewed per renewal call");
-    describe_counter!(SESSION_JEOPARDY, "Renewals that failed or were late, by reason");
-    describe_counter!(SESSION_LOST, "Sessions that ended without being closed, by reason");
+    describe_counter!(
+        SESSION_JEOPARDY,
+        "Renewals that failed or were late, by reason"
+    );
+    describe_counter!(
+        SESSION_LOST,
+        "Sessions that ended without being closed, by reason"
+    );
     describe_counter!(
         CLOCK_FORWARD_STEPS,
         "Renewals that found the Redis clock ahead of the local monotonic clock"
@@ -67,7 +80,10 @@ pub fn describe() {
     describe_histogram!(LOCK_WAIT, Unit::Seconds, "Time from lock() to acquisition");
     describe_histogram!(LOCK_HOLD, Unit::Seconds, "Time a lock was held");
     describe_counter!(LOCK_HANDOFFS, "Acquisitions after waiting behind a holder");
-    describe_counter!(SCRIPT_RELOADS, "NOSCRIPT replies answered by reloading the script");
+    describe_counter!(
+        SCRIPT_RELOADS,
+        "NOSCRIPT replies answered by reloading the script"
+    );
     describe_counter!(REDIS_ERRORS, "Redis errors, by kind");
 }
 

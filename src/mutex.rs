@@ -346,7 +346,12 @@ mod tests {
             Ok(Acquire::Held(7))
         ));
         assert!(matches!(
-            parse_acquire(Value::Array(vec![s("wait"), Value::Integer(7), s("x"), Value::Integer(5)])),
+            parse_acquire(Value::Array(vec![
+                s("wait"),
+                Value::Integer(7),
+                s("x"),
+                Value::Integer(5)
+            ])),
             Ok(Acquire::Wait { .. })
         ));
         assert!(parse_acquire(Value::Array(vec![s("held")])).is_err());

@@ -32,10 +32,7 @@ impl Reply {
     pub(crate) fn array_min(&self, v: Value, n: usize) -> Result<Vec<Value>> {
         let items = self.array(v)?;
         if items.len() < n {
-            return Err(self.bad(format!(
-                "expected at least {n} items, got {}",
-                items.len()
-            )));
+            return Err(self.bad(format!("expected at least {n} items, got {}", items.len())));
         }
         Ok(items)
     }

@@ -244,11 +244,13 @@ impl Session {
             }
         };
         let valid_until = keepalive::validity(sent, ttl, Duration::ZERO);
-        let status = Arc::new(watch::channel(Status {
-            state: SessionState::Alive,
-            valid_until,
-        })
-        .0);
+        let status = Arc::new(
+            watch::channel(Status {
+                state: SessionState::Alive,
+                valid_until,
+            })
+            .0,
+        );
         inner.send(Op::Register {
             id: lease,
             ttl,

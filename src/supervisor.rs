@@ -248,7 +248,10 @@ impl Supervisor {
                 let step = self.keepalive.clock.observe(reply.server_us, sent, recv);
                 if !step.is_zero() {
                     counter!(m::CLOCK_FORWARD_STEPS).increment(1);
-                    tracing::warn!(?step, "Redis clock ran ahead of the local clock; leases shortened");
+                    tracing::warn!(
+                        ?step,
+                        "Redis clock ran ahead of the local clock; leases shortened"
+                    );
                 }
                 for (id, ttl) in ids.into_iter().zip(reply.ttls) {
                     if let Some(ev) = self.keepalive.renewed(id, ttl, sent, recv, step) {

@@ -39,7 +39,9 @@ impl RedisServer {
     /// Start a server; fails with a message saying how to install `redis-server` when it is
     /// missing.
     pub fn start() -> io::Result<RedisServer> {
-        let dir = tempfile::Builder::new().prefix("leasehold-redis-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("leasehold-redis-")
+            .tempdir()?;
         let mut last = None;
         // Another process may take the port between our probe and the server's bind: retry.
         for _ in 0..5 {
@@ -188,7 +190,9 @@ fn spawn(dir: &Path, port: u16) -> io::Result<Child> {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(io::Error::other("redis-server did not answer PING within 10 s"));
+            return Err(io::Error::other(
+                "redis-server did not answer PING within 10 s",
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -30,11 +30,7 @@ async fn attached_keys_are_listed_only_when_asked() {
     let server = server();
     let client = client(&server, "lease2").await;
     let session = client.session().await.unwrap();
-    let _guard = session.mutex("a")
-        .unwrap()
-        .lock()
-        .await
-        .unwrap();
+    let _guard = session.mutex("a").unwrap().lock().await.unwrap();
     let info = client.time_to_live(session.lease()).await.unwrap().unwrap();
     assert_eq!(info.attached_count, 1);
     assert!(info.attached.is_empty());
@@ -74,13 +70,23 @@ async fn keep_alive_once_renews() {
     let client = client(&server, "lease4").await;
     let lease = client.grant(Duration::from_secs(3)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let before = client.time_to_live(lease.id).await.unwrap().unwrap().remaining;
+    let before = client
+        .time_to_live(lease.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .remaining;
     assert!(before <= Duration::from_millis(1800), "{before:?}");
     assert_eq!(
         client.keep_alive_once(lease.id).await.unwrap(),
         Duration::from_secs(3)
     );
-    let after = client.time_to_live(lease.id).await.unwrap().unwrap().remaining;
+    let after = client
+        .time_to_live(lease.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .remaining;
     assert!(after > Duration::from_millis(2500), "{after:?}");
 }
 
@@ -94,7 +100,12 @@ async fn revoke_deletes_attached_entries_and_wakes_waiters() {
     let waiter = client.session().await.unwrap();
     let m = waiter.mutex("m").unwrap();
     let waiting = tokio::spawn(async move { m.lock().await.map(|g| g.fencing_token()) });
-    assert!(eventually(Duration::from_secs(2), || async { zcard(&raw, "{lease5}:mutex:m").await == 2 }).await);
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            zcard(&raw, "{lease5}:mutex:m").await == 2
+        })
+        .await
+    );
 
     client.revoke(holder.lease()).await.unwrap();
     assert!(!exists(&raw, &format!("{{lease5}}:lease:{}", holder.lease())).await);
@@ -106,7 +117,9 @@ async fn revoke_deletes_attached_entries_and_wakes_waiters() {
         .unwrap();
     assert!(token > guard.fencing_token());
     // The holder's session learns it was revoked.
-    let end = tokio::time::timeout(Duration::from_secs(2), holder.done()).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(2), holder.done())
+        .await
+        .unwrap();
     assert_eq!(end, leasehold::SessionEnd::Revoked);
 }
 
@@ -173,7 +186,14 @@ async fn negative_or_garbage_ttl_is_refused_by_the_script_too() {
                 format!("{{ns}}:lease:{id}"),
                 format!("{{ns}}:attached:{id}"),
             ],
-            vec![id.into(), ttl.into(), "c".into(), "h".into(), "1".into(), "".into()],
+            vec![
+                id.into(),
+                ttl.into(),
+                "c".into(),
+                "h".into(),
+                "1".into(),
+                "".into(),
+            ],
         )
         .await
         .unwrap_err();

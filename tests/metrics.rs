@@ -77,9 +77,7 @@ async fn metrics_are_recorded_and_described() {
     }
 }
 
-fn snapshot_map(
-    s: &metrics_util::debugging::Snapshotter,
-) -> Vec<(String, MetricKind, DebugValue)> {
+fn snapshot_map(s: &metrics_util::debugging::Snapshotter) -> Vec<(String, MetricKind, DebugValue)> {
     s.snapshot()
         .into_vec()
         .into_iter()

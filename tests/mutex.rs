@@ -34,7 +34,11 @@ async fn fifo_case(ns: &str, share_session: bool) {
         let (inside, order) = (inside.clone(), order.clone());
         tasks.push(tokio::spawn(async move {
             let guard = session.mutex("job").unwrap().lock().await.unwrap();
-            assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
+            assert_eq!(
+                inside.fetch_add(1, Ordering::SeqCst),
+                0,
+                "two holders at once"
+            );
             order.lock().unwrap().push((i, guard.fencing_token()));
             tokio::time::sleep(ms(20)).await;
             inside.fetch_sub(1, Ordering::SeqCst);
@@ -42,7 +46,12 @@ async fn fifo_case(ns: &str, share_session: bool) {
         }));
         // Wait until this contender is queued, so the queue order is known.
         let want = i + 2;
-        assert!(eventually(Duration::from_secs(2), || async { zcard(&raw, &key).await == want }).await);
+        assert!(
+            eventually(Duration::from_secs(2), || async {
+                zcard(&raw, &key).await == want
+            })
+            .await
+        );
     }
     let first_token = holder.fencing_token();
     holder.unlock().await.unwrap();
@@ -50,7 +59,10 @@ async fn fifo_case(ns: &str, share_session: bool) {
         t.await.unwrap();
     }
     let order = order.lock().unwrap().clone();
-    assert_eq!(order.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    assert_eq!(
+        order.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
     let mut last = first_token;
     for (_, token) in order {
         assert!(token > last, "tokens must rise: {token} after {last}");
@@ -95,9 +107,9 @@ async fn concurrent_try_locks_exactly_one_wins() {
     assert_eq!(zcard(&raw, "{m3}:mutex:only").await, 1);
 }
 
-async fn futures_join<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn futures_join<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futs.map(tokio::spawn).collect();
@@ -125,7 +137,12 @@ async fn blocked_waiter_acquires_soon_after_unlock_with_a_greater_token() {
             (Instant::now(), g.fencing_token())
         });
         let key = format!("{{m4}}:mutex:{name}");
-        assert!(eventually(Duration::from_secs(2), || async { zcard(&raw, &key).await == 2 }).await);
+        assert!(
+            eventually(Duration::from_secs(2), || async {
+                zcard(&raw, &key).await == 2
+            })
+            .await
+        );
         let token = held.fencing_token();
         let released = Instant::now();
         held.unlock().await.unwrap();
@@ -154,7 +171,8 @@ async fn orphaned_holder_hands_over_within_ttl_plus_a_renewal_interval() {
     let guard = holder.mutex("x").unwrap().lock().await.unwrap();
     let waiter = client.session().await.unwrap();
     let m = waiter.mutex("x").unwrap();
-    let wait = tokio::spawn(async move { m.lock().await.map(|g| (Instant::now(), g.fencing_token())) });
+    let wait =
+        tokio::spawn(async move { m.lock().await.map(|g| (Instant::now(), g.fencing_token())) });
     tokio::time::sleep(ms(100)).await;
     let orphaned = Instant::now();
     holder.orphan(); // as if the holder's process froze
@@ -180,9 +198,19 @@ async fn waiter_whose_session_is_revoked_gets_session_lost_and_blocks_nobody() {
     let next = client.session().await.unwrap();
     let (m1, m2) = (doomed.mutex("q").unwrap(), next.mutex("q").unwrap());
     let w1 = tokio::spawn(async move { m1.lock().await.map(|g| g.fencing_token()) });
-    assert!(eventually(Duration::from_secs(2), || async { zcard(&raw, "{m6}:mutex:q").await == 2 }).await);
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            zcard(&raw, "{m6}:mutex:q").await == 2
+        })
+        .await
+    );
     let w2 = tokio::spawn(async move { m2.lock().await.map(|g| g.fencing_token()) });
-    assert!(eventually(Duration::from_secs(2), || async { zcard(&raw, "{m6}:mutex:q").await == 3 }).await);
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            zcard(&raw, "{m6}:mutex:q").await == 3
+        })
+        .await
+    );
 
     client.revoke(doomed.lease()).await.unwrap();
     let err = tokio::time::timeout(Duration::from_secs(2), w1)
@@ -191,7 +219,13 @@ async fn waiter_whose_session_is_revoked_gets_session_lost_and_blocks_nobody() {
         .unwrap()
         .unwrap_err();
     assert!(
-        matches!(err, Error::SessionLost { reason: SessionEnd::Revoked, .. }),
+        matches!(
+            err,
+            Error::SessionLost {
+                reason: SessionEnd::Revoked,
+                ..
+            }
+        ),
         "{err}"
     );
     assert_eq!(zcard(&raw, "{m6}:mutex:q").await, 2, "its entry is gone");
@@ -224,7 +258,16 @@ async fn waiter_whose_session_expires_stops_waiting() {
         .expect("returns at once")
         .unwrap()
         .unwrap_err();
-    assert!(matches!(err, Error::SessionLost { reason: SessionEnd::Orphaned, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::SessionLost {
+                reason: SessionEnd::Orphaned,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -238,13 +281,25 @@ async fn dropping_a_pending_lock_future_removes_its_entry() {
     let r = tokio::time::timeout(ms(300), m.lock()).await;
     assert!(r.is_err(), "still waiting when dropped");
     assert!(
-        eventually(Duration::from_secs(2), || async { zcard(&raw, "{m8}:mutex:d").await == 1 }).await,
+        eventually(Duration::from_secs(2), || async {
+            zcard(&raw, "{m8}:mutex:d").await == 1
+        })
+        .await,
         "only the holder's entry is left"
     );
-    let info = client.time_to_live_with_keys(session.lease()).await.unwrap().unwrap();
+    let info = client
+        .time_to_live_with_keys(session.lease())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(info.attached_count, 1, "{:?}", info.attached);
     drop(guard);
-    assert!(eventually(Duration::from_secs(2), || async { zcard(&raw, "{m8}:mutex:d").await == 0 }).await);
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            zcard(&raw, "{m8}:mutex:d").await == 0
+        })
+        .await
+    );
     let info = client.time_to_live(session.lease()).await.unwrap().unwrap();
     assert_eq!(info.attached_count, 0);
 }
@@ -261,7 +316,11 @@ async fn dropping_a_guard_hands_over() {
     tokio::time::sleep(ms(100)).await;
     let t = g.fencing_token();
     drop(g);
-    let next = tokio::time::timeout(Duration::from_secs(2), w).await.unwrap().unwrap().unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(2), w)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert!(next > t);
 }
 
@@ -288,9 +347,10 @@ async fn repeated_release_reports_not_held_and_spares_the_new_holder() {
     let client = client(&server, "m11").await;
     let a = client.session().await.unwrap();
     let ga = a.mutex("r").unwrap().lock().await.unwrap();
-    let entries: Vec<(String, f64)> = cmd(&raw, "ZRANGE", &["{m11}:mutex:r", "0", "-1", "WITHSCORES"])
-        .await
-        .unwrap();
+    let entries: Vec<(String, f64)> =
+        cmd(&raw, "ZRANGE", &["{m11}:mutex:r", "0", "-1", "WITHSCORES"])
+            .await
+            .unwrap();
     let (contender, _) = entries[0].clone();
     let release = |rev: u64| {
         let lease = a.lease().to_string();

@@ -65,7 +65,25 @@ async fn redis_restart_loses_the_lease_but_tokens_keep_rising() {
     }
     let fresh = fresh.expect("session after restart");
     let g = fresh.mutex("a").unwrap().lock().await.unwrap();
-    assert!(g.fencing_token() > before, "{} <= {before}", g.fencing_token());
+    assert!(
+        g.fencing_token() > before,
+        "{} <= {before}",
+        g.fencing_token()
+    );
+    // The doorbell subscription came back too: a handoff is rung, not found by timeout
+    // (the holder's lease has 60 s left).
+    let other = client.session().await.unwrap();
+    let m = other.mutex("a").unwrap();
+    let waiter = tokio::spawn(async move { m.lock().await.map(|g| g.fencing_token()) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = g.fencing_token();
+    g.unlock().await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("handoff rung after the restart")
+        .unwrap()
+        .unwrap();
+    assert!(next > t);
 }
 
 /// Everything in Redis, as (key, type, dump of the value), to compare before and after.
@@ -86,7 +104,10 @@ async fn foreign_key_of_wrong_type_is_a_typed_error_and_nothing_changes() {
     let client = client(&server, "f3").await;
     let session = client.session().await.unwrap();
     // Someone else's data, inside and outside the namespace.
-    let _: () = raw.set("{f3}:mutex:taken", "not a queue", None, None, false).await.unwrap();
+    let _: () = raw
+        .set("{f3}:mutex:taken", "not a queue", None, None, false)
+        .await
+        .unwrap();
     let _: () = raw.set("unrelated", "x", None, None, false).await.unwrap();
     let before = snapshot(&raw).await;
     let err = session.mutex("taken").unwrap().lock().await.unwrap_err();
@@ -103,7 +124,12 @@ async fn foreign_key_of_wrong_type_is_a_typed_error_and_nothing_changes() {
         other => panic!("{other}"),
     }
     assert!(err.to_string().contains("{f3}:mutex:taken"));
-    let err = session.mutex("taken").unwrap().try_lock().await.unwrap_err();
+    let err = session
+        .mutex("taken")
+        .unwrap()
+        .try_lock()
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::WrongType { .. }), "{err}");
     tokio::time::sleep(Duration::from_millis(100)).await; // let background withdrawals run
     assert_eq!(snapshot(&raw).await, before, "nothing modified");
@@ -115,23 +141,41 @@ async fn wrong_types_at_internal_keys_are_typed_errors() {
     let server = server();
     let raw = raw(&server).await;
     // Registry of the wrong type: no session can be opened, nothing is written.
-    let _: () = raw.set("{f4}:leases", "x", None, None, false).await.unwrap();
+    let _: () = raw
+        .set("{f4}:leases", "x", None, None, false)
+        .await
+        .unwrap();
     let client = client(&server, "f4").await;
     let before = snapshot(&raw).await;
     let err = client.session().await.unwrap_err();
-    assert!(matches!(err, Error::WrongType { ref key, .. } if key == "{f4}:leases"), "{err}");
-    assert!(matches!(client.leases().await, Err(Error::Redis(_)) | Err(Error::WrongType { .. })));
+    assert!(
+        matches!(err, Error::WrongType { ref key, .. } if key == "{f4}:leases"),
+        "{err}"
+    );
+    assert!(matches!(
+        client.leases().await,
+        Err(Error::Redis(_)) | Err(Error::WrongType { .. })
+    ));
     assert_eq!(snapshot(&raw).await, before);
 
     // Revision counter holding a hash, or garbage.
     let _: () = raw.hset("{f5}:rev", ("a", "b")).await.unwrap();
     let c5 = client_ns(&server, "f5").await;
     let err = c5.session().await.unwrap_err();
-    assert!(matches!(err, Error::WrongType { ref key, .. } if key == "{f5}:rev"), "{err}");
-    let _: () = raw.set("{f6}:rev", "garbage", None, None, false).await.unwrap();
+    assert!(
+        matches!(err, Error::WrongType { ref key, .. } if key == "{f5}:rev"),
+        "{err}"
+    );
+    let _: () = raw
+        .set("{f6}:rev", "garbage", None, None, false)
+        .await
+        .unwrap();
     let c6 = client_ns(&server, "f6").await;
     let err = c6.session().await.unwrap_err();
-    assert!(matches!(err, Error::CorruptData { ref key, .. } if key == "{f6}:rev"), "{err}");
+    assert!(
+        matches!(err, Error::CorruptData { ref key, .. } if key == "{f6}:rev"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -147,7 +191,11 @@ async fn garbage_in_a_lease_hash_is_not_renewed_and_does_not_panic() {
         Err(Error::LeaseNotFound { .. })
     ));
     let info = client.time_to_live(lease.id).await.unwrap().unwrap();
-    assert_eq!(info.granted_ttl, Duration::ZERO, "unreadable TTL shown as zero");
+    assert_eq!(
+        info.granted_ttl,
+        Duration::ZERO,
+        "unreadable TTL shown as zero"
+    );
     // A session on it is refused rather than trusted.
     let err = client
         .session_with(leasehold::SessionOptions::new().lease(lease.id))
@@ -160,7 +208,10 @@ async fn garbage_in_a_lease_hash_is_not_renewed_and_does_not_panic() {
     let _: () = raw.set(&akey, "x", None, None, false).await.unwrap();
     let before = snapshot(&raw).await;
     let err = s.mutex("m").unwrap().lock().await.unwrap_err();
-    assert!(matches!(err, Error::WrongType { ref key, .. } if *key == akey), "{err}");
+    assert!(
+        matches!(err, Error::WrongType { ref key, .. } if *key == akey),
+        "{err}"
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     let after = snapshot(&raw).await;
     // Only the registry score moved (the supervisor may have renewed in between).

@@ -24,7 +24,11 @@ async fn reusing_a_lease_keeps_its_id_and_adopts_it() {
     assert_eq!(session.lease(), lease.id);
     assert_eq!(session.ttl(), secs(20));
     let info = second.time_to_live(lease.id).await.unwrap().unwrap();
-    assert_eq!(info.client_id, second.id(), "the new client's doorbell rings for it");
+    assert_eq!(
+        info.client_id,
+        second.id(),
+        "the new client's doorbell rings for it"
+    );
 
     let ghost = first.grant(secs(5)).await.unwrap().id;
     first.revoke(ghost).await.unwrap();
@@ -60,8 +64,10 @@ async fn orphan_resolves_done_at_once_and_leaves_the_lease_to_expire() {
     assert!(client.time_to_live(lease).await.unwrap().is_some());
     drop(session);
     assert!(
-        eventually(secs(4), || async { client.time_to_live(lease).await.unwrap().is_none() })
-            .await
+        eventually(secs(4), || async {
+            client.time_to_live(lease).await.unwrap().is_none()
+        })
+        .await
     );
 }
 
@@ -149,7 +155,10 @@ async fn expires_no_later_than_ttl_after_last_renewal_sent_when_redis_is_paused(
     };
     let ended_at = Instant::now();
     assert_eq!(end, SessionEnd::Expired);
-    assert!(saw_jeopardy, "failing renewals put the session in jeopardy first");
+    assert!(
+        saw_jeopardy,
+        "failing renewals put the session in jeopardy first"
+    );
     assert!(ended_at >= valid_until, "not before the validity ran out");
     // The validity did not move while Redis was paused.
     assert_eq!(session.valid_until(), valid_until);
@@ -191,7 +200,10 @@ async fn external_revoke_is_noticed_well_under_a_renewal_interval() {
         .await
         .expect("revoke noticed within TTL/3");
     let noticed = t.elapsed();
-    println!("external revoke noticed after {noticed:?} (TTL/3 = {:?})", ttl / 3);
+    println!(
+        "external revoke noticed after {noticed:?} (TTL/3 = {:?})",
+        ttl / 3
+    );
     assert_eq!(end, SessionEnd::Revoked);
     assert!(matches!(session.check(), Err(Error::SessionLost { .. })));
 }
@@ -213,10 +225,18 @@ async fn dropping_the_last_handle_revokes_and_leaves_nothing() {
     drop(guard);
     assert_eq!(client.live_sessions(), 0);
     assert!(
-        eventually(secs(2), || async { client.leases().await.unwrap().is_empty() }).await,
+        eventually(secs(2), || async {
+            client.leases().await.unwrap().is_empty()
+        })
+        .await,
         "lease revoked in the background"
     );
-    assert!(eventually(secs(2), || async { keys(&raw, "{s8}:mutex:*").await.is_empty() }).await);
+    assert!(
+        eventually(secs(2), || async {
+            keys(&raw, "{s8}:mutex:*").await.is_empty()
+        })
+        .await
+    );
     assert!(keys(&raw, "{s8}:attached:*").await.is_empty());
     assert!(keys(&raw, "{s8}:lease:*").await.is_empty());
 }
@@ -233,10 +253,15 @@ async fn on_drop_orphan_leaves_the_lease_to_its_ttl() {
     drop(session);
     assert_eq!(client.live_sessions(), 0);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(client.time_to_live(lease).await.unwrap().is_some(), "not revoked");
     assert!(
-        eventually(secs(4), || async { client.time_to_live(lease).await.unwrap().is_none() })
-            .await,
+        client.time_to_live(lease).await.unwrap().is_some(),
+        "not revoked"
+    );
+    assert!(
+        eventually(secs(4), || async {
+            client.time_to_live(lease).await.unwrap().is_none()
+        })
+        .await,
         "not renewed either"
     );
 }
@@ -248,11 +273,24 @@ async fn close_revokes_and_is_idempotent() {
     let session = client.session().await.unwrap();
     session.close().await.unwrap();
     assert_eq!(session.done().await, SessionEnd::Closed);
-    assert!(client.time_to_live(session.lease()).await.unwrap().is_none());
+    assert!(client
+        .time_to_live(session.lease())
+        .await
+        .unwrap()
+        .is_none());
     session.close().await.unwrap();
     assert_eq!(session.state(), SessionState::Ended(SessionEnd::Closed));
     let err = session.mutex("m").unwrap().lock().await.unwrap_err();
-    assert!(matches!(err, Error::SessionLost { reason: SessionEnd::Closed, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::SessionLost {
+                reason: SessionEnd::Closed,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 /// The leak this crate exists to prevent: a session per request, never closed.
@@ -270,7 +308,12 @@ async fn sessions_per_request_leave_no_task_lease_or_entry_behind() {
             let client = client.clone();
             handles.push(tokio::spawn(async move {
                 let session = client.session().await.unwrap();
-                let guard = session.mutex(&format!("req-{}", i % 4)).unwrap().lock().await.unwrap();
+                let guard = session
+                    .mutex(&format!("req-{}", i % 4))
+                    .unwrap()
+                    .lock()
+                    .await
+                    .unwrap();
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 drop(guard); // and the session, never closed
             }));
@@ -281,19 +324,33 @@ async fn sessions_per_request_leave_no_task_lease_or_entry_behind() {
         assert_eq!(client.live_sessions(), 0, "round {round}");
     }
     assert!(
-        eventually(secs(5), || async { client.leases().await.unwrap().is_empty() }).await,
+        eventually(secs(5), || async {
+            client.leases().await.unwrap().is_empty()
+        })
+        .await,
         "every lease revoked"
     );
-    assert!(eventually(secs(2), || async { keys(&raw, "{s11}:mutex:*").await.is_empty() }).await);
     assert!(
-        eventually(secs(2), || async { metrics.num_alive_tasks() <= with_client }).await,
+        eventually(secs(2), || async {
+            keys(&raw, "{s11}:mutex:*").await.is_empty()
+        })
+        .await
+    );
+    assert!(
+        eventually(secs(2), || async {
+            metrics.num_alive_tasks() <= with_client
+        })
+        .await,
         "tasks: {} now, {} with an idle client",
         metrics.num_alive_tasks(),
         with_client
     );
     drop(client);
     assert!(
-        eventually(secs(5), || async { metrics.num_alive_tasks() <= before_client }).await,
+        eventually(secs(5), || async {
+            metrics.num_alive_tasks() <= before_client
+        })
+        .await,
         "the client's tasks end with it: {} now, {} before",
         metrics.num_alive_tasks(),
         before_client
