@@ -180,7 +180,10 @@ impl Mutex {
                         name: self.name.to_string(),
                     });
                 }
-                Acquire::Lost => return Err(session.lost(SessionEnd::LeaseNotFound)),
+                Acquire::Lost => {
+                    session.mark_lost(SessionEnd::LeaseNotFound);
+                    return Err(session.lost(SessionEnd::LeaseNotFound));
+                }
                 Acquire::Wait { head_left } => {
                     waited = true;
                     // Wake when rung, or just after the holder's lease would expire (then the

@@ -347,6 +347,17 @@ impl Session {
         }
     }
 
+    /// Redis said the lease is gone (a script found it dead): end the session now rather than
+    /// at the next renewal.
+    pub(crate) fn mark_lost(&self, end: SessionEnd) {
+        if end_status(&self.inner.status, end) {
+            metrics::counter!(m::SESSION_LOST, "reason" => end.label()).increment(1);
+            self.inner.client.inner.send(Op::Stop {
+                id: self.inner.lease,
+            });
+        }
+    }
+
     pub(crate) fn lost(&self, reason: SessionEnd) -> Error {
         Error::SessionLost {
             namespace: self.namespace().to_owned(),

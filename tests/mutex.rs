@@ -401,3 +401,61 @@ async fn bad_names_are_rejected_before_io() {
     let g = s.mutex("a:b {c} ünï").unwrap().lock().await.unwrap();
     assert_eq!(g.key(), "{m12}:mutex:a:b {c} ünï");
 }
+
+/// An expired lease's queue entries are swept by any live client's renewals, without anyone
+/// touching the lock, and whoever waited behind it is woken.
+#[tokio::test]
+async fn expired_holder_is_swept_by_another_sessions_renewal() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "m13").await;
+    let ttl = Duration::from_secs(1);
+    let gone = client
+        .session_with(SessionOptions::new().ttl(ttl))
+        .await
+        .unwrap();
+    let _stale = gone.mutex("s").unwrap().lock().await.unwrap();
+    let _alive = client
+        .session_with(SessionOptions::new().ttl(ttl))
+        .await
+        .unwrap();
+    gone.orphan();
+    assert_eq!(zcard(&raw, "{m13}:mutex:s").await, 1);
+    // Expiry (1 s) plus one renewal interval of the live session (333 ms), with slack.
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            keys(&raw, "{m13}:mutex:*").await.is_empty()
+        })
+        .await,
+        "queue entry swept"
+    );
+    assert!(keys(&raw, &format!("{{m13}}:attached:{}", gone.lease()))
+        .await
+        .is_empty());
+    assert_eq!(client.leases().await.unwrap().len(), 1);
+}
+
+/// Redis lost the lease (restart, flush): the next lock() ends the session on the spot.
+#[tokio::test]
+async fn lock_on_a_lease_redis_lost_ends_the_session() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "m14").await;
+    let s = client.session().await.unwrap();
+    let _: () = cmd(&raw, "FLUSHALL", &[]).await.unwrap();
+    let err = s.mutex("x").unwrap().lock().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::SessionLost {
+                reason: SessionEnd::LeaseNotFound,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        s.state(),
+        leasehold::SessionState::Ended(SessionEnd::LeaseNotFound)
+    );
+}
