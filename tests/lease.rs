@@ -99,7 +99,7 @@ async fn revoke_deletes_attached_entries_and_wakes_waiters() {
     let guard = holder.mutex("m").unwrap().lock().await.unwrap();
     let waiter = client.session().await.unwrap();
     let m = waiter.mutex("m").unwrap();
-    let waiting = tokio::spawn(async move { m.lock().await.map(|g| g.fencing_token()) });
+    let waiting = spawn_lock(m);
     assert!(
         eventually(Duration::from_secs(2), || async {
             zcard(&raw, "{lease5}:mutex:m").await == 2
@@ -140,12 +140,8 @@ async fn leases_lists_every_granted_lease_oldest_first() {
     assert_eq!(listed.iter().map(|l| l.id).collect::<Vec<_>>(), ids);
     assert_eq!(listed.last().unwrap().label, "worker-7");
     // Another namespace sees none of them.
-    let other = client_ns(&server, "lease6b").await;
+    let other = support::client(&server, "lease6b").await;
     assert!(other.leases().await.unwrap().is_empty());
-}
-
-async fn client_ns(server: &RedisServer, ns: &str) -> leasehold::Client {
-    client(server, ns).await
 }
 
 #[tokio::test]

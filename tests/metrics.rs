@@ -25,7 +25,7 @@ async fn metrics_are_recorded_and_described() {
     let b = client.session().await.unwrap();
     let g = a.mutex("m").unwrap().lock().await.unwrap();
     let m = b.mutex("m").unwrap();
-    let w = tokio::spawn(async move { m.lock().await.map(|g| g.fencing_token()) });
+    let w = spawn_lock(m);
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(g);
     w.await.unwrap().unwrap();

@@ -197,14 +197,14 @@ async fn waiter_whose_session_is_revoked_gets_session_lost_and_blocks_nobody() {
     let doomed = client.session().await.unwrap();
     let next = client.session().await.unwrap();
     let (m1, m2) = (doomed.mutex("q").unwrap(), next.mutex("q").unwrap());
-    let w1 = tokio::spawn(async move { m1.lock().await.map(|g| g.fencing_token()) });
+    let w1 = spawn_lock(m1);
     assert!(
         eventually(Duration::from_secs(2), || async {
             zcard(&raw, "{m6}:mutex:q").await == 2
         })
         .await
     );
-    let w2 = tokio::spawn(async move { m2.lock().await.map(|g| g.fencing_token()) });
+    let w2 = spawn_lock(m2);
     assert!(
         eventually(Duration::from_secs(2), || async {
             zcard(&raw, "{m6}:mutex:q").await == 3
@@ -250,7 +250,7 @@ async fn waiter_whose_session_expires_stops_waiting() {
         .await
         .unwrap();
     let m = waiter.mutex("q").unwrap();
-    let w = tokio::spawn(async move { m.lock().await.map(|g| g.fencing_token()) });
+    let w = spawn_lock(m);
     tokio::time::sleep(ms(200)).await;
     waiter.orphan();
     let err = tokio::time::timeout(Duration::from_secs(1), w)
@@ -312,7 +312,7 @@ async fn dropping_a_guard_hands_over() {
     let b = client.session().await.unwrap();
     let g = a.mutex("d").unwrap().lock().await.unwrap();
     let m = b.mutex("d").unwrap();
-    let w = tokio::spawn(async move { m.lock().await.map(|g| g.fencing_token()) });
+    let w = spawn_lock(m);
     tokio::time::sleep(ms(100)).await;
     let t = g.fencing_token();
     drop(g);

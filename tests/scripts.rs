@@ -74,7 +74,7 @@ async fn redis_restart_loses_the_lease_but_tokens_keep_rising() {
     // (the holder's lease has 60 s left).
     let other = client.session().await.unwrap();
     let m = other.mutex("a").unwrap();
-    let waiter = tokio::spawn(async move { m.lock().await.map(|g| g.fencing_token()) });
+    let waiter = spawn_lock(m);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t = g.fencing_token();
     g.unlock().await.unwrap();
@@ -160,7 +160,7 @@ async fn wrong_types_at_internal_keys_are_typed_errors() {
 
     // Revision counter holding a hash, or garbage.
     let _: () = raw.hset("{f5}:rev", ("a", "b")).await.unwrap();
-    let c5 = client_ns(&server, "f5").await;
+    let c5 = support::client(&server, "f5").await;
     let err = c5.session().await.unwrap_err();
     assert!(
         matches!(err, Error::WrongType { ref key, .. } if key == "{f5}:rev"),
@@ -170,7 +170,7 @@ async fn wrong_types_at_internal_keys_are_typed_errors() {
         .set("{f6}:rev", "garbage", None, None, false)
         .await
         .unwrap();
-    let c6 = client_ns(&server, "f6").await;
+    let c6 = support::client(&server, "f6").await;
     let err = c6.session().await.unwrap_err();
     assert!(
         matches!(err, Error::CorruptData { ref key, .. } if key == "{f6}:rev"),
@@ -252,8 +252,4 @@ async fn unreachable_redis_is_a_clear_error() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Unreachable(_)), "{err:?}");
-}
-
-async fn client_ns(server: &RedisServer, ns: &str) -> leasehold::Client {
-    client(server, ns).await
 }

@@ -90,3 +90,8 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Wait for `mutex` in a task; the task returns the fencing token it got.
+pub fn spawn_lock(mutex: leasehold::Mutex) -> tokio::task::JoinHandle<leasehold::Result<u64>> {
+    tokio::spawn(async move { mutex.lock().await.map(|g| g.fencing_token()) })
+}
