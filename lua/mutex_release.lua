@@ -16,9 +16,7 @@ expect_type(AK, 'set')
 local score = tonumber(redis.call('ZSCORE', Q, member))
 if not score or (want ~= 0 and score ~= want) then return 0 end
 local head = live_head(Q, false, 64)
-redis.call('ZREM', Q, member)
+leave_queue(Q, member)
 redis.call('SREM', AK, 'z ' .. member .. ' ' .. Q)
-touch_rev()
-handoff(Q, score)
 if head == member then return 1 end
 return 0

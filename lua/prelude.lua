@@ -123,6 +123,69 @@ local function handoff(q, score)
   if m and s >= score then ring(lease_of(m), 'c ' .. m) end
 end
 
+-- Elections: {ns}:election:<name> is the queue (head = leader), with the candidates' values in
+-- {ns}:election-values:<name> and a log of leader changes in the stream
+-- {ns}:election-log:<name> (entry id = revision). Every script that may change who leads, or
+-- the leader's value, ends with election_sync, which appends to the log only when the live
+-- head differs from the last entry; so the log is complete and self-healing.
+local ELECTION = 'election:'
+local LOG_CAP = 1000
+-- A log whose election has no candidates left is kept this long for late observers.
+local IDLE_LOG_MS = 3600000
+
+local function is_election(q)
+  return string.sub(q, #P + 1, #P + #ELECTION) == ELECTION
+end
+
+local function election_keys(q)
+  local name = string.sub(q, #P + #ELECTION + 1)
+  return P .. 'election-values:' .. name, P .. 'election-log:' .. name,
+    P .. 'election-changes:' .. name
+end
+
+-- Fields of a log entry as a table.
+local function entry_fields(e)
+  local f = {}
+  local kv = e[2]
+  for i = 1, #kv, 2 do f[kv[i]] = kv[i + 1] end
+  return f
+end
+
+local function election_sync(q)
+  local vk, lk, ck = election_keys(q)
+  local vt, lt = redis.call('TYPE', vk)['ok'], redis.call('TYPE', lk)['ok']
+  -- Foreign data at these keys: leave it alone (callers that write check types up front).
+  if (vt ~= 'none' and vt ~= 'hash') or (lt ~= 'none' and lt ~= 'stream') then return end
+  local head, _, score = live_head(q, true, 64)
+  local member = head or ''
+  local value = ''
+  if head then value = redis.call('HGET', vk, head) or '' end
+  local token = int(score or 0)
+  local last = redis.call('XREVRANGE', lk, '+', '-', 'COUNT', 1)[1]
+  local prev = '0-0'
+  if last then
+    prev = last[1]
+    local f = entry_fields(last)
+    if f.member == member and f.value == value and f.token == token then return end
+  elseif not head then
+    return
+  end
+  local rev = next_rev()
+  redis.call('XADD', lk, 'MAXLEN', '~', LOG_CAP, int(rev) .. '-0',
+    'member', member, 'value', value, 'token', token, 'prev', prev)
+  if head then
+    redis.call('PERSIST', lk)
+  else
+    redis.call('PEXPIRE', lk, IDLE_LOG_MS)
+  end
+  redis.call('PUBLISH', ck, int(rev))
+end
+
+-- Keys put with a lease: {ns}:key:<key> is a hash {v, lease, crev, mrev, ver}, indexed in the
+-- zset {ns}:keys (all scores 0, ordered by name) for prefix reads.
+local KEYS_INDEX = P .. 'keys'
+local KV = 'key:'
+
 -- Attachment entries, in {ns}:attached:<lease>:
 --   "z <member> <key>"  a member of the zset <key> (mutex queue entry, candidacy, permit, ...)
 --   "k <key>"           a key that lives as long as the lease
@@ -132,7 +195,33 @@ local function attach(lease, akey, entry)
   if left then redis.call('PEXPIRE', akey, int(left + ATTACH_GRACE_MS)) end
 end
 
-local function detach_entry(entry)
+-- Remove a member from a queue zset: hand over, and log a leader change for elections.
+local function leave_queue(q, member)
+  local score = redis.call('ZSCORE', q, member)
+  if not score then return false end
+  redis.call('ZREM', q, member)
+  if is_election(q) then
+    local vk = election_keys(q)
+    if redis.call('TYPE', vk)['ok'] == 'hash' then redis.call('HDEL', vk, member) end
+  end
+  touch_rev()
+  handoff(q, tonumber(score))
+  if is_election(q) then election_sync(q) end
+  return true
+end
+
+-- Delete a key put with `lease`, unless it has since been put with another lease.
+local function drop_kv(key, lease)
+  if redis.call('TYPE', key)['ok'] ~= 'hash' then return end
+  if redis.call('HGET', key, 'lease') ~= lease then return end
+  redis.call('DEL', key)
+  if redis.call('TYPE', KEYS_INDEX)['ok'] == 'zset' then
+    redis.call('ZREM', KEYS_INDEX, string.sub(key, #P + #KV + 1))
+  end
+  touch_rev()
+end
+
+local function detach_entry(entry, lease)
   local kind = string.sub(entry, 1, 1)
   if kind == 'z' then
     local sp = string.find(entry, ' ', 3, true)
@@ -140,15 +229,10 @@ local function detach_entry(entry)
     local member = string.sub(entry, 3, sp - 1)
     local key = string.sub(entry, sp + 1)
     if not owned(key) or redis.call('TYPE', key)['ok'] ~= 'zset' then return end
-    local score = redis.call('ZSCORE', key, member)
-    if score then
-      redis.call('ZREM', key, member)
-      touch_rev()
-      handoff(key, tonumber(score))
-    end
+    leave_queue(key, member)
   elseif kind == 'k' then
     local key = string.sub(entry, 3)
-    if owned(key) and redis.call('DEL', key) == 1 then touch_rev() end
+    if owned(key) then drop_kv(key, lease) end
   end
 end
 
@@ -159,8 +243,10 @@ local function drop_lease(id, why)
   ring(id, why .. ' ' .. id)
   local n = 0
   if redis.call('TYPE', ak)['ok'] == 'set' then
+    -- Take the lease out of the registry first, so hand-overs see it dead.
+    redis.call('ZREM', REG, id)
     for _, e in ipairs(redis.call('SMEMBERS', ak)) do
-      detach_entry(e)
+      detach_entry(e, id)
       n = n + 1
     end
   end
@@ -176,4 +262,3 @@ local function sweep(limit)
   for _, id in ipairs(ids) do drop_lease(id, 'x') end
   return #ids
 end
-

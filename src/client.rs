@@ -31,6 +31,8 @@ pub(crate) struct Core {
     pub(crate) id: String,
     pub(crate) host: String,
     pub(crate) pid: u32,
+    /// The doorbell connection (a handle; the supervisor reads its messages).
+    pub(crate) subscriber: SubscriberClient,
 }
 
 pub(crate) struct ClientInner {
@@ -54,6 +56,10 @@ impl ClientInner {
     pub(crate) fn send(&self, op: Op) {
         // Fails only once the supervisor is gone (runtime shut down): leases then expire by TTL.
         let _ = self.ops.send(op);
+    }
+
+    pub(crate) fn ops(&self) -> mpsc::UnboundedSender<Op> {
+        self.ops.clone()
     }
 }
 
@@ -246,6 +252,7 @@ impl ClientBuilder {
             id,
             host: gethostname::gethostname().to_string_lossy().into_owned(),
             pid: std::process::id(),
+            subscriber: subscriber.clone(),
         });
         let doorbell = Arc::new(Doorbell::default());
         let (tx, rx) = mpsc::unbounded_channel();

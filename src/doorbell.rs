@@ -1,15 +1,21 @@
 //! The per-client doorbell: one pub/sub channel per client process (`{ns}:wake:<client id>`),
 //! on which scripts publish `c <contender>` when a contender's turn has come. Waiters register
 //! here before they ask the server, so a ring that arrives before they start waiting is kept.
+//!
+//! Observers of shared channels (an election's `{ns}:election-changes:<name>`) register here
+//! too; each message bumps a counter they watch.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
 
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::supervisor::Op;
 
 #[derive(Debug, Default)]
 pub(crate) struct Doorbell {
     waiters: StdMutex<HashMap<String, Arc<Notify>>>,
+    channels: StdMutex<HashMap<String, (usize, watch::Sender<u64>)>>,
 }
 
 impl Doorbell {
@@ -36,6 +42,52 @@ impl Doorbell {
         for n in self.lock().values() {
             n.notify_one();
         }
+    }
+
+    /// Watch a shared channel. The caller subscribes to it (SUBSCRIBE is idempotent); when the
+    /// last ticket for a channel drops, `ops` is asked to unsubscribe.
+    pub(crate) fn watch_channel(
+        self: &Arc<Self>,
+        channel: &str,
+        ops: mpsc::UnboundedSender<Op>,
+    ) -> ChannelTicket {
+        let mut map = self.channels();
+        let entry = map
+            .entry(channel.to_owned())
+            .or_insert_with(|| (0, watch::channel(0).0));
+        entry.0 += 1;
+        ChannelTicket {
+            bell: self.clone(),
+            channel: channel.to_owned(),
+            rx: entry.1.subscribe(),
+            ops,
+        }
+    }
+
+    /// A message arrived on a shared channel: returns false when nobody watches it.
+    pub(crate) fn channel_message(&self, channel: &str) -> bool {
+        match self.channels().get(channel) {
+            Some((_, tx)) => {
+                tx.send_modify(|n| *n += 1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Wake every observer (messages may have been missed).
+    pub(crate) fn bump_all_channels(&self) {
+        for (_, tx) in self.channels().values() {
+            tx.send_modify(|n| *n += 1);
+        }
+    }
+
+    pub(crate) fn channel_watched(&self, channel: &str) -> bool {
+        self.channels().contains_key(channel)
+    }
+
+    fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<String, (usize, watch::Sender<u64>)>> {
+        self.channels.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     #[cfg(test)]
@@ -66,7 +118,51 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.bell.lock().remove(&self.member);
+        let mut map = self.bell.lock();
+        // Only our own registration: another waiter may have registered the same member since.
+        if map
+            .get(&self.member)
+            .is_some_and(|n| Arc::ptr_eq(n, &self.notify))
+        {
+            map.remove(&self.member);
+        }
+    }
+}
+
+/// An observer of a shared channel; dropping it unregisters.
+#[derive(Debug)]
+pub(crate) struct ChannelTicket {
+    bell: Arc<Doorbell>,
+    channel: String,
+    rx: watch::Receiver<u64>,
+    ops: mpsc::UnboundedSender<Op>,
+}
+
+impl ChannelTicket {
+    /// Resolves once a message arrived since the last call (or since registration).
+    pub(crate) async fn changed(&mut self) {
+        if self.rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    pub(crate) fn channel(&self) -> &str {
+        &self.channel
+    }
+}
+
+impl Drop for ChannelTicket {
+    fn drop(&mut self) {
+        let mut map = self.bell.channels();
+        if let Some(entry) = map.get_mut(&self.channel) {
+            entry.0 -= 1;
+            if entry.0 == 0 {
+                map.remove(&self.channel);
+                let _ = self.ops.send(Op::Unsubscribe {
+                    channel: self.channel.clone(),
+                });
+            }
+        }
     }
 }
 

@@ -42,6 +42,15 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// A value larger than [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN). Rejected before any I/O.
+    #[error("value for {kind} {name:?} in namespace {namespace:?} is {len} bytes, at most {max} allowed")]
+    ValueTooLarge { namespace: String, kind: &'static str, name: String, len: usize, max: usize },
+
+    /// [`Election::proclaim`](crate::Election::proclaim) (or a campaign whose candidacy was
+    /// withdrawn meanwhile): this candidacy does not lead the election.
+    #[error("not the leader of election {name:?} in namespace {namespace:?}")]
+    NotLeader { namespace: String, name: String },
+
     /// [`Mutex::try_lock`](crate::Mutex::try_lock): someone else holds the lock.
     #[error("mutex {name:?} in namespace {namespace:?} is locked by another contender")]
     Locked { namespace: String, name: String },

@@ -7,6 +7,12 @@
 //! {ns}:lease:<id>          hash  ttl, client, host, pid, label, granted
 //! {ns}:attached:<id>       set   what is attached to the lease
 //! {ns}:mutex:<name>        zset  contender -> revision (FIFO queue, head = owner)
+//! {ns}:election:<name>     zset  candidate -> revision (FIFO queue, head = leader)
+//! {ns}:election-values:<name>   hash    candidate -> value
+//! {ns}:election-log:<name>      stream  leader changes, entry id = revision (capped)
+//! {ns}:election-changes:<name>  pub/sub channel: the log grew
+//! {ns}:key:<key>           hash  v, lease, crev, mrev, ver (a key put with a lease)
+//! {ns}:keys                zset  every key name, score 0 (ordered prefix reads)
 //! {ns}:wake:<client id>    pub/sub channel: the doorbell of one client process
 //! ```
 
@@ -49,6 +55,30 @@ impl Keys {
 
     pub(crate) fn mutex(&self, name: &str) -> String {
         format!("{}mutex:{name}", self.prefix)
+    }
+
+    pub(crate) fn election(&self, name: &str) -> String {
+        format!("{}election:{name}", self.prefix)
+    }
+
+    pub(crate) fn election_values(&self, name: &str) -> String {
+        format!("{}election-values:{name}", self.prefix)
+    }
+
+    pub(crate) fn election_log(&self, name: &str) -> String {
+        format!("{}election-log:{name}", self.prefix)
+    }
+
+    pub(crate) fn election_changes(&self, name: &str) -> String {
+        format!("{}election-changes:{name}", self.prefix)
+    }
+
+    pub(crate) fn kv(&self, name: &str) -> String {
+        format!("{}key:{name}", self.prefix)
+    }
+
+    pub(crate) fn kv_index(&self) -> String {
+        format!("{}keys", self.prefix)
     }
 
     pub(crate) fn wake(&self, client_id: &str) -> String {

@@ -29,6 +29,8 @@
 //! | `lease` | [`LeaseId`], [`Lease`], [`LeaseInfo`]: grant, keep-alive, revoke, time-to-live, list |
 //! | `session` | [`Session`], [`SessionOptions`], [`SessionState`], [`SessionEnd`], [`OnDrop`] |
 //! | `mutex` | [`Mutex`], [`MutexGuard`] |
+//! | `election` | [`Election`], [`Leader`], [`LeaderEvent`]: campaign, proclaim, resign, observe |
+//! | `kv` | [`KeyValue`]: keys put with a lease (`put`, `get`, `delete`, `get_prefix`) |
 //! | `keepalive` | the renewal state machine (no I/O) |
 //! | `supervisor` | the one task per client that drives it |
 //! | `doorbell` | routing of wake-ups to waiters |
@@ -54,9 +56,11 @@
 mod client;
 mod conn;
 mod doorbell;
+mod election;
 mod error;
 mod keepalive;
 mod keys;
+mod kv;
 mod lease;
 pub mod metrics;
 mod mutex;
@@ -69,10 +73,14 @@ mod supervisor;
 pub mod testing;
 
 pub use client::{Client, ClientBuilder, DEFAULT_NAMESPACE};
+pub use election::{Election, Leader, LeaderEvent};
 pub use error::{Error, Result};
+pub use kv::{KeyRange, KeyValue, MAX_RANGE};
 pub use lease::{Attachment, Lease, LeaseId, LeaseInfo};
 pub use mutex::{Mutex, MutexGuard};
-pub use names::{DEFAULT_TTL, MAX_LABEL_LEN, MAX_NAMESPACE_LEN, MAX_NAME_LEN, MAX_TTL, MIN_TTL};
+pub use names::{
+    DEFAULT_TTL, MAX_LABEL_LEN, MAX_NAMESPACE_LEN, MAX_NAME_LEN, MAX_TTL, MAX_VALUE_LEN, MIN_TTL,
+};
 pub use session::{OnDrop, Session, SessionEnd, SessionOptions, SessionState};
 
 /// Compiles the README's examples as doctests.

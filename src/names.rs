@@ -13,6 +13,8 @@ pub const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 /// Longest lock/election/key name in bytes (UTF-8).
 pub const MAX_NAME_LEN: usize = 1024;
+/// Largest value of a key or an election candidate, in bytes.
+pub const MAX_VALUE_LEN: usize = 512 * 1024;
 /// Longest session label in bytes (UTF-8).
 pub const MAX_LABEL_LEN: usize = 256;
 /// Longest namespace name.
@@ -67,6 +69,19 @@ pub(crate) fn check_ttl(ttl: Duration) -> Result<u64> {
         });
     }
     Ok(ttl.as_millis() as u64)
+}
+
+pub(crate) fn check_value(namespace: &str, kind: &'static str, name: &str, value: &str) -> Result<()> {
+    if value.len() > MAX_VALUE_LEN {
+        return Err(Error::ValueTooLarge {
+            namespace: namespace.to_owned(),
+            kind,
+            name: name.to_owned(),
+            len: value.len(),
+            max: MAX_VALUE_LEN,
+        });
+    }
+    Ok(())
 }
 
 pub(crate) fn check_label(label: &str) -> Result<()> {

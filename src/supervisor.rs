@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fred::clients::SubscriberClient;
-use fred::interfaces::{ClientLike, EventInterface};
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::types::Message;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use metrics::{counter, histogram};
@@ -39,6 +39,9 @@ pub(crate) enum Op {
     Stop { id: LeaseId },
     /// Stop renewing and revoke in the background (last handle dropped).
     Revoke { id: LeaseId },
+    /// Nobody in this process watches `channel` any more: unsubscribe (unless someone started
+    /// watching it again meanwhile).
+    Unsubscribe { channel: String },
     /// Run an idempotent cleanup script in the background (release a dropped guard, withdraw a
     /// dropped waiter), retrying while Redis is unreachable for up to `retry_for`.
     Cleanup {
@@ -74,6 +77,7 @@ pub(crate) struct Supervisor {
     keepalive: Keepalive,
     sessions: HashMap<LeaseId, Arc<StatusCell>>,
     tasks: FuturesUnordered<Task>,
+    wake_channel: String,
 }
 
 impl Supervisor {
@@ -84,13 +88,14 @@ impl Supervisor {
         doorbell: Arc<Doorbell>,
     ) -> Supervisor {
         Supervisor {
-            core,
             subscriber,
             ops,
             doorbell,
             keepalive: Keepalive::default(),
             sessions: HashMap::new(),
             tasks: FuturesUnordered::new(),
+            wake_channel: core.keys.wake(&core.id),
+            core,
         }
     }
 
@@ -144,6 +149,15 @@ impl Supervisor {
                 self.sessions.remove(&id);
                 self.spawn_revoke(id);
             }
+            Op::Unsubscribe { channel } => {
+                if !self.doorbell.channel_watched(&channel) {
+                    let sub = self.subscriber.clone();
+                    self.tasks.push(Box::pin(async move {
+                        let _ = sub.unsubscribe(channel).await;
+                        TaskDone::Other
+                    }));
+                }
+            }
             Op::Cleanup {
                 script,
                 keys,
@@ -172,6 +186,7 @@ impl Supervisor {
     fn resubscribe(&mut self) {
         // Rings sent while we were disconnected are lost: every waiter re-checks.
         self.doorbell.ring_all();
+        self.doorbell.bump_all_channels();
         let sub = self.subscriber.clone();
         self.tasks.push(Box::pin(async move {
             if let Err(e) = sub.resubscribe_all().await {
@@ -184,6 +199,10 @@ impl Supervisor {
     /// Doorbell messages: `c <contender>` (your turn), `r <lease>` (revoked), `x <lease>`
     /// (expired and swept).
     fn on_message(&mut self, msg: Message) {
+        if msg.channel != self.wake_channel {
+            self.doorbell.channel_message(&msg.channel);
+            return;
+        }
         let Some(text) = msg.value.as_str() else {
             return;
         };

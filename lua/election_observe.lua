@@ -1,0 +1,35 @@
+-- Read the election's log for observers and Election::leader (see src/election.rs). First it
+-- records a leader change nobody has logged yet (a leader whose lease expired), so observers
+-- that wake at the leader's lease deadline see the change at once.
+-- KEYS: rev, leases, election:<name>, election-values:<name>, election-log:<name>
+-- ARGV: after (a log id, or '' for the latest entry only), count
+-- Returns {leader_left_ms, gap, id, member, value, token, id, member, value, token, ...}
+-- where gap = 1 when entries after `after` were trimmed from the log.
+expect_base()
+local Q, VK, LK = KEYS[3], KEYS[4], KEYS[5]
+local vk, lk = election_keys(Q)
+if not is_election(Q) or VK ~= vk or LK ~= lk then fail('ARG', 'keys do not match election ' .. Q) end
+expect_type(Q, 'zset')
+expect_type(VK, 'hash')
+expect_type(LK, 'stream')
+election_sync(Q)
+local _, left = live_head(Q, false, 64)
+local out = { left or 0, 0 }
+local after, count = ARGV[1], tonumber(ARGV[2]) or 64
+local entries
+if after == '' then
+  entries = redis.call('XREVRANGE', LK, '+', '-', 'COUNT', 1)
+else
+  local ms, seq = string.match(after, '^(%d+)%-(%d+)$')
+  if not ms then fail('ARG', 'bad log id ' .. after) end
+  entries = redis.call('XRANGE', LK, ms .. '-' .. (tonumber(seq) + 1), '+', 'COUNT', count)
+  if #entries > 0 and entry_fields(entries[1]).prev ~= after then out[2] = 1 end
+end
+for _, e in ipairs(entries) do
+  local f = entry_fields(e)
+  out[#out + 1] = e[1]
+  out[#out + 1] = f.member or ''
+  out[#out + 1] = f.value or ''
+  out[#out + 1] = f.token or '0'
+end
+return out
