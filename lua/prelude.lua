@@ -118,9 +118,11 @@ end
 -- A member with score `score` left queue `q` (released, revoked, expired or pruned): if the live
 -- head now stands behind it, the head may have just become owner, so ring its doorbell.
 -- One message per handoff; a head that already owned is never behind a member that left.
+-- Returns the live head's score, or nil when the queue has no live member.
 local function handoff(q, score)
   local m, _, s = live_head(q, true, 64)
   if m and s >= score then ring(lease_of(m), 'c ' .. m) end
+  return s
 end
 
 -- Elections: {ns}:election:<name> is the queue (head = leader), with the candidates' values in
@@ -205,7 +207,14 @@ local function leave_queue(q, member)
     if redis.call('TYPE', vk)['ok'] == 'hash' then redis.call('HDEL', vk, member) end
   end
   touch_rev()
-  handoff(q, tonumber(score))
+  score = tonumber(score)
+  local head_score = handoff(q, score)
+  -- A waiting entry removed by someone else (a revoke, another handle) must stop waiting:
+  -- ring it so it re-checks and finds itself gone.
+  if head_score and head_score < score then
+    local lease = lease_of(member)
+    if lease then ring(lease, 'c ' .. member) end
+  end
   if is_election(q) then election_sync(q) end
   return true
 end
