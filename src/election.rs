@@ -331,9 +331,7 @@ fn parse_campaign(v: Value) -> Result<Campaign> {
     let items = r.array_min(v, 1)?;
     match r.string(&items[0])?.as_str() {
         "leader" if items.len() >= 2 => Ok(Campaign::Leader(r.uint(&items[1])?)),
-        "wait" if items.len() >= 4 => Ok(Campaign::Wait(Duration::from_millis(
-            r.uint(&items[3])?,
-        ))),
+        "wait" if items.len() >= 4 => Ok(Campaign::Wait(Duration::from_millis(r.uint(&items[3])?))),
         "lost" => Ok(Campaign::Lost),
         "gone" => Ok(Campaign::Gone),
         other => Err(r.bad(format!("unknown status {other:?}"))),
@@ -354,7 +352,10 @@ fn parse_log(v: Value) -> Result<LogPage> {
     let items = r.array_min(v, 2)?;
     let rows = &items[2..];
     if rows.len() % 4 != 0 {
-        return Err(r.bad(format!("{} fields is not a whole number of entries", rows.len())));
+        return Err(r.bad(format!(
+            "{} fields is not a whole number of entries",
+            rows.len()
+        )));
     }
     let mut events = Vec::with_capacity(rows.len() / 4);
     let mut last_id = None;
@@ -503,8 +504,22 @@ mod tests {
             Value::Null,
             Value::Array(vec![Value::Integer(0)]),
             Value::Array(vec![Value::Integer(0), Value::Integer(0), s("x")]),
-            Value::Array(vec![Value::Integer(0), Value::Integer(0), s("nope"), s(""), s(""), s("0")]),
-            Value::Array(vec![Value::Integer(0), Value::Integer(0), s("1-0"), s("bad.c"), s(""), s("0")]),
+            Value::Array(vec![
+                Value::Integer(0),
+                Value::Integer(0),
+                s("nope"),
+                s(""),
+                s(""),
+                s("0"),
+            ]),
+            Value::Array(vec![
+                Value::Integer(0),
+                Value::Integer(0),
+                s("1-0"),
+                s("bad.c"),
+                s(""),
+                s("0"),
+            ]),
         ] {
             assert!(parse_log(bad).is_err());
         }

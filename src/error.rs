@@ -44,7 +44,13 @@ pub enum Error {
 
     /// A value larger than [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN). Rejected before any I/O.
     #[error("value for {kind} {name:?} in namespace {namespace:?} is {len} bytes, at most {max} allowed")]
-    ValueTooLarge { namespace: String, kind: &'static str, name: String, len: usize, max: usize },
+    ValueTooLarge {
+        namespace: String,
+        kind: &'static str,
+        name: String,
+        len: usize,
+        max: usize,
+    },
 
     /// [`Election::proclaim`](crate::Election::proclaim) (or a campaign whose candidacy was
     /// withdrawn meanwhile): this candidacy does not lead the election.

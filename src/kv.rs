@@ -71,7 +71,12 @@ impl Client {
     }
 
     /// `Ok(None)`: the lease is not alive.
-    async fn put_inner(&self, key: &str, value: &str, lease: Option<LeaseId>) -> Result<Option<u64>> {
+    async fn put_inner(
+        &self,
+        key: &str,
+        value: &str,
+        lease: Option<LeaseId>,
+    ) -> Result<Option<u64>> {
         let k = &self.inner.keys;
         check_name(k.namespace(), "key", key)?;
         check_value(k.namespace(), "key", key, value)?;
@@ -99,7 +104,11 @@ impl Client {
         let k = &self.inner.keys;
         check_name(k.namespace(), "key", key)?;
         let keys = vec![k.rev(), k.leases(), k.kv(key)];
-        let v = self.inner.conn.eval(script!("kv_get"), keys, vec![]).await?;
+        let v = self
+            .inner
+            .conn
+            .eval(script!("kv_get"), keys, vec![])
+            .await?;
         if v.is_null() {
             return Ok(None);
         }
@@ -148,13 +157,20 @@ impl Client {
             limit.to_string(),
             start_after.unwrap_or_default().to_owned(),
         ];
-        let v = self.inner.conn.eval(script!("kv_range"), keys, args).await?;
+        let v = self
+            .inner
+            .conn
+            .eval(script!("kv_range"), keys, args)
+            .await?;
         let r = Reply::new("key range");
         let items = r.array_min(v, 1)?;
         let more = r.int(&items[0])? == 1;
         let rows = &items[1..];
         if rows.len() % 6 != 0 {
-            return Err(r.bad(format!("{} fields is not a whole number of rows", rows.len())));
+            return Err(r.bad(format!(
+                "{} fields is not a whole number of rows",
+                rows.len()
+            )));
         }
         let kvs = rows
             .chunks(6)
@@ -173,7 +189,11 @@ fn key_value(r: &Reply, key: String, f: &[fred::types::Value]) -> Result<KeyValu
         lease: if lease.is_empty() {
             None
         } else {
-            Some(lease.parse().map_err(|_| r.bad(format!("lease {lease:?}")))?)
+            Some(
+                lease
+                    .parse()
+                    .map_err(|_| r.bad(format!("lease {lease:?}")))?,
+            )
         },
         create_revision: r.uint(&f[2])?,
         mod_revision: r.uint(&f[3])?,
@@ -186,7 +206,11 @@ impl Session {
     /// when the session does. [`Error::SessionLost`] when the session has ended.
     pub async fn put(&self, key: &str, value: &str) -> Result<u64> {
         self.check()?;
-        match self.client().put_inner(key, value, Some(self.lease())).await? {
+        match self
+            .client()
+            .put_inner(key, value, Some(self.lease()))
+            .await?
+        {
             Some(rev) => Ok(rev),
             None => {
                 self.mark_lost(SessionEnd::LeaseNotFound);

@@ -71,7 +71,12 @@ pub(crate) fn check_ttl(ttl: Duration) -> Result<u64> {
     Ok(ttl.as_millis() as u64)
 }
 
-pub(crate) fn check_value(namespace: &str, kind: &'static str, name: &str, value: &str) -> Result<()> {
+pub(crate) fn check_value(
+    namespace: &str,
+    kind: &'static str,
+    name: &str,
+    value: &str,
+) -> Result<()> {
     if value.len() > MAX_VALUE_LEN {
         return Err(Error::ValueTooLarge {
             namespace: namespace.to_owned(),

@@ -173,7 +173,10 @@ async fn resign_elects_the_next_candidate_promptly() {
     let (t2, at) = tokio::time::timeout(secs(2), c).await.unwrap().unwrap();
     println!("resign -> next leader elected after {:?}", at - t);
     assert!(t2.unwrap() > t1);
-    assert!(matches!(e1.proclaim("x").await, Err(Error::NotLeader { .. })));
+    assert!(matches!(
+        e1.proclaim("x").await,
+        Err(Error::NotLeader { .. })
+    ));
     e1.resign().await.unwrap(); // not leading: a no-op
 }
 
@@ -193,7 +196,13 @@ async fn an_election_named_like_a_prefix_of_another_is_independent() {
         .expect("independent")
         .unwrap();
     assert_eq!(
-        s2.election("job").unwrap().leader().await.unwrap().unwrap().value,
+        s2.election("job")
+            .unwrap()
+            .leader()
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
         "a"
     );
 }
@@ -220,8 +229,15 @@ async fn observers_see_an_expired_leader_replaced_within_ttl_plus_a_renewal_inte
     let took = t.elapsed();
     println!("orphaned leader -> observer sees the next after {took:?} (TTL {ttl:?})");
     assert_eq!(value(&ev), "next");
-    assert!(took <= ttl + ttl / 3 + Duration::from_millis(500), "{took:?}");
-    tokio::time::timeout(secs(2), c).await.unwrap().unwrap().unwrap();
+    assert!(
+        took <= ttl + ttl / 3 + Duration::from_millis(500),
+        "{took:?}"
+    );
+    tokio::time::timeout(secs(2), c)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -233,15 +249,27 @@ async fn a_dropped_campaign_withdraws_and_a_withdrawn_waiter_is_told() {
     s1.election("w").unwrap().campaign("a").await.unwrap();
     let s2 = client.session().await.unwrap();
     let e2 = s2.election("w").unwrap();
-    assert!(tokio::time::timeout(Duration::from_millis(200), e2.campaign("b")).await.is_err());
     assert!(
-        eventually(secs(2), || async { zcard(&raw, "{e9}:election:w").await == 1 }).await,
+        tokio::time::timeout(Duration::from_millis(200), e2.campaign("b"))
+            .await
+            .is_err()
+    );
+    assert!(
+        eventually(secs(2), || async {
+            zcard(&raw, "{e9}:election:w").await == 1
+        })
+        .await,
         "dropped campaign withdrew"
     );
     // A waiting candidacy removed behind its back (here: straight through the script) is told.
     let e2b = s2.election("w").unwrap();
     let c = tokio::spawn(async move { e2b.campaign("b").await });
-    assert!(eventually(secs(2), || async { zcard(&raw, "{e9}:election:w").await == 2 }).await);
+    assert!(
+        eventually(secs(2), || async {
+            zcard(&raw, "{e9}:election:w").await == 2
+        })
+        .await
+    );
     let lease = s2.lease().to_string();
     eval_script(
         &raw,
@@ -258,7 +286,11 @@ async fn a_dropped_campaign_withdraws_and_a_withdrawn_waiter_is_told() {
     )
     .await
     .unwrap();
-    let err = tokio::time::timeout(secs(2), c).await.unwrap().unwrap().unwrap_err();
+    let err = tokio::time::timeout(secs(2), c)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
     assert!(matches!(err, Error::NotLeader { .. }), "{err}");
 }
 
@@ -270,11 +302,22 @@ async fn bad_values_and_names_are_rejected() {
     assert!(matches!(s.election(""), Err(Error::InvalidName { .. })));
     let e = s.election("v").unwrap();
     let huge = "x".repeat(leasehold::MAX_VALUE_LEN + 1);
-    assert!(matches!(e.campaign(&huge).await, Err(Error::ValueTooLarge { .. })));
-    assert!(matches!(e.proclaim("x").await, Err(Error::NotLeader { .. })));
+    assert!(matches!(
+        e.campaign(&huge).await,
+        Err(Error::ValueTooLarge { .. })
+    ));
+    assert!(matches!(
+        e.proclaim("x").await,
+        Err(Error::NotLeader { .. })
+    ));
     let raw = raw(&server).await;
-    let _: () = cmd(&raw, "SET", &["{e10}:election-log:v", "x"]).await.unwrap();
+    let _: () = cmd(&raw, "SET", &["{e10}:election-log:v", "x"])
+        .await
+        .unwrap();
     let err = e.campaign("ok").await.unwrap_err();
-    assert!(matches!(err, Error::WrongType { ref key, .. } if key == "{e10}:election-log:v"), "{err}");
+    assert!(
+        matches!(err, Error::WrongType { ref key, .. } if key == "{e10}:election-log:v"),
+        "{err}"
+    );
     assert_eq!(zcard(&raw, "{e10}:election:v").await, 0, "nothing written");
 }
