@@ -183,6 +183,79 @@ local function election_sync(q)
   redis.call('PUBLISH', ck, int(rev))
 end
 
+-- Queues with shared ownership. {ns}:rwlock:<name> members are "<lease>.r<id>" (reader) or
+-- "<lease>.w<id>" (writer): a writer owns when no live entry is ahead of it, a reader when no
+-- live writer is. {ns}:semaphore:<name> members are "<lease>.<permits>.<id>": an entry owns
+-- when it and every live entry ahead of it fit in the size kept in
+-- {ns}:semaphore-size:<name>. Both are FIFO: nobody overtakes a waiting entry.
+local function kind_of(q)
+  local rest = string.sub(q, #P + 1)
+  return string.match(rest, '^([%a-]+):')
+end
+
+local function semaphore_size_key(q)
+  return P .. 'semaphore-size:' .. string.sub(q, #P + #'semaphore:' + 1)
+end
+
+local function permits_of(member)
+  return tonumber(string.match(member, '^[^.]+%.(%d+)%.')) or 1
+end
+
+-- Live owners of a shared queue, in order: a list of {member, score, left}, plus the set of
+-- their members. Dead entries met on the way are removed (at most 64 per call; past that the
+-- walk stops and the list may be short, so waiters re-check at once).
+local function owners(q)
+  local kind = kind_of(q)
+  local size = 1
+  if kind == 'semaphore' then size = tonumber(redis.call('GET', semaphore_size_key(q))) or 0 end
+  local list, set, dead = {}, {}, {}
+  local live_ahead, writer_ahead, used = 0, false, 0
+  local start, done = 0, false
+  while not done do
+    local batch = redis.call('ZRANGE', q, start, start + 31, 'WITHSCORES')
+    if #batch == 0 then break end
+    start = start + #batch / 2
+    for i = 1, #batch, 2 do
+      local m = batch[i]
+      local left = lease_left(lease_of(m) or '')
+      if not left then
+        dead[#dead + 1] = m
+        if #dead >= 64 then done = true break end
+      else
+        local owns
+        if kind == 'rwlock' then
+          local writer = string.match(m, '^[^.]+%.(.)') == 'w'
+          if writer then owns = live_ahead == 0 else owns = not writer_ahead end
+          writer_ahead = writer_ahead or writer
+        elseif kind == 'semaphore' then
+          used = used + permits_of(m)
+          owns = used <= size
+        elseif kind == 'dbarrier' then
+          owns = true
+        else
+          owns = live_ahead == 0
+        end
+        if not owns then done = true break end
+        list[#list + 1] = { m, tonumber(batch[i + 1]), left }
+        set[m] = true
+        live_ahead = live_ahead + 1
+      end
+    end
+  end
+  for _, m in ipairs(dead) do redis.call('ZREM', q, m) end
+  if #dead > 0 then touch_rev() end
+  return list, set
+end
+
+-- Smallest lease time left among `list` (owners), or 0.
+local function min_left(list)
+  local best = 0
+  for _, o in ipairs(list) do
+    if best == 0 or o[3] < best then best = o[3] end
+  end
+  return best
+end
+
 -- Keys put with a lease: {ns}:key:<key> is a hash {v, lease, crev, mrev, ver}, indexed in the
 -- zset {ns}:keys (all scores 0, ordered by name) for prefix reads.
 local KEYS_INDEX = P .. 'keys'
@@ -197,17 +270,54 @@ local function attach(lease, akey, entry)
   if left then redis.call('PEXPIRE', akey, int(left + ATTACH_GRACE_MS)) end
 end
 
+-- Double barriers: {ns}:dbarrier:<name> holds the participants (attached to their leases),
+-- {ns}:dbarrier-ready:<name> exists from the moment the count was reached until all left, and
+-- {ns}:dbarrier-changes:<name> is the observers' channel.
+local function dbarrier_keys(q)
+  local name = string.sub(q, #P + #'dbarrier:' + 1)
+  return P .. 'dbarrier-ready:' .. name, P .. 'dbarrier-changes:' .. name
+end
+
+-- A participant left or died: when none are left the round is over.
+local function dbarrier_changed(q)
+  local ready, ch = dbarrier_keys(q)
+  if redis.call('ZCARD', q) == 0 then redis.call('DEL', ready) end
+  redis.call('PUBLISH', ch, int(rev_bumped or 0))
+end
+
 -- Remove a member from a queue zset: hand over, and log a leader change for elections.
 local function leave_queue(q, member)
   local score = redis.call('ZSCORE', q, member)
   if not score then return false end
+  score = tonumber(score)
+  local kind = kind_of(q)
+  if kind == 'rwlock' or kind == 'semaphore' then
+    -- Shared ownership: ring exactly the entries that own now and did not before.
+    local _, before = owners(q)
+    redis.call('ZREM', q, member)
+    touch_rev()
+    local after = owners(q)
+    for _, o in ipairs(after) do
+      if not before[o[1]] then ring(lease_of(o[1]), 'c ' .. o[1]) end
+    end
+    if not before[member] then ring(lease_of(member), 'c ' .. member) end
+    if kind == 'semaphore' and redis.call('ZCARD', q) == 0 then
+      redis.call('DEL', semaphore_size_key(q))
+    end
+    return true
+  end
+  if kind == 'dbarrier' then
+    redis.call('ZREM', q, member)
+    touch_rev()
+    dbarrier_changed(q)
+    return true
+  end
   redis.call('ZREM', q, member)
   if is_election(q) then
     local vk = election_keys(q)
     if redis.call('TYPE', vk)['ok'] == 'hash' then redis.call('HDEL', vk, member) end
   end
   touch_rev()
-  score = tonumber(score)
   local head_score = handoff(q, score)
   -- A waiting entry removed by someone else (a revoke, another handle) must stop waiting:
   -- ring it so it re-checks and finds itself gone.
@@ -219,15 +329,20 @@ local function leave_queue(q, member)
   return true
 end
 
--- Delete a key put with `lease`, unless it has since been put with another lease.
+-- Delete a key put with `lease` (a key, or a held barrier), unless it has since been put
+-- with another lease.
 local function drop_kv(key, lease)
   if redis.call('TYPE', key)['ok'] ~= 'hash' then return end
   if redis.call('HGET', key, 'lease') ~= lease then return end
   redis.call('DEL', key)
-  if redis.call('TYPE', KEYS_INDEX)['ok'] == 'zset' then
-    redis.call('ZREM', KEYS_INDEX, string.sub(key, #P + #KV + 1))
-  end
   touch_rev()
+  local kind = kind_of(key)
+  if kind == 'key' and redis.call('TYPE', KEYS_INDEX)['ok'] == 'zset' then
+    redis.call('ZREM', KEYS_INDEX, string.sub(key, #P + #KV + 1))
+  elseif kind == 'barrier' then
+    redis.call('PUBLISH', P .. 'barrier-changes:' .. string.sub(key, #P + #'barrier:' + 1),
+      int(rev_bumped or 0))
+  end
 end
 
 local function detach_entry(entry, lease)

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fred::interfaces::PubsubInterface;
 use fred::types::Value;
@@ -17,8 +17,9 @@ use crate::lease::LeaseId;
 use crate::names::{check_name, check_value};
 use crate::reply::Reply;
 use crate::script::script;
-use crate::session::{Session, SessionEnd};
+use crate::session::Session;
 use crate::supervisor::Op;
+use crate::waiter::{contend, parse_turn};
 
 /// How often an idle observer re-reads the log even without a notification (a safety net for a
 /// lost pub/sub message; leader expiry is caught at the leader's lease deadline instead).
@@ -85,13 +86,6 @@ impl fmt::Debug for Election {
             .field("lease", &self.session.lease())
             .finish()
     }
-}
-
-enum Campaign {
-    Leader(u64),
-    Wait(Duration),
-    Lost,
-    Gone,
 }
 
 impl Election {
@@ -168,52 +162,51 @@ impl Election {
     pub async fn campaign(&self, value: &str) -> Result<u64> {
         check_value(self.session.namespace(), "election", &self.name, value)?;
         let session = &self.session;
-        session.check()?;
         let client = self.client();
         let member = self.candidate();
-        let ticket = client.doorbell.register(&member);
-        let mut withdraw = Withdraw {
-            election: self,
-            armed: true,
-        };
-        let mut recheck = false;
-        loop {
-            let args = vec![
-                session.lease().to_string(),
-                member.clone(),
-                value.to_owned(),
-                if recheck { "1" } else { "0" }.to_owned(),
-            ];
-            let reply = tokio::select! {
-                biased;
-                end = session.done() => return Err(session.lost(end)),
-                r = client.conn.eval(script!("election_campaign"), self.keys(true), args) => r?,
-            };
-            match parse_campaign(reply)? {
-                Campaign::Leader(rev) => {
-                    withdraw.armed = false;
-                    self.set_leading(Some(rev));
-                    return Ok(rev);
+        let token = contend(
+            session,
+            &member,
+            "election",
+            || self.withdraw_op(),
+            |recheck| {
+                let args = vec![
+                    session.lease().to_string(),
+                    member.clone(),
+                    value.to_owned(),
+                    if recheck { "1" } else { "0" }.to_owned(),
+                ];
+                async move {
+                    let v = client
+                        .conn
+                        .eval(script!("election_campaign"), self.keys(true), args)
+                        .await?;
+                    parse_turn("election campaign", v)
                 }
-                Campaign::Wait(head_left) => {
-                    recheck = true;
-                    let deadline = Instant::now() + head_left + Duration::from_millis(2);
-                    tokio::select! {
-                        biased;
-                        end = session.done() => return Err(session.lost(end)),
-                        _ = ticket.rung() => {}
-                        _ = tokio::time::sleep_until(deadline.into()) => {}
-                    }
-                }
-                Campaign::Lost => {
-                    session.mark_lost(SessionEnd::LeaseNotFound);
-                    return Err(session.lost(SessionEnd::LeaseNotFound));
-                }
-                Campaign::Gone => {
-                    withdraw.armed = false;
-                    return Err(self.not_leader());
-                }
+            },
+        )
+        .await?;
+        match token {
+            Some(rev) => {
+                self.set_leading(Some(rev));
+                Ok(rev)
             }
+            // Re-checked after waiting and found the candidacy withdrawn.
+            None => Err(self.not_leader()),
+        }
+    }
+
+    /// Background withdrawal of this session's candidacy.
+    fn withdraw_op(&self) -> Op {
+        Op::Cleanup {
+            script: script!("election_resign"),
+            keys: self.keys(true),
+            args: vec![
+                self.session.lease().to_string(),
+                self.candidate(),
+                "0".into(),
+            ],
+            retry_for: self.session.ttl(),
         }
     }
 
@@ -303,38 +296,6 @@ impl Session {
     /// The election `name` for this session.
     pub fn election(&self, name: &str) -> Result<Election> {
         Election::new(self, name)
-    }
-}
-
-/// Withdraws a candidacy when `campaign()` is dropped or fails.
-struct Withdraw<'a> {
-    election: &'a Election,
-    armed: bool,
-}
-
-impl Drop for Withdraw<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let e = self.election;
-            e.client().send(Op::Cleanup {
-                script: script!("election_resign"),
-                keys: e.keys(true),
-                args: vec![e.session.lease().to_string(), e.candidate(), "0".into()],
-                retry_for: e.session.ttl(),
-            });
-        }
-    }
-}
-
-fn parse_campaign(v: Value) -> Result<Campaign> {
-    let r = Reply::new("election campaign");
-    let items = r.array_min(v, 1)?;
-    match r.string(&items[0])?.as_str() {
-        "leader" if items.len() >= 2 => Ok(Campaign::Leader(r.uint(&items[1])?)),
-        "wait" if items.len() >= 4 => Ok(Campaign::Wait(Duration::from_millis(r.uint(&items[3])?))),
-        "lost" => Ok(Campaign::Lost),
-        "gone" => Ok(Campaign::Gone),
-        other => Err(r.bad(format!("unknown status {other:?}"))),
     }
 }
 

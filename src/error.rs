@@ -57,9 +57,14 @@ pub enum Error {
     #[error("not the leader of election {name:?} in namespace {namespace:?}")]
     NotLeader { namespace: String, name: String },
 
-    /// [`Mutex::try_lock`](crate::Mutex::try_lock): someone else holds the lock.
-    #[error("mutex {name:?} in namespace {namespace:?} is locked by another contender")]
-    Locked { namespace: String, name: String },
+    /// A `try_` call ([`Mutex::try_lock`](crate::Mutex::try_lock), …): someone else holds
+    /// the lock (or the permits). Nothing was queued.
+    #[error("{kind} {name:?} in namespace {namespace:?} is held by another contender")]
+    Locked {
+        namespace: String,
+        kind: &'static str,
+        name: String,
+    },
 
     /// The session's lease is gone (expired, revoked, orphaned or closed), so nothing it held or
     /// waited for can be trusted any more. Open a new session to go on.
@@ -76,9 +81,10 @@ pub enum Error {
 
     /// Release or check of a lock this contender no longer holds: it was already released, or
     /// the lease expired and the lock may have passed to someone else.
-    #[error("mutex {name:?} in namespace {namespace:?} is not held by this guard (fencing token {fencing_token})")]
+    #[error("{kind} {name:?} in namespace {namespace:?} is not held by this guard (fencing token {fencing_token})")]
     NotHeld {
         namespace: String,
+        kind: &'static str,
         name: String,
         fencing_token: u64,
     },

@@ -71,6 +71,7 @@ mod session;
 mod supervisor;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod waiter;
 
 pub use client::{Client, ClientBuilder, DEFAULT_NAMESPACE};
 pub use election::{Election, Leader, LeaderEvent};

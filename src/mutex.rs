@@ -1,20 +1,17 @@
 //! A fair, fenced mutex attached to a session (etcd's `concurrency.Mutex`, with its sharp
-//! edges removed). Scripts: `lua/mutex_acquire.lua`, `lua/mutex_release.lua`,
-//! `lua/mutex_check.lua`.
+//! edges removed). Scripts: `lua/mutex_acquire.lua`, then `lua/lock_release.lua` and
+//! `lua/lock_check.lua`, shared with the other locks (see [`crate::waiter`]).
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use fred::types::Value;
-use metrics::{counter, histogram};
-
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::names::check_name;
-use crate::reply::Reply;
-use crate::script::{script, LuaScript};
+use crate::script::script;
 use crate::session::{Session, SessionEnd};
-use crate::supervisor::Op;
+use crate::waiter::{contend, lock_keys, parse_turn, release_op, Entry};
+
+const KIND: &str = "mutex";
 
 /// A mutex named `name` in the session's namespace: a FIFO queue of contenders ordered by
 /// revision (`{ns}:mutex:<name>`); the first contender whose lease is alive owns it.
@@ -51,18 +48,11 @@ impl fmt::Debug for Mutex {
     }
 }
 
-enum Acquire {
-    Held(u64),
-    Wait { head_left: Duration },
-    Locked,
-    Lost,
-}
-
 impl Mutex {
     /// The mutex `name` (non-empty, at most [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes) for
     /// `session`. No I/O happens until [`lock`](Self::lock).
     pub fn new(session: &Session, name: &str) -> Result<Mutex> {
-        check_name(session.namespace(), "mutex", name)?;
+        check_name(session.namespace(), KIND, name)?;
         let key = session.inner.client.inner.keys.mutex(name);
         Ok(Mutex {
             session: session.clone(),
@@ -88,8 +78,8 @@ impl Mutex {
 
     /// Wait for the lock, in FIFO order.
     ///
-    /// Returns [`Error::SessionLost`] as soon as this session ends while waiting (the queue
-    /// entry goes with it and does not block the next waiter).
+    /// Returns [`Error::SessionLost`](crate::Error::SessionLost) as soon as this session ends
+    /// while waiting (the queue entry goes with it and does not block the next waiter).
     ///
     /// **Cancel safe**: dropping the future withdraws its queue entry in the background; if it
     /// had just become the owner, the lock passes on to the next waiter.
@@ -97,136 +87,44 @@ impl Mutex {
         self.acquire(false).await
     }
 
-    /// Take the lock only if nobody holds it or waits for it; otherwise [`Error::Locked`]
-    /// without queueing. Cancel safe as [`lock`](Self::lock).
+    /// Take the lock only if nobody holds it or waits for it; otherwise
+    /// [`Error::Locked`](crate::Error::Locked) without queueing. Cancel safe as
+    /// [`lock`](Self::lock).
     pub async fn try_lock(&self) -> Result<MutexGuard> {
         self.acquire(true).await
     }
 
-    fn keys(&self) -> Vec<String> {
-        let k = &self.session.inner.client.inner.keys;
-        vec![
-            k.rev(),
-            k.leases(),
-            self.key.to_string(),
-            k.attached(self.session.lease()),
-        ]
-    }
-
-    /// Ask the supervisor to remove `contender`'s entry (at `revision`, 0 = any).
-    fn release_in_background(&self, contender: &str, revision: u64) {
-        let client = &self.session.inner.client.inner;
-        client.send(Op::Cleanup {
-            script: script!("mutex_release"),
-            keys: self.keys(),
-            args: self.release_args(contender, revision),
-            retry_for: self.session.ttl(),
-        });
-    }
-
-    fn release_args(&self, contender: &str, revision: u64) -> Vec<String> {
-        vec![
-            self.session.lease().to_string(),
-            contender.to_owned(),
-            revision.to_string(),
-        ]
-    }
-
     async fn acquire(&self, try_only: bool) -> Result<MutexGuard> {
         let session = &self.session;
-        session.check()?;
+        let contender = session.new_contender("");
         let client = &session.inner.client.inner;
-        let contender = session.new_contender();
-        // Registered before the first call, so a ring that comes before we wait is kept.
-        let ticket = client.doorbell.register(&contender);
-        let mut withdraw = Withdraw {
-            mutex: self,
-            contender: &contender,
-            armed: true,
-        };
-        let started = Instant::now();
-        let mut waited = false;
         let args = vec![
             session.lease().to_string(),
             contender.clone(),
             if try_only { "1" } else { "0" }.to_owned(),
         ];
-        loop {
-            let reply = tokio::select! {
-                biased;
-                end = session.done() => return Err(session.lost(end)),
-                r = client.conn.eval(script!("mutex_acquire"), self.keys(), args.clone()) => r?,
-            };
-            match parse_acquire(reply)? {
-                Acquire::Held(token) => {
-                    withdraw.armed = false;
-                    histogram!(crate::metrics::LOCK_WAIT, "kind" => "mutex")
-                        .record(started.elapsed().as_secs_f64());
-                    if waited {
-                        counter!(crate::metrics::LOCK_HANDOFFS, "kind" => "mutex").increment(1);
-                    }
-                    return Ok(MutexGuard {
-                        mutex: self.clone(),
-                        contender: contender.clone(),
-                        token,
-                        acquired: Instant::now(),
-                        released: false,
-                    });
-                }
-                Acquire::Locked => {
-                    withdraw.armed = false;
-                    return Err(Error::Locked {
-                        namespace: session.namespace().to_owned(),
-                        name: self.name.to_string(),
-                    });
-                }
-                Acquire::Lost => {
-                    session.mark_lost(SessionEnd::LeaseNotFound);
-                    return Err(session.lost(SessionEnd::LeaseNotFound));
-                }
-                Acquire::Wait { head_left } => {
-                    waited = true;
-                    // Wake when rung, or just after the holder's lease would expire (then the
-                    // next call finds it dead and moves on), or when our own session ends.
-                    let deadline = Instant::now() + head_left + Duration::from_millis(2);
-                    tokio::select! {
-                        biased;
-                        end = session.done() => return Err(session.lost(end)),
-                        _ = ticket.rung() => {}
-                        _ = tokio::time::sleep_until(deadline.into()) => {}
-                    }
-                }
-            }
+        let token = contend(
+            session,
+            &contender,
+            KIND,
+            || release_op(session, &self.key, &contender, 0),
+            |_| async {
+                let keys = lock_keys(session, &self.key);
+                let v = client
+                    .conn
+                    .eval(script!("mutex_acquire"), keys, args.clone())
+                    .await?;
+                parse_turn("mutex acquire", v)
+            },
+        )
+        .await?;
+        match token {
+            Some(token) => Ok(MutexGuard {
+                mutex: self.clone(),
+                entry: Entry::new(session, self.key.to_string(), contender, token, KIND),
+            }),
+            None => Err(Entry::locked(session, KIND, &self.name)),
         }
-    }
-}
-
-/// Withdraws a pending queue entry when `lock()` is dropped or fails.
-struct Withdraw<'a> {
-    mutex: &'a Mutex,
-    contender: &'a str,
-    armed: bool,
-}
-
-impl Drop for Withdraw<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.mutex.release_in_background(self.contender, 0);
-        }
-    }
-}
-
-fn parse_acquire(v: Value) -> Result<Acquire> {
-    let r = Reply::new("mutex acquire");
-    let items = r.array_min(v, 1)?;
-    match r.string(&items[0])?.as_str() {
-        "held" if items.len() >= 2 => Ok(Acquire::Held(r.uint(&items[1])?)),
-        "wait" if items.len() >= 4 => Ok(Acquire::Wait {
-            head_left: Duration::from_millis(r.uint(&items[3])?),
-        }),
-        "locked" => Ok(Acquire::Locked),
-        "lost" => Ok(Acquire::Lost),
-        other => Err(r.bad(format!("unknown status {other:?}"))),
     }
 }
 
@@ -241,17 +139,14 @@ fn parse_acquire(v: Value) -> Result<Acquire> {
 #[must_use = "dropping the guard releases the lock"]
 pub struct MutexGuard {
     mutex: Mutex,
-    contender: String,
-    token: u64,
-    acquired: Instant,
-    released: bool,
+    entry: Entry,
 }
 
 impl fmt::Debug for MutexGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MutexGuard")
             .field("key", &self.mutex.key)
-            .field("fencing_token", &self.token)
+            .field("fencing_token", &self.entry.token)
             .finish()
     }
 }
@@ -261,7 +156,7 @@ impl MutexGuard {
     /// that of every earlier holder of this mutex, also across Redis restarts (as long as the
     /// server clock does not step back).
     pub fn fencing_token(&self) -> u64 {
-        self.token
+        self.entry.token
     }
 
     /// The Redis key of the mutex queue.
@@ -292,74 +187,14 @@ impl MutexGuard {
     /// Ask the server whether this guard still owns the lock (its entry is the first live
     /// entry of the queue, at its own revision).
     pub async fn is_owner(&self) -> Result<bool> {
-        let client = &self.mutex.session.inner.client.inner;
-        let k = &client.keys;
-        let keys = vec![k.rev(), k.leases(), self.mutex.key.to_string()];
-        let args = vec![self.contender.clone(), self.token.to_string()];
-        let v = client.conn.eval(script!("mutex_check"), keys, args).await?;
-        let r = Reply::new("mutex check");
-        let items = r.array_min(v, 1)?;
-        Ok(r.int(&items[0])? == 1)
+        self.entry.is_owner().await
     }
 
-    /// Release the lock and hand it to the next waiter. [`Error::NotHeld`] when it was no
-    /// longer held (the lease ran out or was revoked); the newer holder is never disturbed.
-    /// On a Redis error the release is retried in the background.
+    /// Release the lock and hand it to the next waiter.
+    /// [`Error::NotHeld`](crate::Error::NotHeld) when it was no longer held (the lease ran out
+    /// or was revoked); the newer holder is never disturbed. On a Redis error the release is
+    /// retried in the background.
     pub async fn unlock(mut self) -> Result<()> {
-        let v = self.release(script!("mutex_release")).await?;
-        self.released = true;
-        if Reply::new("mutex release").int(&v)? == 1 {
-            Ok(())
-        } else {
-            Err(Error::NotHeld {
-                namespace: self.mutex.session.namespace().to_owned(),
-                name: self.mutex.name.to_string(),
-                fencing_token: self.token,
-            })
-        }
-    }
-
-    async fn release(&self, script: &LuaScript) -> Result<Value> {
-        let client = &self.mutex.session.inner.client.inner;
-        let args = self.mutex.release_args(&self.contender, self.token);
-        client.conn.eval(script, self.mutex.keys(), args).await
-    }
-}
-
-impl Drop for MutexGuard {
-    fn drop(&mut self) {
-        histogram!(crate::metrics::LOCK_HOLD, "kind" => "mutex")
-            .record(self.acquired.elapsed().as_secs_f64());
-        if !self.released {
-            self.mutex
-                .release_in_background(&self.contender, self.token);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn acquire_replies_are_checked() {
-        let s = |x: &str| Value::String(x.into());
-        assert!(matches!(
-            parse_acquire(Value::Array(vec![s("held"), Value::Integer(7)])),
-            Ok(Acquire::Held(7))
-        ));
-        assert!(matches!(
-            parse_acquire(Value::Array(vec![
-                s("wait"),
-                Value::Integer(7),
-                s("x"),
-                Value::Integer(5)
-            ])),
-            Ok(Acquire::Wait { .. })
-        ));
-        assert!(parse_acquire(Value::Array(vec![s("held")])).is_err());
-        assert!(parse_acquire(Value::Array(vec![s("held"), Value::Integer(-1)])).is_err());
-        assert!(parse_acquire(Value::Array(vec![s("?")])).is_err());
-        assert!(parse_acquire(Value::Null).is_err());
+        self.entry.unlock(&self.mutex.name).await
     }
 }

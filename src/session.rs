@@ -394,10 +394,11 @@ impl Session {
         Mutex::new(self, name)
     }
 
-    /// A contender id for one wait: `<lease id>.<random>`, unique per call.
-    pub(crate) fn new_contender(&self) -> String {
+    /// A contender id for one wait: `<lease id>.<tag><random>`, unique per call (the tag
+    /// carries the kind of request, e.g. `r`/`w` for a rwlock).
+    pub(crate) fn new_contender(&self, tag: &str) -> String {
         let r = uuid::Uuid::new_v4().as_u128() as u64;
-        format!("{}.{r:016x}", self.inner.lease)
+        format!("{}.{tag}{r:016x}", self.inner.lease)
     }
 }
 

@@ -359,7 +359,7 @@ async fn repeated_release_reports_not_held_and_spares_the_new_holder() {
         async move {
             let v = eval_script(
                 &raw,
-                "mutex_release",
+                "lock_release",
                 vec![
                     "{m11}:rev".into(),
                     "{m11}:leases".into(),

@@ -1,10 +1,10 @@
--- Remove one contender's own entry from a mutex queue and hand the lock to the next live waiter
--- (MutexGuard::unlock, dropping a guard or a pending lock future; see src/mutex.rs).
--- Only the entry with this contender id *and* this revision is touched, so a retried or late
--- release can never remove a newer holder.
--- KEYS: rev, leases, mutex:<name>, attached:<lease>
+-- Remove one contender's own entry from a lock queue (mutex, rwlock or semaphore) and hand
+-- over to whoever owns now (MutexGuard::unlock and the other guards, dropping a guard or a
+-- pending wait; see src/waiter.rs). Only the entry with this contender id *and* this revision
+-- is touched, so a retried or late release can never remove a newer holder.
+-- KEYS: rev, leases, <kind>:<name>, attached:<lease>
 -- ARGV: lease id, contender, revision (0 = whatever revision this contender has)
--- Returns 1 when the entry was the live owner, 0 when it was not held (absent, only waiting,
+-- Returns 1 when the entry was a live owner, 0 when it was not held (absent, only waiting,
 -- or its lease already gone).
 expect_base()
 local Q, AK = KEYS[3], KEYS[4]
@@ -15,8 +15,8 @@ expect_type(Q, 'zset')
 expect_type(AK, 'set')
 local score = tonumber(redis.call('ZSCORE', Q, member))
 if not score or (want ~= 0 and score ~= want) then return 0 end
-local head = live_head(Q, false, 64)
+local _, set = owners(Q)
 leave_queue(Q, member)
 redis.call('SREM', AK, 'z ' .. member .. ' ' .. Q)
-if head == member then return 1 end
+if set[member] then return 1 end
 return 0

@@ -1,0 +1,31 @@
+-- Join a reader-writer lock's queue and report whether this contender owns it (RwLock::read,
+-- RwLock::write and the try_ forms; see src/rwlock.rs). Readers wait only for earlier
+-- writers; writers wait for everyone earlier. Calling again re-checks and keeps the place.
+-- KEYS: rev, leases, rwlock:<name>, attached:<lease>
+-- ARGV: lease id, contender ("<lease id>.r<id>" or "<lease id>.w<id>"), try (1 = do not queue)
+-- Returns {'held', revision} | {'wait', revision, ms until an owner's lease expires} |
+-- {'locked', ms} | {'lost'}.
+expect_base()
+local Q, AK = KEYS[3], KEYS[4]
+local lease, member, try = ARGV[1], ARGV[2], ARGV[3] == '1'
+if lease_of(member) ~= lease or AK ~= attached_key(lease) then fail('ARG', 'contender does not match lease ' .. lease) end
+if kind_of(Q) ~= 'rwlock' then fail('ARG', 'not a rwlock key: ' .. Q) end
+expect_type(Q, 'zset')
+expect_type(AK, 'set')
+if not lease_left(lease) then return { 'lost' } end
+local rev = tonumber(redis.call('ZSCORE', Q, member))
+local created = false
+if not rev then
+  rev = next_rev()
+  redis.call('ZADD', Q, int(rev), member)
+  attach(lease, AK, 'z ' .. member .. ' ' .. Q)
+  created = true
+end
+local list, set = owners(Q)
+if set[member] then return { 'held', rev } end
+if try and created then
+  redis.call('ZREM', Q, member)
+  redis.call('SREM', AK, 'z ' .. member .. ' ' .. Q)
+  return { 'locked', min_left(list) }
+end
+return { 'wait', rev, min_left(list) }

@@ -1,0 +1,42 @@
+-- Join a semaphore's queue asking for some permits, and report whether they are granted
+-- (Semaphore::acquire and try_acquire; see src/semaphore.rs). FIFO: a request that does not
+-- fit blocks every later one. The size is fixed by the first contender of a non-empty queue.
+-- KEYS: rev, leases, semaphore:<name>, semaphore-size:<name>, attached:<lease>
+-- ARGV: lease id, contender ("<lease id>.<permits>.<id>"), size, try (1 = do not queue)
+-- Returns {'held', revision} | {'wait', revision, ms until an owner's lease expires} |
+-- {'locked', ms} | {'size', existing size} | {'lost'}.
+expect_base()
+local Q, SK, AK = KEYS[3], KEYS[4], KEYS[5]
+local lease, member, size, try = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
+if lease_of(member) ~= lease or AK ~= attached_key(lease) then fail('ARG', 'contender does not match lease ' .. lease) end
+if kind_of(Q) ~= 'semaphore' or SK ~= semaphore_size_key(Q) then fail('ARG', 'not a semaphore key: ' .. Q) end
+if not size or size < 1 or permits_of(member) > size then fail('ARG', 'bad size or permit count') end
+expect_type(Q, 'zset')
+expect_type(SK, 'string')
+expect_type(AK, 'set')
+local cur = redis.call('GET', SK)
+if cur and not tonumber(cur) then fail('CORRUPT', 'semaphore size is not a number: ' .. SK) end
+if not lease_left(lease) then return { 'lost' } end
+local rev = tonumber(redis.call('ZSCORE', Q, member))
+local created = false
+if not rev then
+  -- An empty queue has no size yet (a leftover size key is stale).
+  if cur and tonumber(cur) ~= size and redis.call('ZCARD', Q) > 0 then
+    owners(Q) -- prune the dead: maybe nobody is left
+    if redis.call('ZCARD', Q) > 0 then return { 'size', tonumber(cur) } end
+  end
+  redis.call('SET', SK, int(size))
+  rev = next_rev()
+  redis.call('ZADD', Q, int(rev), member)
+  attach(lease, AK, 'z ' .. member .. ' ' .. Q)
+  created = true
+end
+local list, set = owners(Q)
+if set[member] then return { 'held', rev } end
+if try and created then
+  redis.call('ZREM', Q, member)
+  redis.call('SREM', AK, 'z ' .. member .. ' ' .. Q)
+  if redis.call('ZCARD', Q) == 0 then redis.call('DEL', SK) end
+  return { 'locked', min_left(list) }
+end
+return { 'wait', rev, min_left(list) }

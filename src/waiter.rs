@@ -1,0 +1,290 @@
+//! The wait engine shared by every queue-based primitive (mutex, rwlock, semaphore, election),
+//! and the held entry behind their guards.
+//!
+//! A contender registers with the client's doorbell *before* asking the server, then asks;
+//! while it must wait, it sleeps until its doorbell rings, until the lease of whoever blocks it
+//! would expire, or until its own session ends, and asks again. A lost ring only delays.
+//! Dropping the wait (or failing) withdraws the entry in the background.
+
+use std::time::{Duration, Instant};
+
+use metrics::{counter, histogram};
+
+use crate::error::{Error, Result};
+use crate::metrics as m;
+use crate::reply::Reply;
+use crate::script::{script, LuaScript};
+use crate::session::{Session, SessionEnd};
+use crate::supervisor::Op;
+
+/// What a server-side check said about a contender.
+pub(crate) enum Turn {
+    /// It owns; the revision is its fencing token.
+    Held(u64),
+    /// It waits; whoever blocks it has this long left on their lease.
+    Wait(Duration),
+    /// A try found it taken (nothing was queued), or a re-check found the entry withdrawn.
+    Refused,
+    /// Its own lease is not alive.
+    Lost,
+}
+
+/// Parse the common `{'held', rev} | {'wait', rev, ms} | {'locked', ...} | {'lost'}` replies
+/// (mutex: `{'wait', rev, head, ms}`).
+pub(crate) fn parse_turn(op: &'static str, v: fred::types::Value) -> Result<Turn> {
+    let r = Reply::new(op);
+    let items = r.array_min(v, 1)?;
+    match r.string(&items[0])?.as_str() {
+        "held" | "leader" if items.len() >= 2 => Ok(Turn::Held(r.uint(&items[1])?)),
+        "wait" if items.len() >= 3 => {
+            let ms = items.last().map(|v| r.uint(v)).transpose()?.unwrap_or(0);
+            Ok(Turn::Wait(Duration::from_millis(ms)))
+        }
+        "locked" | "gone" => Ok(Turn::Refused),
+        "lost" => Ok(Turn::Lost),
+        other => Err(r.bad(format!("unknown status {other:?}"))),
+    }
+}
+
+/// Wait for `contender`'s turn. `ask(recheck)` runs the check script; `withdraw` builds the
+/// cleanup that removes the entry if the wait is dropped or fails. Returns `Ok(None)` when
+/// refused.
+pub(crate) async fn contend<A, F>(
+    session: &Session,
+    contender: &str,
+    kind: &'static str,
+    withdraw: impl Fn() -> Op,
+    mut ask: A,
+) -> Result<Option<u64>>
+where
+    A: FnMut(bool) -> F,
+    F: std::future::Future<Output = Result<Turn>>,
+{
+    session.check()?;
+    let client = &session.inner.client.inner;
+    // Registered before the first call, so a ring that comes before we wait is kept.
+    let ticket = client.doorbell.register(contender);
+    let mut pending = Withdraw {
+        session,
+        withdraw: &withdraw,
+        armed: true,
+    };
+    let started = Instant::now();
+    let mut recheck = false;
+    loop {
+        let turn = tokio::select! {
+            biased;
+            end = session.done() => return Err(session.lost(end)),
+            t = ask(recheck) => t?,
+        };
+        match turn {
+            Turn::Held(token) => {
+                pending.armed = false;
+                histogram!(m::LOCK_WAIT, "kind" => kind).record(started.elapsed().as_secs_f64());
+                if recheck {
+                    counter!(m::LOCK_HANDOFFS, "kind" => kind).increment(1);
+                }
+                return Ok(Some(token));
+            }
+            Turn::Refused => {
+                pending.armed = false;
+                return Ok(None);
+            }
+            Turn::Lost => {
+                session.mark_lost(SessionEnd::LeaseNotFound);
+                return Err(session.lost(SessionEnd::LeaseNotFound));
+            }
+            Turn::Wait(blocker_left) => {
+                recheck = true;
+                let deadline = Instant::now() + blocker_left + Duration::from_millis(2);
+                tokio::select! {
+                    biased;
+                    end = session.done() => return Err(session.lost(end)),
+                    _ = ticket.rung() => {}
+                    _ = tokio::time::sleep_until(deadline.into()) => {}
+                }
+            }
+        }
+    }
+}
+
+struct Withdraw<'a, W: Fn() -> Op> {
+    session: &'a Session,
+    withdraw: &'a W,
+    armed: bool,
+}
+
+impl<W: Fn() -> Op> Drop for Withdraw<'_, W> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.session.inner.client.inner.send((self.withdraw)());
+        }
+    }
+}
+
+/// rev, leases, queue, the session's attachment set: the KEYS of the lock scripts.
+pub(crate) fn lock_keys(session: &Session, queue: &str) -> Vec<String> {
+    let k = &session.inner.client.inner.keys;
+    vec![
+        k.rev(),
+        k.leases(),
+        queue.to_owned(),
+        k.attached(session.lease()),
+    ]
+}
+
+/// Background removal of `contender`'s entry (at `revision`, 0 = any) from `queue`.
+pub(crate) fn release_op(session: &Session, queue: &str, contender: &str, revision: u64) -> Op {
+    Op::Cleanup {
+        script: script!("lock_release"),
+        keys: lock_keys(session, queue),
+        args: vec![
+            session.lease().to_string(),
+            contender.to_owned(),
+            revision.to_string(),
+        ],
+        retry_for: session.ttl(),
+    }
+}
+
+/// An entry that owns its lock queue: what every lock guard holds. Released in the
+/// background when dropped.
+pub(crate) struct Entry {
+    pub(crate) session: Session,
+    pub(crate) queue: String,
+    pub(crate) contender: String,
+    pub(crate) token: u64,
+    acquired: Instant,
+    kind: &'static str,
+    released: bool,
+}
+
+impl Entry {
+    pub(crate) fn locked(session: &Session, kind: &'static str, name: &str) -> Error {
+        Error::Locked {
+            namespace: session.namespace().to_owned(),
+            kind,
+            name: name.to_owned(),
+        }
+    }
+
+    pub(crate) fn new(
+        session: &Session,
+        queue: String,
+        contender: String,
+        token: u64,
+        kind: &'static str,
+    ) -> Entry {
+        Entry {
+            session: session.clone(),
+            queue,
+            contender,
+            token,
+            acquired: Instant::now(),
+            kind,
+            released: false,
+        }
+    }
+
+    /// Ask the server whether this entry still owns its lock.
+    pub(crate) async fn is_owner(&self) -> Result<bool> {
+        let client = &self.session.inner.client.inner;
+        let mut keys = lock_keys(&self.session, &self.queue);
+        keys.pop();
+        let args = vec![self.contender.clone(), self.token.to_string()];
+        let v = client.conn.eval(script!("lock_check"), keys, args).await?;
+        let r = Reply::new("lock check");
+        let items = r.array_min(v, 1)?;
+        Ok(r.int(&items[0])? == 1)
+    }
+
+    /// Release now. `Ok(false)`: it was no longer held. On error the release is retried in
+    /// the background when the entry drops.
+    pub(crate) async fn release(&mut self) -> Result<bool> {
+        let script: &LuaScript = script!("lock_release");
+        let client = &self.session.inner.client.inner;
+        let args = vec![
+            self.session.lease().to_string(),
+            self.contender.clone(),
+            self.token.to_string(),
+        ];
+        let v = client
+            .conn
+            .eval(script, lock_keys(&self.session, &self.queue), args)
+            .await?;
+        self.released = true;
+        Ok(Reply::new("lock release").int(&v)? == 1)
+    }
+
+    /// The error for a release that found the entry no longer held.
+    pub(crate) fn not_held(&self, name: &str) -> Error {
+        Error::NotHeld {
+            namespace: self.session.namespace().to_owned(),
+            kind: self.kind,
+            name: name.to_owned(),
+            fencing_token: self.token,
+        }
+    }
+
+    /// Release, reporting [`Error::NotHeld`] when it was no longer held.
+    pub(crate) async fn unlock(&mut self, name: &str) -> Result<()> {
+        if self.release().await? {
+            Ok(())
+        } else {
+            Err(self.not_held(name))
+        }
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        histogram!(m::LOCK_HOLD, "kind" => self.kind).record(self.acquired.elapsed().as_secs_f64());
+        if !self.released {
+            self.session.inner.client.inner.send(release_op(
+                &self.session,
+                &self.queue,
+                &self.contender,
+                self.token,
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fred::types::Value;
+
+    #[test]
+    fn turn_replies_are_checked() {
+        let s = |x: &str| Value::String(x.into());
+        let turn = |items: Vec<Value>| parse_turn("test", Value::Array(items));
+        assert!(matches!(
+            turn(vec![s("held"), Value::Integer(7)]),
+            Ok(Turn::Held(7))
+        ));
+        assert!(matches!(
+            turn(vec![s("leader"), Value::Integer(7)]),
+            Ok(Turn::Held(7))
+        ));
+        assert!(matches!(
+            turn(vec![s("wait"), Value::Integer(7), s("x"), Value::Integer(5)]),
+            Ok(Turn::Wait(d)) if d == Duration::from_millis(5)
+        ));
+        assert!(matches!(
+            turn(vec![s("wait"), Value::Integer(7), Value::Integer(9)]),
+            Ok(Turn::Wait(d)) if d == Duration::from_millis(9)
+        ));
+        assert!(matches!(
+            turn(vec![s("locked"), Value::Integer(0)]),
+            Ok(Turn::Refused)
+        ));
+        assert!(matches!(turn(vec![s("gone")]), Ok(Turn::Refused)));
+        assert!(matches!(turn(vec![s("lost")]), Ok(Turn::Lost)));
+        assert!(turn(vec![s("held")]).is_err());
+        assert!(turn(vec![s("held"), Value::Integer(-1)]).is_err());
+        assert!(turn(vec![s("wait"), Value::Integer(1), Value::Integer(-5)]).is_err());
+        assert!(turn(vec![s("?")]).is_err());
+        assert!(parse_turn("test", Value::Null).is_err());
+    }
+}
