@@ -57,6 +57,11 @@ pub enum Error {
     #[error("not the leader of election {name:?} in namespace {namespace:?}")]
     NotLeader { namespace: String, name: String },
 
+    /// [`Semaphore`](crate::Semaphore): another user of this semaphore set a different size,
+    /// and still holds or waits for permits.
+    #[error("semaphore {name:?} in namespace {namespace:?} has {existing} permits, not {size}")]
+    SemaphoreSize { namespace: String, name: String, size: u32, existing: u32 },
+
     /// A `try_` call ([`Mutex::try_lock`](crate::Mutex::try_lock), …): someone else holds
     /// the lock (or the permits). Nothing was queued.
     #[error("{kind} {name:?} in namespace {namespace:?} is held by another contender")]

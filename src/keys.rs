@@ -57,6 +57,47 @@ impl Keys {
         format!("{}mutex:{name}", self.prefix)
     }
 
+    pub(crate) fn rwlock(&self, name: &str) -> String {
+        format!("{}rwlock:{name}", self.prefix)
+    }
+
+    pub(crate) fn semaphore(&self, name: &str) -> String {
+        format!("{}semaphore:{name}", self.prefix)
+    }
+
+    pub(crate) fn semaphore_size(&self, name: &str) -> String {
+        format!("{}semaphore-size:{name}", self.prefix)
+    }
+
+    pub(crate) fn barrier(&self, name: &str) -> String {
+        format!("{}barrier:{name}", self.prefix)
+    }
+
+    pub(crate) fn barrier_changes(&self, name: &str) -> String {
+        format!("{}barrier-changes:{name}", self.prefix)
+    }
+
+    pub(crate) fn dbarrier(&self, name: &str) -> String {
+        format!("{}dbarrier:{name}", self.prefix)
+    }
+
+    pub(crate) fn dbarrier_ready(&self, name: &str) -> String {
+        format!("{}dbarrier-ready:{name}", self.prefix)
+    }
+
+    pub(crate) fn dbarrier_changes(&self, name: &str) -> String {
+        format!("{}dbarrier-changes:{name}", self.prefix)
+    }
+
+    /// `kind` is `queue` or `pqueue`.
+    pub(crate) fn queue(&self, kind: &str, name: &str) -> String {
+        format!("{}{kind}:{name}", self.prefix)
+    }
+
+    pub(crate) fn queue_changes(&self, kind: &str, name: &str) -> String {
+        format!("{}{kind}-changes:{name}", self.prefix)
+    }
+
     pub(crate) fn election(&self, name: &str) -> String {
         format!("{}election:{name}", self.prefix)
     }

@@ -66,7 +66,9 @@ pub mod metrics;
 mod mutex;
 mod names;
 mod reply;
+mod rwlock;
 mod script;
+mod semaphore;
 mod session;
 mod supervisor;
 #[cfg(feature = "testing")]
@@ -79,6 +81,8 @@ pub use error::{Error, Result};
 pub use kv::{KeyRange, KeyValue, MAX_RANGE};
 pub use lease::{Attachment, Lease, LeaseId, LeaseInfo};
 pub use mutex::{Mutex, MutexGuard};
+pub use rwlock::{RwLock, RwLockGuard, RwMode};
+pub use semaphore::{Semaphore, SemaphorePermit, MAX_PERMITS};
 pub use names::{
     DEFAULT_TTL, MAX_LABEL_LEN, MAX_NAMESPACE_LEN, MAX_NAME_LEN, MAX_TTL, MAX_VALUE_LEN, MIN_TTL,
 };

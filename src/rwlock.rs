@@ -1,0 +1,195 @@
+//! A fair reader-writer lock attached to a session (etcd's `recipes.RWMutex`). Script:
+//! `lua/rwlock_acquire.lua`; release and check are the shared `lua/lock_release.lua` and
+//! `lua/lock_check.lua`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::names::check_name;
+use crate::script::script;
+use crate::session::{Session, SessionEnd};
+use crate::waiter::{contend, lock_keys, parse_turn, release_op, Entry};
+
+const KIND: &str = "rwlock";
+
+/// A reader-writer lock named `name`: one FIFO queue (`{ns}:rwlock:<name>`) of readers and
+/// writers. A reader waits only for writers that queued before it; a writer waits for everyone
+/// that queued before it. So readers overlap each other, writers overlap nobody, and a writer
+/// is never starved by a stream of later readers.
+///
+/// Every guard carries a fencing token (its queue revision). Entries are attached to the
+/// session's lease: a reader or writer whose session ends releases.
+///
+/// ```no_run
+/// # async fn demo(session: leasehold::Session) -> leasehold::Result<()> {
+/// let lock = session.rwlock("catalog")?;
+/// {
+///     let _r = lock.read().await?;   // shared with other readers
+/// }
+/// let w = lock.write().await?;       // exclusive
+/// w.unlock().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RwLock {
+    session: Session,
+    name: Arc<str>,
+    key: Arc<str>,
+}
+
+impl fmt::Debug for RwLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RwLock").field("key", &self.key).finish()
+    }
+}
+
+/// Which side of a [`RwLock`] a guard holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RwMode {
+    Read,
+    Write,
+}
+
+impl RwLock {
+    /// The rwlock `name` for `session`. No I/O happens here.
+    pub fn new(session: &Session, name: &str) -> Result<RwLock> {
+        check_name(session.namespace(), KIND, name)?;
+        let key = session.inner.client.inner.keys.rwlock(name);
+        Ok(RwLock {
+            session: session.clone(),
+            name: name.into(),
+            key: key.into(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The Redis key of the queue, `{ns}:rwlock:<name>`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Wait for shared access (behind every earlier writer). Cancel safe: dropping the future
+    /// withdraws the request; [`Error::SessionLost`](crate::Error::SessionLost) if the session
+    /// ends meanwhile.
+    pub async fn read(&self) -> Result<RwLockGuard> {
+        self.acquire(RwMode::Read, false).await
+    }
+
+    /// Wait for exclusive access (behind everyone earlier). Cancel safe as [`read`](Self::read).
+    pub async fn write(&self) -> Result<RwLockGuard> {
+        self.acquire(RwMode::Write, false).await
+    }
+
+    /// Shared access now, or [`Error::Locked`](crate::Error::Locked) without queueing.
+    pub async fn try_read(&self) -> Result<RwLockGuard> {
+        self.acquire(RwMode::Read, true).await
+    }
+
+    /// Exclusive access now, or [`Error::Locked`](crate::Error::Locked) without queueing.
+    pub async fn try_write(&self) -> Result<RwLockGuard> {
+        self.acquire(RwMode::Write, true).await
+    }
+
+    async fn acquire(&self, mode: RwMode, try_only: bool) -> Result<RwLockGuard> {
+        let session = &self.session;
+        let tag = match mode {
+            RwMode::Read => "r",
+            RwMode::Write => "w",
+        };
+        let contender = session.new_contender(tag);
+        let client = &session.inner.client.inner;
+        let args = vec![
+            session.lease().to_string(),
+            contender.clone(),
+            if try_only { "1" } else { "0" }.to_owned(),
+        ];
+        let token = contend(
+            session,
+            &contender,
+            KIND,
+            || release_op(session, &self.key, &contender, 0),
+            |_| async {
+                let keys = lock_keys(session, &self.key);
+                let v = client
+                    .conn
+                    .eval(script!("rwlock_acquire"), keys, args.clone())
+                    .await?;
+                parse_turn("rwlock acquire", v)
+            },
+        )
+        .await?;
+        match token {
+            Some(token) => Ok(RwLockGuard {
+                lock: self.clone(),
+                mode,
+                entry: Entry::new(session, self.key.to_string(), contender, token, KIND),
+            }),
+            None => Err(Entry::locked(session, KIND, &self.name)),
+        }
+    }
+}
+
+/// Shared or exclusive hold of a [`RwLock`], while the session lasts. Released in the
+/// background when dropped.
+#[must_use = "dropping the guard releases the lock"]
+pub struct RwLockGuard {
+    lock: RwLock,
+    mode: RwMode,
+    entry: Entry,
+}
+
+impl fmt::Debug for RwLockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RwLockGuard")
+            .field("key", &self.lock.key)
+            .field("mode", &self.mode)
+            .field("fencing_token", &self.entry.token)
+            .finish()
+    }
+}
+
+impl RwLockGuard {
+    pub fn mode(&self) -> RwMode {
+        self.mode
+    }
+
+    /// The revision at which this request queued: greater than that of every earlier writer
+    /// (and, for a writer, of every earlier holder).
+    pub fn fencing_token(&self) -> u64 {
+        self.entry.token
+    }
+
+    pub fn key(&self) -> &str {
+        &self.lock.key
+    }
+
+    pub fn is_valid(&self) -> bool {
+        self.lock.session.is_valid()
+    }
+
+    /// Resolves when the session ends, and with it the hold.
+    pub async fn lost(&self) -> SessionEnd {
+        self.lock.session.done().await
+    }
+
+    /// Ask the server whether this guard still holds the lock.
+    pub async fn is_owner(&self) -> Result<bool> {
+        self.entry.is_owner().await
+    }
+
+    /// Release now; [`Error::NotHeld`](crate::Error::NotHeld) when it was no longer held.
+    pub async fn unlock(mut self) -> Result<()> {
+        self.entry.unlock(&self.lock.name).await
+    }
+}
+
+impl Session {
+    /// The reader-writer lock `name` for this session.
+    pub fn rwlock(&self, name: &str) -> Result<RwLock> {
+        RwLock::new(self, name)
+    }
+}
