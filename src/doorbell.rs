@@ -129,6 +129,21 @@ impl Drop for Ticket {
     }
 }
 
+/// Watch `channel` and subscribe to it; once this returns, no message on it goes unnoticed.
+pub(crate) async fn watch(
+    client: &crate::client::ClientInner,
+    channel: String,
+) -> crate::Result<ChannelTicket> {
+    use fred::interfaces::PubsubInterface;
+    let ticket = client.doorbell.watch_channel(&channel, client.ops());
+    client
+        .subscriber
+        .subscribe(channel)
+        .await
+        .map_err(|e| crate::conn::classify(e, client.conn.timeout()))?;
+    Ok(ticket)
+}
+
 /// An observer of a shared channel; dropping it unregisters.
 #[derive(Debug)]
 pub(crate) struct ChannelTicket {
@@ -146,8 +161,9 @@ impl ChannelTicket {
         }
     }
 
-    pub(crate) fn channel(&self) -> &str {
-        &self.channel
+    /// Wait for a message, at most `limit`.
+    pub(crate) async fn changed_within(&mut self, limit: std::time::Duration) {
+        let _ = tokio::time::timeout(limit, self.changed()).await;
     }
 }
 

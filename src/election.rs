@@ -7,11 +7,10 @@ use std::fmt;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use fred::interfaces::PubsubInterface;
 use fred::types::Value;
 use futures_util::Stream;
 
-use crate::doorbell::ChannelTicket;
+use crate::doorbell::{watch, ChannelTicket};
 use crate::error::{Error, Result};
 use crate::lease::LeaseId;
 use crate::names::{check_name, check_value};
@@ -386,20 +385,11 @@ impl Observer {
         if self.ticket.is_none() {
             let client = self.election.client();
             let channel = client.keys.election_changes(&self.election.name);
-            let ticket = client.doorbell.watch_channel(&channel, client.ops());
             // Subscribed before the first read, so no change between the two goes unnoticed.
-            client
-                .subscriber
-                .subscribe(ticket.channel().to_owned())
-                .await
-                .map_err(|e| crate::conn::classify(e, client.conn.timeout()))?;
-            self.ticket = Some(ticket);
+            self.ticket = Some(watch(client, channel).await?);
         }
         if let (Some(wait), Some(ticket)) = (self.wait.take(), self.ticket.as_mut()) {
-            tokio::select! {
-                _ = ticket.changed() => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
+            ticket.changed_within(wait).await;
         }
         let mut page = self.election.read_log(self.after.as_deref()).await?;
         if page.gap {

@@ -60,7 +60,22 @@ pub enum Error {
     /// [`Semaphore`](crate::Semaphore): another user of this semaphore set a different size,
     /// and still holds or waits for permits.
     #[error("semaphore {name:?} in namespace {namespace:?} has {existing} permits, not {size}")]
-    SemaphoreSize { namespace: String, name: String, size: u32, existing: u32 },
+    SemaphoreSize {
+        namespace: String,
+        name: String,
+        size: u32,
+        existing: u32,
+    },
+
+    /// [`DoubleBarrier::enter`](crate::DoubleBarrier::enter): the barrier already has its
+    /// count of participants (or a round is in progress). Nothing was registered.
+    #[error("double barrier {name:?} in namespace {namespace:?} is full ({participants} of {count} participants)")]
+    BarrierFull {
+        namespace: String,
+        name: String,
+        count: u32,
+        participants: u64,
+    },
 
     /// A `try_` call ([`Mutex::try_lock`](crate::Mutex::try_lock), …): someone else holds
     /// the lock (or the permits). Nothing was queued.

@@ -30,6 +30,9 @@
 //! | `session` | [`Session`], [`SessionOptions`], [`SessionState`], [`SessionEnd`], [`OnDrop`] |
 //! | `mutex` | [`Mutex`], [`MutexGuard`] |
 //! | `election` | [`Election`], [`Leader`], [`LeaderEvent`]: campaign, proclaim, resign, observe |
+//! | `rwlock`, `semaphore` | [`RwLock`], [`Semaphore`]: shared ownership on the same queue engine |
+//! | `barrier`, `double_barrier`, `queue` | etcd's recipes: [`Barrier`], [`DoubleBarrier`], [`Queue`] |
+//! | `waiter` | the wait engine and held entry shared by every lock |
 //! | `kv` | [`KeyValue`]: keys put with a lease (`put`, `get`, `delete`, `get_prefix`) |
 //! | `keepalive` | the renewal state machine (no I/O) |
 //! | `supervisor` | the one task per client that drives it |
@@ -53,9 +56,11 @@
 //! {ns}:wake:<client id>    pub/sub channel: one doorbell per client process
 //! ```
 
+mod barrier;
 mod client;
 mod conn;
 mod doorbell;
+mod double_barrier;
 mod election;
 mod error;
 mod keepalive;
@@ -65,6 +70,7 @@ mod lease;
 pub mod metrics;
 mod mutex;
 mod names;
+mod queue;
 mod reply;
 mod rwlock;
 mod script;
@@ -75,17 +81,20 @@ mod supervisor;
 pub mod testing;
 mod waiter;
 
+pub use barrier::Barrier;
 pub use client::{Client, ClientBuilder, DEFAULT_NAMESPACE};
+pub use double_barrier::DoubleBarrier;
 pub use election::{Election, Leader, LeaderEvent};
 pub use error::{Error, Result};
 pub use kv::{KeyRange, KeyValue, MAX_RANGE};
 pub use lease::{Attachment, Lease, LeaseId, LeaseInfo};
 pub use mutex::{Mutex, MutexGuard};
-pub use rwlock::{RwLock, RwLockGuard, RwMode};
-pub use semaphore::{Semaphore, SemaphorePermit, MAX_PERMITS};
 pub use names::{
     DEFAULT_TTL, MAX_LABEL_LEN, MAX_NAMESPACE_LEN, MAX_NAME_LEN, MAX_TTL, MAX_VALUE_LEN, MIN_TTL,
 };
+pub use queue::Queue;
+pub use rwlock::{RwLock, RwLockGuard, RwMode};
+pub use semaphore::{Semaphore, SemaphorePermit, MAX_PERMITS};
 pub use session::{OnDrop, Session, SessionEnd, SessionOptions, SessionState};
 
 /// Compiles the README's examples as doctests.

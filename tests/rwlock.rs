@@ -59,7 +59,10 @@ async fn writers_exclude_everyone_readers_share_fifo_kept() {
     for t in tasks {
         t.await.unwrap();
     }
-    assert!(max_readers.load(Ordering::SeqCst) >= 2, "readers never overlapped");
+    assert!(
+        max_readers.load(Ordering::SeqCst) >= 2,
+        "readers never overlapped"
+    );
     // FIFO: a request enters only after every earlier (lower token) writer has left, and a
     // writer enters only after every earlier request has left.
     let log = log.lock().unwrap().clone();
@@ -70,7 +73,10 @@ async fn writers_exclude_everyone_readers_share_fifo_kept() {
         }
         for &(other, other_writer, w2) in &log {
             if w2 == "in" && other < tok && (writer || other_writer) {
-                assert!(left_at(other) < pos, "{tok} entered before earlier {other} left");
+                assert!(
+                    left_at(other) < pos,
+                    "{tok} entered before earlier {other} left"
+                );
             }
         }
     }
@@ -89,10 +95,16 @@ async fn try_forms_and_a_dead_holder_releases() {
     let w = dying.rwlock("r").unwrap().write().await.unwrap();
     assert_eq!(w.mode(), RwMode::Write);
     let lock = other.rwlock("r").unwrap();
-    assert!(matches!(lock.try_read().await, Err(Error::Locked { kind: "rwlock", .. })));
+    assert!(matches!(
+        lock.try_read().await,
+        Err(Error::Locked { kind: "rwlock", .. })
+    ));
     assert!(matches!(lock.try_write().await, Err(Error::Locked { .. })));
     dying.orphan();
-    let r = tokio::time::timeout(ttl * 2, lock.read()).await.expect("released").unwrap();
+    let r = tokio::time::timeout(ttl * 2, lock.read())
+        .await
+        .expect("released")
+        .unwrap();
     let r2 = lock.try_read().await.expect("readers share");
     assert!(r2.fencing_token() > r.fencing_token());
     assert!(matches!(lock.try_write().await, Err(Error::Locked { .. })));
@@ -130,7 +142,10 @@ async fn semaphore_of_three_never_has_more_than_three_holders() {
     }
     assert_eq!(peak.load(Ordering::SeqCst), 3);
     let raw = raw(&server).await;
-    assert!(keys(&raw, "{sem1}:semaphore*").await.is_empty(), "nothing left behind");
+    assert!(
+        keys(&raw, "{sem1}:semaphore*").await.is_empty(),
+        "nothing left behind"
+    );
 }
 
 #[tokio::test]
@@ -148,7 +163,10 @@ async fn an_orphaned_holders_permit_returns_within_ttl_plus_a_renewal_interval()
     assert!(matches!(sem.try_acquire().await, Err(Error::Locked { .. })));
     let t = std::time::Instant::now();
     crashed.orphan();
-    let p = tokio::time::timeout(ttl * 2, sem.acquire()).await.expect("permit returned").unwrap();
+    let p = tokio::time::timeout(ttl * 2, sem.acquire())
+        .await
+        .expect("permit returned")
+        .unwrap();
     println!("orphaned holder -> permit back after {:?}", t.elapsed());
     assert!(t.elapsed() <= ttl + ttl / 3 + Duration::from_millis(500));
     assert_eq!(p.permits(), 1);
@@ -164,11 +182,21 @@ async fn semaphore_size_is_checked_and_many_permits_are_all_or_nothing() {
     let two = sa.acquire_many(2).await.unwrap();
     let err = b.semaphore("s", 5).unwrap().acquire().await.unwrap_err();
     assert!(
-        matches!(err, Error::SemaphoreSize { size: 5, existing: 3, .. }),
+        matches!(
+            err,
+            Error::SemaphoreSize {
+                size: 5,
+                existing: 3,
+                ..
+            }
+        ),
         "{err}"
     );
     let sb = b.semaphore("s", 3).unwrap();
-    assert!(matches!(sb.try_acquire_many(2).await, Err(Error::Locked { .. })));
+    assert!(matches!(
+        sb.try_acquire_many(2).await,
+        Err(Error::Locked { .. })
+    ));
     let one = sb.try_acquire().await.unwrap();
     // FIFO: a waiting request for 2 blocks a later request for 1.
     let big = tokio::spawn({
@@ -179,10 +207,20 @@ async fn semaphore_size_is_checked_and_many_permits_are_all_or_nothing() {
     assert!(matches!(sa.try_acquire().await, Err(Error::Locked { .. })));
     two.release().await.unwrap();
     assert_eq!(
-        tokio::time::timeout(Duration::from_secs(2), big).await.unwrap().unwrap().unwrap(),
+        tokio::time::timeout(Duration::from_secs(2), big)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap(),
         2
     );
     drop(one);
-    assert!(matches!(sa.acquire_many(4).await, Err(Error::InvalidArgument(_))));
-    assert!(matches!(a.semaphore("s", 0), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        sa.acquire_many(4).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        a.semaphore("s", 0),
+        Err(Error::InvalidArgument(_))
+    ));
 }

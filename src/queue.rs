@@ -1,0 +1,157 @@
+//! Queues (etcd's `recipe.Queue` and `recipe.PriorityQueue`). Scripts: `lua/queue_push.lua`,
+//! `lua/queue_pop.lua`.
+
+use std::time::Duration;
+
+use crate::client::Client;
+use crate::doorbell::watch;
+use crate::error::Result;
+use crate::names::{check_name, check_value};
+use crate::reply::Reply;
+use crate::script::script;
+
+/// Re-check interval of a blocked dequeue, in case a message was lost.
+const RECHECK: Duration = Duration::from_secs(30);
+
+/// A FIFO queue named `name` (`{ns}:queue:<name>`), or with [`Client::priority_queue`] a
+/// priority queue (`{ns}:pqueue:<name>`: lower numbers first, FIFO within a priority).
+///
+/// **Items are data, not attached to any lease** (as in etcd): they stay until dequeued, even
+/// if the process that enqueued them dies.
+///
+/// ```no_run
+/// # async fn demo(client: leasehold::Client) -> leasehold::Result<()> {
+/// let jobs = client.queue("jobs")?;
+/// jobs.enqueue("resize 42.png").await?;
+/// let job = jobs.dequeue().await?; // blocks while empty, without polling
+///
+/// let urgent = client.priority_queue("alerts")?;
+/// urgent.enqueue_with_priority("disk full", 0).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Queue {
+    client: Client,
+    name: String,
+    kind: &'static str,
+}
+
+impl Client {
+    /// The FIFO queue `name`.
+    pub fn queue(&self, name: &str) -> Result<Queue> {
+        Queue::new(self, name, "queue")
+    }
+
+    /// The priority queue `name`: lower priority numbers come out first.
+    pub fn priority_queue(&self, name: &str) -> Result<Queue> {
+        Queue::new(self, name, "pqueue")
+    }
+}
+
+impl Queue {
+    fn new(client: &Client, name: &str, kind: &'static str) -> Result<Queue> {
+        check_name(client.namespace(), "queue", name)?;
+        Ok(Queue {
+            client: client.clone(),
+            name: name.to_owned(),
+            kind,
+        })
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let k = &self.client.inner.keys;
+        vec![k.rev(), k.leases(), k.queue(self.kind, &self.name)]
+    }
+
+    /// Append an item (priority 0). Returns its revision.
+    pub async fn enqueue(&self, value: &str) -> Result<u64> {
+        self.enqueue_with_priority(value, 0).await
+    }
+
+    /// Append an item with a priority (lower first; FIFO within a priority). On a plain FIFO
+    /// queue every item should use the same priority.
+    pub async fn enqueue_with_priority(&self, value: &str, priority: u16) -> Result<u64> {
+        check_value(self.client.namespace(), "queue", &self.name, value)?;
+        let v = self
+            .client
+            .inner
+            .conn
+            .eval(
+                script!("queue_push"),
+                self.keys(),
+                vec![priority.to_string(), value.to_owned()],
+            )
+            .await?;
+        Reply::new("queue push").uint(&v)
+    }
+
+    /// Take the first item if there is one.
+    pub async fn try_dequeue(&self) -> Result<Option<String>> {
+        // The pop runs in its own task: if this future is dropped while the pop is in flight,
+        // the task puts the item back exactly where it was, so nothing is lost.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (client, keys) = (self.client.clone(), self.keys());
+        tokio::spawn(async move {
+            let conn = &client.inner.conn;
+            let result = conn
+                .eval(script!("queue_pop"), keys.clone(), vec![String::new()])
+                .await
+                .and_then(parse_pop);
+            if let Err(Ok(Some((priority, member)))) = tx.send(result) {
+                let _ = conn
+                    .eval(script!("queue_pop"), keys, vec![priority, member])
+                    .await;
+            }
+        });
+        let popped = rx.await.map_err(|_| crate::Error::Closed)??;
+        Ok(popped.map(|(_, member)| item_value(&member)))
+    }
+
+    /// Take the first item, waiting while the queue is empty (woken by the enqueue, no
+    /// polling). Cancel safe: an item is never lost to a dropped call.
+    pub async fn dequeue(&self) -> Result<String> {
+        let inner = &self.client.inner;
+        let mut ticket = watch(inner, inner.keys.queue_changes(self.kind, &self.name)).await?;
+        loop {
+            if let Some(v) = self.try_dequeue().await? {
+                return Ok(v);
+            }
+            ticket.changed_within(RECHECK).await;
+        }
+    }
+}
+
+/// `{priority, member}` or nil.
+fn parse_pop(v: fred::types::Value) -> Result<Option<(String, String)>> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    let r = Reply::new("queue pop");
+    let items = r.array_min(v, 2)?;
+    Ok(Some((r.string(&items[0])?, r.string(&items[1])?)))
+}
+
+/// A member is "<20-digit revision> <value>".
+fn item_value(member: &str) -> String {
+    member
+        .split_once(' ')
+        .map(|(_, v)| v.to_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_carry_the_value_after_the_revision() {
+        assert_eq!(
+            item_value("00000000000000000042 hello world"),
+            "hello world"
+        );
+        assert_eq!(item_value("00000000000000000042 "), "");
+        assert_eq!(item_value("garbage"), "");
+        assert!(parse_pop(fred::types::Value::Null).unwrap().is_none());
+        assert!(parse_pop(fred::types::Value::Integer(1)).is_err());
+    }
+}
