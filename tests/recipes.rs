@@ -25,7 +25,13 @@ async fn barrier_waits_block_until_release_then_all_return() {
         .unwrap();
     barrier.hold().await.unwrap();
     let worker = client.session().await.unwrap();
-    assert!(matches!(worker.barrier("go").unwrap().hold().await, Err(Error::Locked { kind: "barrier", .. })));
+    assert!(matches!(
+        worker.barrier("go").unwrap().hold().await,
+        Err(Error::Locked {
+            kind: "barrier",
+            ..
+        })
+    ));
     let mut waiters = Vec::new();
     for _ in 0..5 {
         let b = worker.barrier("go").unwrap();
@@ -35,11 +41,17 @@ async fn barrier_waits_block_until_release_then_all_return() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(waiters.iter().all(|w| !w.is_finished()), "blocked while held");
+    assert!(
+        waiters.iter().all(|w| !w.is_finished()),
+        "blocked while held"
+    );
     let released = Instant::now();
     assert!(barrier.release().await.unwrap());
     for w in waiters {
-        let at = tokio::time::timeout(secs(2), w).await.expect("promptly").unwrap();
+        let at = tokio::time::timeout(secs(2), w)
+            .await
+            .expect("promptly")
+            .unwrap();
         assert!(at >= released);
     }
     assert!(!barrier.is_held().await.unwrap());
@@ -56,7 +68,11 @@ async fn a_barrier_whose_holder_dies_is_released() {
     let w = tokio::spawn(async move { b.wait().await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     holder.close().await.unwrap();
-    tokio::time::timeout(secs(2), w).await.expect("released").unwrap().unwrap();
+    tokio::time::timeout(secs(2), w)
+        .await
+        .expect("released")
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,18 +92,50 @@ async fn double_barrier_of_ten() {
             b
         }));
     }
-    assert!(eventually(secs(3), || async { zcard(&raw, "{b3}:dbarrier:round").await == 9 }).await);
+    assert!(
+        eventually(secs(3), || async {
+            zcard(&raw, "{b3}:dbarrier:round").await == 9
+        })
+        .await
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(entering.iter().all(|e| !e.is_finished()), "9 block until the 10th");
+    assert!(
+        entering.iter().all(|e| !e.is_finished()),
+        "9 block until the 10th"
+    );
     let tenth = sessions[9].double_barrier("round", 10).unwrap();
     tenth.enter().await.unwrap();
     let mut inside = vec![tenth];
     for e in entering {
-        inside.push(tokio::time::timeout(secs(2), e).await.expect("released by the 10th").unwrap());
+        inside.push(
+            tokio::time::timeout(secs(2), e)
+                .await
+                .expect("released by the 10th")
+                .unwrap(),
+        );
     }
-    let err = sessions[10].double_barrier("round", 10).unwrap().enter().await.unwrap_err();
-    assert!(matches!(err, Error::BarrierFull { count: 10, participants: 10, .. }), "{err}");
-    assert_eq!(zcard(&raw, "{b3}:dbarrier:round").await, 10, "the count stays 10");
+    let err = sessions[10]
+        .double_barrier("round", 10)
+        .unwrap()
+        .enter()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::BarrierFull {
+                count: 10,
+                participants: 10,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        zcard(&raw, "{b3}:dbarrier:round").await,
+        10,
+        "the count stays 10"
+    );
 
     // Leaving: everyone waits for everyone; a participant whose session is closed counts as
     // gone, so the others are not blocked by it.
@@ -97,13 +145,23 @@ async fn double_barrier_of_ten() {
         leaving.push(tokio::spawn(async move { b.leave().await }));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(leaving.iter().all(|l| !l.is_finished()), "waiting for the 10th to leave");
+    assert!(
+        leaving.iter().all(|l| !l.is_finished()),
+        "waiting for the 10th to leave"
+    );
     sessions[9].close().await.unwrap(); // the quitter's session (the 10th entered first above)
     drop(quitter);
     for l in leaving {
-        tokio::time::timeout(secs(2), l).await.expect("all leave").unwrap().unwrap();
+        tokio::time::timeout(secs(2), l)
+            .await
+            .expect("all leave")
+            .unwrap()
+            .unwrap();
     }
-    assert!(keys(&raw, "{b3}:dbarrier*").await.is_empty(), "nothing left behind");
+    assert!(
+        keys(&raw, "{b3}:dbarrier*").await.is_empty(),
+        "nothing left behind"
+    );
 }
 
 #[tokio::test]
@@ -161,7 +219,10 @@ async fn three_readers_three_writers_drain_exactly_what_was_written() {
     assert_eq!(all.len(), 150, "no duplicates, nothing lost");
     assert_eq!(all.into_iter().collect::<HashSet<_>>(), written);
     // Whatever the dropped timeouts had in flight went back: the queue is empty now.
-    assert_eq!(client.queue("work").unwrap().try_dequeue().await.unwrap(), None);
+    assert_eq!(
+        client.queue("work").unwrap().try_dequeue().await.unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
@@ -192,7 +253,10 @@ async fn a_blocked_dequeue_wakes_on_enqueue() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t = Instant::now();
     q.enqueue("hello").await.unwrap();
-    let (v, at) = tokio::time::timeout(secs(2), reader).await.unwrap().unwrap();
+    let (v, at) = tokio::time::timeout(secs(2), reader)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(v, "hello");
     println!("enqueue -> blocked dequeue returns after {:?}", at - t);
 }

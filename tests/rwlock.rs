@@ -15,7 +15,7 @@ use support::*;
 async fn writers_exclude_everyone_readers_share_fifo_kept() {
     let server = server();
     let client = client(&server, "rw1").await;
-    let sessions = vec![
+    let sessions = [
         client.session().await.unwrap(),
         client.session().await.unwrap(),
         client.session().await.unwrap(),
