@@ -1,0 +1,51 @@
+-- Everyone in a queue (mutex, rwlock, semaphore or election), in order, with who holds and
+-- the operator metadata of each entry's lease (Client::inspect; see src/inspect.rs).
+-- Read-only: dead entries are reported, not removed.
+-- KEYS: rev, leases, <kind>:<name>
+-- Returns one row per entry: {member, revision, holder (1/0), ms left (0 = dead), client,
+-- host, pid, label}; at most 1000 rows.
+expect_base()
+local Q = KEYS[3]
+expect_type(Q, 'zset')
+local holders = {}
+local kind = kind_of(Q)
+if kind == 'rwlock' or kind == 'semaphore' then
+  -- owners() prunes; on a read path we compute without it.
+  local size = 1
+  if kind == 'semaphore' then size = tonumber(redis.call('GET', semaphore_size_key(Q))) or 0 end
+  local live_ahead, writer_ahead, used = 0, false, 0
+  for _, m in ipairs(redis.call('ZRANGE', Q, 0, 999)) do
+    if lease_left(lease_of(m) or '') then
+      local owns
+      if kind == 'rwlock' then
+        local w = string.match(m, '^[^.]+%.(.)') == 'w'
+        if w then owns = live_ahead == 0 else owns = not writer_ahead end
+        writer_ahead = writer_ahead or w
+      else
+        used = used + permits_of(m)
+        owns = used <= size
+      end
+      if not owns then break end
+      holders[m] = true
+      live_ahead = live_ahead + 1
+    end
+  end
+else
+  local head = live_head(Q, false, 1000)
+  if head then holders[head] = true end
+end
+local out = {}
+local rows = redis.call('ZRANGE', Q, 0, 999, 'WITHSCORES')
+for i = 1, #rows, 2 do
+  local m = rows[i]
+  local lease = lease_of(m) or ''
+  local left = lease_left(lease) or 0
+  local f = { false, false, false, false }
+  local lk = lease_key(lease)
+  if redis.call('TYPE', lk)['ok'] == 'hash' then
+    f = redis.call('HMGET', lk, 'client', 'host', 'pid', 'label')
+  end
+  out[#out + 1] = { m, rows[i + 1], holders[m] and 1 or 0, left, f[1] or '', f[2] or '',
+    f[3] or '', f[4] or '' }
+end
+return out

@@ -1,0 +1,192 @@
+//! `leasehold`: etcdctl's `lock`, `elect` and `lease` for leasehold, plus inspection.
+//! Build with `cargo install leasehold --features cli` (or `cargo run --features cli -- …`).
+//!
+//! Exit codes, as etcdctl: 0 ok, 1 error, 2 cannot reach Redis, 128 bad arguments;
+//! `lock -- <cmd>` exits with the command's status. Errors print `Error: …` on stderr.
+
+mod elect;
+mod inspect;
+mod lease;
+mod lock;
+mod output;
+mod sessions;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use leasehold::{Client, Error};
+
+/// Exit codes.
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_UNREACHABLE: u8 = 2;
+pub const EXIT_USAGE: u8 = 128;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "leasehold",
+    version,
+    about = "Sessions, locks, elections and leases on Redis (etcdctl's lock / elect / lease)",
+    after_help = "Exit codes: 0 ok, 1 error, 2 cannot reach Redis, 128 bad arguments; \
+                  `lock NAME -- CMD` exits with CMD's status."
+)]
+pub struct Cli {
+    /// Redis URL.
+    #[arg(
+        long,
+        global = true,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub url: String,
+    /// Namespace (all keys live under the hash tag {NAMESPACE}).
+    #[arg(
+        long,
+        short = 'n',
+        global = true,
+        env = "LEASEHOLD_NAMESPACE",
+        default_value = "default"
+    )]
+    pub namespace: String,
+    /// Machine-readable output: one JSON object per line (see the README for the fields).
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Acquire a lock; hold it until interrupted, or run a command while holding it.
+    Lock(lock::Args),
+    /// Campaign in an election and hold leadership until interrupted, or --listen to it.
+    Elect(elect::Args),
+    /// Lease commands: grant, revoke, timetolive, list, keep-alive.
+    #[command(subcommand)]
+    Lease(lease::Command),
+    /// Who holds and who waits for a mutex, rwlock, semaphore or election.
+    Inspect(inspect::Args),
+    /// Every live session (lease) in the namespace, oldest first, with a summary per process.
+    Sessions(sessions::Args),
+}
+
+/// An error with its exit code.
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        let code = match e {
+            Error::Unreachable(_) | Error::Timeout(_) => EXIT_UNREACHABLE,
+            Error::InvalidName { .. }
+            | Error::InvalidNamespace { .. }
+            | Error::InvalidTtl { .. }
+            | Error::InvalidArgument(_)
+            | Error::ValueTooLarge { .. } => EXIT_USAGE,
+            _ => EXIT_ERROR,
+        };
+        Failure {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl Failure {
+    pub fn new(code: u8, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+pub type Outcome = Result<u8, Failure>;
+
+pub async fn connect(cli: &Cli) -> Result<Client, Failure> {
+    Client::builder()
+        .url(&cli.url)
+        .namespace(&cli.namespace)
+        .connect_timeout(Duration::from_secs(3))
+        .command_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .map_err(|e| match e {
+            Error::InvalidNamespace { .. } | Error::InvalidArgument(_) => Failure::from(e),
+            e => Failure::new(
+                EXIT_UNREACHABLE,
+                format!("cannot reach Redis at {}: {e}", cli.url),
+            ),
+        })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+/// Parse a TTL in seconds (`10`) or with a unit (`1500ms`, `2m`).
+pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration: {e}"))
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                _ => EXIT_USAGE,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Lock(args) => lock::run(&cli, args).await,
+            Command::Elect(args) => elect::run(&cli, args).await,
+            Command::Lease(cmd) => lease::run(&cli, cmd).await,
+            Command::Inspect(args) => inspect::run(&cli, args).await,
+            Command::Sessions(args) => sessions::run(&cli, args).await,
+        }
+    });
+    // Background work (a release, a revoke) finishes before the runtime goes.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("Error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Who holds and who waits, for operators (`leasehold inspect`). Script: `lua/inspect.lua`.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::client::Client;
+use crate::error::Result;
+use crate::lease::LeaseId;
+use crate::names::check_name;
+use crate::reply::Reply;
+use crate::script::script;
+
+/// The kinds of queue [`Client::inspect`] can read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueueKind {
+    Mutex,
+    RwLock,
+    Semaphore,
+    Election,
+}
+
+impl QueueKind {
+    pub const ALL: [QueueKind; 4] = [
+        QueueKind::Mutex,
+        QueueKind::RwLock,
+        QueueKind::Semaphore,
+        QueueKind::Election,
+    ];
+
+    fn segment(&self) -> &'static str {
+        match self {
+            QueueKind::Mutex => "mutex",
+            QueueKind::RwLock => "rwlock",
+            QueueKind::Semaphore => "semaphore",
+            QueueKind::Election => "election",
+        }
+    }
+}
+
+impl fmt::Display for QueueKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.segment())
+    }
+}
+
+/// One entry of a queue, as [`Client::inspect`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueEntry {
+    /// The contender id (`<lease id>.<suffix>`).
+    pub contender: String,
+    pub lease: Option<LeaseId>,
+    /// The entry's revision: its fencing token once it holds.
+    pub fencing_token: u64,
+    /// Holds the lock / permit / leadership now.
+    pub holder: bool,
+    /// Time left on the entry's lease; `None` when the lease is dead (the entry goes at the
+    /// next touch or sweep).
+    pub remaining: Option<Duration>,
+    pub client_id: String,
+    pub host: String,
+    pub pid: Option<u32>,
+    pub label: String,
+}
+
+impl Client {
+    /// Everyone in the queue of the `kind` named `name`, in order (at most 1000 entries):
+    /// holders first, then waiters. Read-only.
+    pub async fn inspect(&self, kind: QueueKind, name: &str) -> Result<Vec<QueueEntry>> {
+        let k = &self.inner.keys;
+        check_name(k.namespace(), kind.segment(), name)?;
+        let queue = match kind {
+            QueueKind::Mutex => k.mutex(name),
+            QueueKind::RwLock => k.rwlock(name),
+            QueueKind::Semaphore => k.semaphore(name),
+            QueueKind::Election => k.election(name),
+        };
+        let keys = vec![k.rev(), k.leases(), queue];
+        let v = self
+            .inner
+            .conn
+            .eval(script!("inspect"), keys, vec![])
+            .await?;
+        let r = Reply::new("inspect");
+        r.array(v)?
+            .into_iter()
+            .map(|row| {
+                let f = r.array_min(row, 8)?;
+                let contender = r.string(&f[0])?;
+                let left = r.uint(&f[3])?;
+                Ok(QueueEntry {
+                    lease: contender.split_once('.').and_then(|(l, _)| l.parse().ok()),
+                    contender,
+                    fencing_token: r.uint(&f[1])?,
+                    holder: r.int(&f[2])? == 1,
+                    remaining: (left > 0).then(|| Duration::from_millis(left)),
+                    client_id: r.string(&f[4])?,
+                    host: r.string(&f[5])?,
+                    pid: r.string(&f[6])?.parse().ok(),
+                    label: r.string(&f[7])?,
+                })
+            })
+            .collect()
+    }
+}
