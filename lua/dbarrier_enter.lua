@@ -16,7 +16,7 @@ expect_type(AK, 'set')
 if not lease_left(lease) then return { 'lost' } end
 local live = owners(Q)
 if not redis.call('ZSCORE', Q, member) then
-  if recheck then return { 'gone' } end
+  if recheck or tombstoned(AK, member) then return { 'gone' } end
   if redis.call('EXISTS', READY) == 1 or #live >= count then return { 'full', #live } end
   redis.call('ZADD', Q, int(next_rev()), member)
   attach(lease, AK, 'z ' .. member .. ' ' .. Q)

@@ -20,7 +20,7 @@ expect_type(AK, 'set')
 if not lease_left(lease) then return { 'lost' } end
 local rev = tonumber(redis.call('ZSCORE', Q, member))
 if not rev then
-  if recheck then return { 'gone' } end
+  if recheck or tombstoned(AK, member) then return { 'gone' } end
   rev = next_rev()
   redis.call('ZADD', Q, int(rev), member)
   attach(lease, AK, 'z ' .. member .. ' ' .. Q)

@@ -16,7 +16,12 @@ expect_type(VK, 'hash')
 expect_type(LK, 'stream')
 expect_type(AK, 'set')
 local score = tonumber(redis.call('ZSCORE', Q, member))
-if not score or (want ~= 0 and score ~= want) then return 0 end
+if not score then
+  -- A withdrawal that overtook its own campaign: make sure the campaign cannot queue later.
+  if want == 0 and lease_left(lease) then tombstone(AK, member) end
+  return 0
+end
+if want ~= 0 and score ~= want then return 0 end
 local head = live_head(Q, false, 64)
 leave_queue(Q, member)
 redis.call('SREM', AK, 'z ' .. member .. ' ' .. Q)

@@ -12,8 +12,7 @@ for i = 1, #ARGV do
   local left = lease_left(id)
   if left and redis.call('TYPE', lk)['ok'] == 'hash' then
     local f = redis.call('HMGET', lk, 'ttl', 'client', 'host', 'pid', 'label', 'granted')
-    local count = 0
-    if redis.call('TYPE', ak)['ok'] == 'set' then count = redis.call('SCARD', ak) end
+    local count = attached_count(ak)
     out[#out + 1] = { id, tonumber(f[1]) or -1, left, f[2] or '', f[3] or '', f[4] or '',
       f[5] or '', tonumber(f[6]) or -1, count }
   end

@@ -1,23 +1,22 @@
 -- Renew a batch of leases and sweep expired ones (the keepalive supervisor's one call per tick;
 -- also Client::keep_alive_once; see src/lease.rs).
 -- KEYS: rev, leases, then lease:<id>, attached:<id> for each id in ARGV order
--- ARGV: sweep limit, adopt client id ('' = keep), id...
+-- ARGV: sweep limit, id...
 -- Returns {server seconds, server microseconds, swept, ttl_ms or -1 per id}.
 expect_base()
-local n = #ARGV - 2
+local n = #ARGV - 1
 if #KEYS ~= 2 + 2 * n then fail('ARG', 'expected 2 keys per lease id') end
 for i = 1, n do
-  local id = ARGV[2 + i]
+  local id = ARGV[1 + i]
   if KEYS[1 + 2 * i] ~= lease_key(id) or KEYS[2 + 2 * i] ~= attached_key(id) then
     fail('ARG', 'keys do not match lease ' .. id)
   end
   expect_type(KEYS[1 + 2 * i], 'hash')
   expect_type(KEYS[2 + 2 * i], 'set')
 end
-local adopt = ARGV[2]
 local out = { T[1], T[2], 0 }
 for i = 1, n do
-  local id, lk, ak = ARGV[2 + i], KEYS[1 + 2 * i], KEYS[2 + 2 * i]
+  local id, lk = ARGV[1 + i], KEYS[1 + 2 * i]
   local ttl = -1
   if lease_left(id) and redis.call('EXISTS', lk) == 1 then
     ttl = tonumber(redis.call('HGET', lk, 'ttl'))
@@ -26,9 +25,7 @@ for i = 1, n do
       ttl = -1
     else
       redis.call('PEXPIRE', lk, int(ttl))
-      redis.call('PEXPIRE', ak, int(ttl + ATTACH_GRACE_MS))
       redis.call('ZADD', REG, 'XX', int(NOW_MS + ttl), id)
-      if adopt ~= '' then redis.call('HSET', lk, 'client', adopt) end
     end
   end
   out[3 + i] = ttl

@@ -14,8 +14,10 @@ local left = lease_left(id)
 if not left or redis.call('EXISTS', LK) == 0 then return nil end
 local f = redis.call('HMGET', LK, 'ttl', 'client', 'host', 'pid', 'label', 'granted')
 local out = { tonumber(f[1]) or -1, left, f[2] or '', f[3] or '', f[4] or '', f[5] or '',
-  tonumber(f[6]) or -1, redis.call('SCARD', AK) }
+  tonumber(f[6]) or -1, attached_count(AK) }
 if ARGV[2] == '1' then
-  for _, e in ipairs(redis.call('SMEMBERS', AK)) do out[#out + 1] = e end
+  for _, e in ipairs(redis.call('SMEMBERS', AK)) do
+    if string.sub(e, 1, 2) ~= 'w ' then out[#out + 1] = e end
+  end
 end
 return out

@@ -14,7 +14,12 @@ if not want then fail('ARG', 'revision must be a number') end
 expect_type(Q, 'zset')
 expect_type(AK, 'set')
 local score = tonumber(redis.call('ZSCORE', Q, member))
-if not score or (want ~= 0 and score ~= want) then return 0 end
+if not score then
+  -- A withdrawal that overtook its own request: make sure the request cannot queue later.
+  if want == 0 and lease_left(lease) then tombstone(AK, member) end
+  return 0
+end
+if want ~= 0 and score ~= want then return 0 end
 local _, set = owners(Q)
 leave_queue(Q, member)
 redis.call('SREM', AK, 'z ' .. member .. ' ' .. Q)

@@ -17,6 +17,7 @@ expect_type(AK, 'set')
 if not lease_left(lease) then return { 'lost' } end
 local rev = tonumber(redis.call('ZSCORE', Q, member))
 if not rev then
+  if tombstoned(AK, member) then return { 'gone' } end
   if try then
     local head, left, _, more = live_head(Q, true, 64)
     if head or more then return { 'locked', head or '', left or 0 } end

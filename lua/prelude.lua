@@ -15,8 +15,6 @@ local P = string.sub(REV, 1, -4) -- "{ns}:"
 local T = redis.call('TIME')
 local NOW_MS = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
 local NOW_US = tonumber(T[1]) * 1000000 + tonumber(T[2])
--- An attachment set outlives its lease by this much, so a sweep can still find what was attached.
-local ATTACH_GRACE_MS = 600000
 
 local function fail(code, msg)
   error({ err = 'LH' .. code .. ' ' .. msg })
@@ -107,6 +105,9 @@ local function live_head(q, prune, limit)
       seen = seen + 1
       if prune then
         redis.call('ZREM', q, m)
+        if string.sub(q, #P + 1, #P + 9) == 'election:' then
+          redis.call('HDEL', P .. 'election-values:' .. string.sub(q, #P + 10), m)
+        end
         touch_rev()
       end
       if seen >= limit then return nil, nil, nil, true end
@@ -244,6 +245,7 @@ local function owners(q)
   end
   for _, m in ipairs(dead) do redis.call('ZREM', q, m) end
   if #dead > 0 then touch_rev() end
+  -- (elections are walked by live_head, which also drops a pruned candidate's value)
   return list, set
 end
 
@@ -261,13 +263,34 @@ end
 local KEYS_INDEX = P .. 'keys'
 local KV = 'key:'
 
--- Attachment entries, in {ns}:attached:<lease>:
+-- Attachment entries, in {ns}:attached:<lease> (no TTL: the registry is authoritative, and
+-- every registry entry is swept in the end):
 --   "z <member> <key>"  a member of the zset <key> (mutex queue entry, candidacy, permit, ...)
 --   "k <key>"           a key that lives as long as the lease
+--   "w <member>"        tombstone: <member> was withdrawn before it was ever queued (a
+--                       cancelled wait whose withdrawal overtook its request on another
+--                       connection); a later request for it is refused
 local function attach(lease, akey, entry)
   redis.call('SADD', akey, entry)
-  local left = lease_left(lease)
-  if left then redis.call('PEXPIRE', akey, int(left + ATTACH_GRACE_MS)) end
+end
+
+local function tombstone(akey, member)
+  redis.call('SADD', akey, 'w ' .. member)
+end
+
+-- True (and the tombstone consumed) when `member` was withdrawn before it was queued.
+local function tombstoned(akey, member)
+  return redis.call('SREM', akey, 'w ' .. member) == 1
+end
+
+-- Attachments other than tombstones.
+local function attached_count(akey)
+  if redis.call('TYPE', akey)['ok'] ~= 'set' then return 0 end
+  local n = 0
+  for _, e in ipairs(redis.call('SMEMBERS', akey)) do
+    if string.sub(e, 1, 2) ~= 'w ' then n = n + 1 end
+  end
+  return n
 end
 
 -- Double barriers: {ns}:dbarrier:<name> holds the participants (attached to their leases),

@@ -16,6 +16,7 @@ if not lease_left(lease) then return { 'lost' } end
 local rev = tonumber(redis.call('ZSCORE', Q, member))
 local created = false
 if not rev then
+  if tombstoned(AK, member) then return { 'gone' } end
   rev = next_rev()
   redis.call('ZADD', Q, int(rev), member)
   attach(lease, AK, 'z ' .. member .. ' ' .. Q)

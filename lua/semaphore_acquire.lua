@@ -20,6 +20,7 @@ if not lease_left(lease) then return { 'lost' } end
 local rev = tonumber(redis.call('ZSCORE', Q, member))
 local created = false
 if not rev then
+  if tombstoned(AK, member) then return { 'gone' } end
   -- An empty queue has no size yet (a leftover size key is stale).
   if cur and tonumber(cur) ~= size and redis.call('ZCARD', Q) > 0 then
     owners(Q) -- prune the dead: maybe nobody is left

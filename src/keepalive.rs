@@ -209,6 +209,15 @@ impl Keepalive {
         clock_step: Duration,
     ) -> Option<Event> {
         let e = self.entries.get_mut(&id)?;
+        if recv >= e.valid_until {
+            // Callers were already told (by the clock) that the lease is lost; a reply that
+            // comes later must not revive it.
+            self.remove(id);
+            return Some(Event::Lost {
+                id,
+                end: SessionEnd::Expired,
+            });
+        }
         let Some(ttl) = ttl else {
             self.remove(id);
             return Some(Event::Lost {
@@ -241,6 +250,38 @@ impl Keepalive {
             valid_until,
             headroom,
         })
+    }
+
+    /// The server clock stepped forward by `step`: every lease renewed before the step (all
+    /// but `except`, renewed by the reply that revealed it) expires on the server that much
+    /// earlier. Returns their new validity.
+    pub(crate) fn shorten(
+        &mut self,
+        step: Duration,
+        except: &[LeaseId],
+    ) -> Vec<(LeaseId, Instant)> {
+        let mut out = Vec::new();
+        for (&id, e) in self.entries.iter_mut() {
+            if except.contains(&id) {
+                continue;
+            }
+            self.expiry.remove(&(e.valid_until, id));
+            e.valid_until = e.valid_until.checked_sub(step).unwrap_or(e.valid_until);
+            self.expiry.insert((e.valid_until, id));
+            out.push((id, e.valid_until));
+        }
+        out
+    }
+
+    /// Renew everything at once (after a reconnect: the server may have lost our leases).
+    pub(crate) fn all_due(&mut self, now: Instant) {
+        for (&id, e) in self.entries.iter_mut() {
+            if let Some(due) = e.due {
+                self.due.remove(&(due, id));
+                e.due = Some(now);
+                self.due.insert((now, id));
+            }
+        }
     }
 
     /// A renewal of `id` failed (error or timeout) at `now`: retry soon. Returns `Jeopardy` the
@@ -394,6 +435,51 @@ mod tests {
         assert!(k
             .renewed(id(1), Some(TTL), now, now, Duration::ZERO)
             .is_none());
+    }
+
+    #[test]
+    fn a_reply_after_the_validity_ran_out_does_not_revive() {
+        let t0 = Instant::now();
+        let mut k = Keepalive::default();
+        let valid = validity(t0, TTL, Duration::ZERO);
+        k.insert(id(1), TTL, valid, t0);
+        let sent = t0 + TTL / 3;
+        k.take_due(sent, 10);
+        assert_eq!(
+            k.renewed(id(1), Some(TTL), sent, valid, Duration::ZERO),
+            Some(Event::Lost {
+                id: id(1),
+                end: SessionEnd::Expired
+            })
+        );
+        assert_eq!(k.len(), 0);
+    }
+
+    #[test]
+    fn a_clock_step_shortens_the_leases_renewed_before_it() {
+        let t0 = Instant::now();
+        let mut k = Keepalive::default();
+        let valid = validity(t0, TTL, Duration::ZERO);
+        k.insert(id(1), TTL, valid, t0);
+        k.insert(id(2), TTL, valid, t0);
+        let changed = k.shorten(ms(2000), &[id(2)]);
+        assert_eq!(changed, vec![(id(1), valid - ms(2000))]);
+        assert!(k.expire(valid - ms(2000)).contains(&Event::Lost {
+            id: id(1),
+            end: SessionEnd::Expired
+        }));
+        assert!(k.contains(id(2)));
+    }
+
+    #[test]
+    fn all_due_renews_everything_now() {
+        let t0 = Instant::now();
+        let mut k = Keepalive::default();
+        k.insert(id(1), TTL, validity(t0, TTL, Duration::ZERO), t0);
+        k.insert(id(2), TTL, validity(t0, TTL, Duration::ZERO), t0);
+        let now = t0 + ms(10);
+        k.all_due(now);
+        assert_eq!(k.take_due(now, 10).0.len(), 2);
     }
 
     #[test]

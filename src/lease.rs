@@ -132,29 +132,22 @@ pub struct LeaseInfo {
 pub(crate) struct RenewReply {
     /// Server time when the script ran, µs since the epoch.
     pub(crate) server_us: u64,
+    /// Expired leases this call swept.
+    pub(crate) swept: u64,
     /// Per id, in call order: the TTL it was renewed for, or `None` when it is gone.
     pub(crate) ttls: Vec<Option<Duration>>,
 }
 
 impl Core {
     /// Renew `ids` in one script call, sweeping up to `sweep` expired leases on the way.
-    /// `adopt` makes this client the one whose doorbell rings for these leases.
     pub(crate) async fn renew(
         &self,
         ids: &[LeaseId],
         sweep: usize,
-        adopt: bool,
         timeout: Duration,
     ) -> Result<RenewReply> {
         let mut keys = self.keys.base();
-        let mut args = vec![
-            sweep.to_string(),
-            if adopt {
-                self.id.clone()
-            } else {
-                String::new()
-            },
-        ];
+        let mut args = vec![sweep.to_string()];
         for &id in ids {
             keys.push(self.keys.lease(id));
             keys.push(self.keys.attached(id));
@@ -175,7 +168,11 @@ impl Core {
             .iter()
             .map(|v| Ok(u64::try_from(r.int(v)?).ok().map(Duration::from_millis)))
             .collect::<Result<_>>()?;
-        Ok(RenewReply { server_us, ttls })
+        Ok(RenewReply {
+            server_us,
+            swept,
+            ttls,
+        })
     }
 
     /// Grant a lease with this client's metadata. Returns it with the instant the call was sent.
@@ -208,6 +205,28 @@ impl Core {
             },
             sent,
         ))
+    }
+
+    /// Take over a live lease for a new session (see `lua/lease_adopt.lua`): renews it,
+    /// routes its doorbell here and releases its stale lock entries. Returns its TTL, or
+    /// `None` when it is gone.
+    pub(crate) async fn adopt(&self, id: LeaseId) -> Result<Option<Duration>> {
+        let keys = vec![
+            self.keys.rev(),
+            self.keys.leases(),
+            self.keys.lease(id),
+            self.keys.attached(id),
+        ];
+        let v = self
+            .conn
+            .eval(
+                script!("lease_adopt"),
+                keys,
+                vec![id.to_string(), self.id.clone()],
+            )
+            .await?;
+        let ttl = Reply::new("lease adopt").int(&v)?;
+        Ok(u64::try_from(ttl).ok().map(Duration::from_millis))
     }
 
     /// Revoke a lease. Returns whether it was alive.
@@ -264,7 +283,7 @@ impl Client {
     /// [`Error::LeaseNotFound`] when it is gone.
     pub async fn keep_alive_once(&self, id: LeaseId) -> Result<Duration> {
         let inner = &self.inner;
-        let reply = inner.renew(&[id], 0, false, inner.conn.timeout()).await?;
+        let reply = inner.renew(&[id], 0, inner.conn.timeout()).await?;
         reply
             .ttls
             .first()

@@ -119,9 +119,12 @@ impl SessionOptions {
         self
     }
 
-    /// Use an existing lease instead of granting one (etcd's `WithLease`): after a restart,
-    /// locks and candidacies attached to it are still yours. Fails with
-    /// [`Error::LeaseNotFound`] when it is gone.
+    /// Use an existing lease instead of granting one (etcd's `WithLease`), e.g. after a
+    /// restart. Its election candidacies and keys are still yours (campaigning again resumes
+    /// the candidacy in its place). Its lock entries (mutex, rwlock, semaphore, double
+    /// barrier) are released: the guards that owned them died with the old process, so
+    /// nothing else could ever release them. Fails with [`Error::LeaseNotFound`] when the
+    /// lease is gone.
     pub fn lease(mut self, id: LeaseId) -> Self {
         self.lease = Some(id);
         self
@@ -227,8 +230,7 @@ impl Session {
             Some(id) => {
                 crate::names::check_label(&opts.label)?;
                 let sent = Instant::now();
-                let reply = inner.renew(&[id], 0, true, inner.conn.timeout()).await?;
-                match reply.ttls.first().copied().flatten() {
+                match inner.adopt(id).await? {
                     Some(ttl) => (id, ttl, sent),
                     None => {
                         return Err(Error::LeaseNotFound {

@@ -151,9 +151,15 @@ impl Supervisor {
             }
             Op::Unsubscribe { channel } => {
                 if !self.doorbell.channel_watched(&channel) {
-                    let sub = self.subscriber.clone();
+                    let (sub, doorbell) = (self.subscriber.clone(), self.doorbell.clone());
                     self.tasks.push(Box::pin(async move {
-                        let _ = sub.unsubscribe(channel).await;
+                        let _ = sub.unsubscribe(channel.clone()).await;
+                        // Someone started watching again while we unsubscribed: subscribe
+                        // again and have them re-check.
+                        if doorbell.channel_watched(&channel) {
+                            let _ = sub.subscribe(channel.clone()).await;
+                            doorbell.channel_message(&channel);
+                        }
                         TaskDone::Other
                     }));
                 }
@@ -184,14 +190,17 @@ impl Supervisor {
     }
 
     fn resubscribe(&mut self) {
-        // Rings sent while we were disconnected are lost: every waiter re-checks.
-        self.doorbell.ring_all();
-        self.doorbell.bump_all_channels();
-        let sub = self.subscriber.clone();
+        // Redis may have restarted and lost our leases: find out now, not at the next renewal.
+        self.keepalive.all_due(Instant::now());
+        let (sub, doorbell) = (self.subscriber.clone(), self.doorbell.clone());
         self.tasks.push(Box::pin(async move {
             if let Err(e) = sub.resubscribe_all().await {
                 tracing::warn!(error = %e, "doorbell resubscribe failed");
             }
+            // Rings sent while we were disconnected are lost: once subscribed again, every
+            // waiter and observer re-checks.
+            doorbell.ring_all();
+            doorbell.bump_all_channels();
             TaskDone::Other
         }));
     }
@@ -235,18 +244,23 @@ impl Supervisor {
             if ids.is_empty() {
                 break;
             }
-            let core = self.core.clone();
-            self.tasks.push(Box::pin(async move {
-                let sent = Instant::now();
-                let result = core.renew(&ids, SWEEP_LIMIT, false, timeout).await;
-                TaskDone::Renewed {
-                    ids,
-                    sent,
-                    recv: Instant::now(),
-                    result,
-                }
-            }));
+            self.spawn_renew(ids, timeout);
         }
+    }
+
+    /// One batched renewal call (with no ids: a sweep only).
+    fn spawn_renew(&mut self, ids: Vec<LeaseId>, timeout: Duration) {
+        let core = self.core.clone();
+        self.tasks.push(Box::pin(async move {
+            let sent = Instant::now();
+            let result = core.renew(&ids, SWEEP_LIMIT, timeout).await;
+            TaskDone::Renewed {
+                ids,
+                sent,
+                recv: Instant::now(),
+                result,
+            }
+        }));
     }
 
     fn on_task(&mut self, done: TaskDone) {
@@ -264,6 +278,10 @@ impl Supervisor {
         histogram!(m::RENEW_BATCH).record(ids.len() as f64);
         match result {
             Ok(reply) => {
+                if reply.swept >= SWEEP_LIMIT as u64 {
+                    // A backlog of expired leases (a crashed process had many): keep sweeping.
+                    self.spawn_renew(Vec::new(), Duration::from_secs(5));
+                }
                 let step = self.keepalive.clock.observe(reply.server_us, sent, recv);
                 if !step.is_zero() {
                     counter!(m::CLOCK_FORWARD_STEPS).increment(1);
@@ -271,6 +289,12 @@ impl Supervisor {
                         ?step,
                         "Redis clock ran ahead of the local clock; leases shortened"
                     );
+                    // Leases renewed before the step expire that much earlier on the server.
+                    for (id, valid_until) in self.keepalive.shorten(step, &ids) {
+                        if let Some(cell) = self.sessions.get(&id) {
+                            cell.send_modify(|s| s.valid_until = valid_until);
+                        }
+                    }
                 }
                 for (id, ttl) in ids.into_iter().zip(reply.ttls) {
                     if let Some(ev) = self.keepalive.renewed(id, ttl, sent, recv, step) {
@@ -304,14 +328,29 @@ impl Supervisor {
                 headroom,
             } => {
                 histogram!(m::RENEW_HEADROOM).record(headroom.as_secs_f64());
-                if let Some(cell) = self.sessions.get(&id) {
-                    cell.send_if_modified(|s| {
-                        if matches!(s.state, SessionState::Ended(_)) {
-                            return false;
-                        }
-                        s.state = SessionState::Alive;
-                        s.valid_until = valid_until;
-                        true
+                let Some(cell) = self.sessions.get(&id) else {
+                    return;
+                };
+                let now = Instant::now();
+                let mut expired = false;
+                cell.send_if_modified(|s| {
+                    if matches!(s.state, SessionState::Ended(_)) {
+                        return false;
+                    }
+                    if now >= s.valid_until {
+                        // Handles already see it expired (by the clock): never revive.
+                        expired = true;
+                        return false;
+                    }
+                    s.state = SessionState::Alive;
+                    s.valid_until = valid_until;
+                    true
+                });
+                if expired {
+                    self.keepalive.remove(id);
+                    self.apply(Event::Lost {
+                        id,
+                        end: SessionEnd::Expired,
                     });
                 }
             }

@@ -321,3 +321,33 @@ async fn bad_values_and_names_are_rejected() {
     );
     assert_eq!(zcard(&raw, "{e10}:election:v").await, 0, "nothing written");
 }
+
+#[tokio::test]
+async fn a_pruned_leaders_value_does_not_linger() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "e11").await;
+    let s1 = client
+        .session_with(SessionOptions::new().ttl(secs(1)))
+        .await
+        .unwrap();
+    s1.election("v")
+        .unwrap()
+        .campaign("big value")
+        .await
+        .unwrap();
+    let s2 = client.session().await.unwrap();
+    let e2 = s2.election("v").unwrap();
+    let c = tokio::spawn(async move { e2.campaign("next").await });
+    s1.orphan();
+    tokio::time::timeout(secs(3), c)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await; // sweeps run
+    let n: u64 = cmd(&raw, "HLEN", &["{e11}:election-values:v"])
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "only the live candidate's value");
+}

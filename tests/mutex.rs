@@ -459,3 +459,64 @@ async fn lock_on_a_lease_redis_lost_ends_the_session() {
         leasehold::SessionState::Ended(SessionEnd::LeaseNotFound)
     );
 }
+
+/// Cancelled waits whose withdrawal overtakes their own request (on another connection) must
+/// not leave an entry behind that nobody will ever release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_waits_never_leave_orphan_entries() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "m15").await;
+    let holder = client.session().await.unwrap();
+    let guard = holder.mutex("t").unwrap().lock().await.unwrap();
+    let waiter = client.session().await.unwrap();
+    let m = waiter.mutex("t").unwrap();
+    for i in 0..300u64 {
+        if i % 2 == 0 {
+            // Polled once, then dropped: the request is on its way when the withdrawal starts.
+            let _ = futures_util::FutureExt::now_or_never(m.lock());
+        } else {
+            let _ =
+                tokio::time::timeout(Duration::from_micros(20 + (i * 37) % 400), m.lock()).await;
+        }
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            zcard(&raw, "{m15}:mutex:t").await == 1
+        })
+        .await,
+        "only the holder's entry is left: {}",
+        zcard(&raw, "{m15}:mutex:t").await
+    );
+    guard.unlock().await.unwrap();
+    let third = client.session().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), third.mutex("t").unwrap().lock())
+        .await
+        .expect("nobody blocks the lock")
+        .unwrap();
+}
+
+/// A new process that resumes the lease of a crashed one gets the locks back: the dead
+/// process's entries are released, not left blocking the new lock() calls forever.
+#[tokio::test]
+async fn resuming_a_lease_releases_its_stale_lock_entries() {
+    let server = server();
+    let old = client(&server, "m16").await;
+    let s = old
+        .session_with(SessionOptions::new().on_drop(leasehold::OnDrop::Orphan))
+        .await
+        .unwrap();
+    let lease = s.lease();
+    let g = s.mutex("x").unwrap().lock().await.unwrap();
+    std::mem::forget(g); // the process "crashed" holding it
+    drop(s);
+    let new = client(&server, "m16").await;
+    let resumed = new
+        .session_with(SessionOptions::new().lease(lease))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(2), resumed.mutex("x").unwrap().lock())
+        .await
+        .expect("not blocked by the dead process's entry")
+        .unwrap();
+}
