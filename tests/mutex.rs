@@ -490,7 +490,7 @@ async fn cancelled_waits_never_leave_orphan_entries() {
     );
     guard.unlock().await.unwrap();
     let third = client.session().await.unwrap();
-    tokio::time::timeout(Duration::from_secs(2), third.mutex("t").unwrap().lock())
+    let _g = tokio::time::timeout(Duration::from_secs(2), third.mutex("t").unwrap().lock())
         .await
         .expect("nobody blocks the lock")
         .unwrap();
@@ -515,7 +515,7 @@ async fn resuming_a_lease_releases_its_stale_lock_entries() {
         .session_with(SessionOptions::new().lease(lease))
         .await
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(2), resumed.mutex("x").unwrap().lock())
+    let _g = tokio::time::timeout(Duration::from_secs(2), resumed.mutex("x").unwrap().lock())
         .await
         .expect("not blocked by the dead process's entry")
         .unwrap();
