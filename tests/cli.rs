@@ -1,0 +1,354 @@
+//! The `leasehold` binary against a real redis-server.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_leasehold");
+
+fn leasehold(server: &RedisServer, ns: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.env("REDIS_URL", server.url())
+        .env_remove("LEASEHOLD_NAMESPACE")
+        .args(["--namespace", ns])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+struct Running {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+fn spawn(server: &RedisServer, ns: &str, args: &[&str]) -> Running {
+    let mut child = leasehold(server, ns, args).spawn().expect("run leasehold");
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    Running { child, lines }
+}
+
+impl Running {
+    async fn line(&mut self, within: Duration) -> String {
+        tokio::time::timeout(within, self.lines.next_line())
+            .await
+            .expect("a line in time")
+            .unwrap()
+            .expect("not end of output")
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = self.child.id().expect("running") as i32;
+        // SAFETY: kill(2) on our own child.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+
+    async fn exit(&mut self, within: Duration) -> i32 {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .expect("exits in time")
+            .unwrap()
+            .code()
+            .unwrap_or(-1)
+    }
+}
+
+async fn output(server: &RedisServer, ns: &str, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        leasehold(server, ns, args).output(),
+    )
+    .await
+    .expect("finishes")
+    .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn token(line: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("fencing_token="))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no token in {line:?}"))
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_blocks_sigint_leaves_no_entry_and_the_next_gets_a_greater_token() {
+    let server = server();
+    let raw = raw(&server).await;
+    let mut a = spawn(&server, "c1", &["lock", "x"]);
+    let first = a.line(secs(10)).await;
+    assert!(first.starts_with("{c1}:mutex:x "), "{first}");
+    let t1 = token(&first);
+
+    let mut b = spawn(&server, "c1", &["lock", "x"]);
+    assert!(eventually(secs(5), || async { zcard(&raw, "{c1}:mutex:x").await == 2 }).await);
+    assert!(b.child.try_wait().unwrap().is_none(), "second lock blocks");
+    b.signal(libc::SIGINT);
+    assert_eq!(b.exit(secs(5)).await, 130);
+    assert_eq!(
+        zcard(&raw, "{c1}:mutex:x").await,
+        1,
+        "no entry left by the interrupted waiter"
+    );
+
+    let mut c = spawn(&server, "c1", &["lock", "x"]);
+    assert!(eventually(secs(5), || async { zcard(&raw, "{c1}:mutex:x").await == 2 }).await);
+    a.signal(libc::SIGINT);
+    assert_eq!(a.exit(secs(5)).await, 0);
+    let t3 = token(&c.line(secs(5)).await);
+    assert!(t3 > t1);
+    c.signal(libc::SIGTERM);
+    assert_eq!(c.exit(secs(5)).await, 0);
+    assert_eq!(zcard(&raw, "{c1}:mutex:x").await, 0);
+}
+
+#[tokio::test]
+async fn lock_runs_a_command_with_the_env_and_exits_with_its_status() {
+    let server = server();
+    let (code, out, err) = output(
+        &server,
+        "c2",
+        &[
+            "lock",
+            "x",
+            "--",
+            "sh",
+            "-c",
+            "test \"$LEASEHOLD_LOCK_KEY\" = '{c2}:mutex:x' && test -n \"$LEASEHOLD_FENCING_TOKEN\" && echo ran && exit 3",
+        ],
+    )
+    .await;
+    assert_eq!(code, 3, "{out} {err}");
+    assert!(out.contains("ran"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_concurrent_locked_commands_never_overlap() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let critical = format!(
+        "if mkdir {d}/inside 2>/dev/null; then sleep 0.05; rmdir {d}/inside; \
+         else echo overlap >> {d}/overlaps; exit 1; fi"
+    );
+    let mut runs = Vec::new();
+    for _ in 0..8 {
+        let server_url = server.url();
+        let critical = critical.clone();
+        runs.push(tokio::spawn(async move {
+            for _ in 0..3 {
+                let status = Command::new(BIN)
+                    .env("REDIS_URL", &server_url)
+                    .args([
+                        "--namespace",
+                        "c3",
+                        "lock",
+                        "x",
+                        "--",
+                        "sh",
+                        "-c",
+                        &critical,
+                    ])
+                    .stdout(Stdio::null())
+                    .status()
+                    .await
+                    .unwrap();
+                assert_eq!(status.code(), Some(0));
+            }
+        }));
+    }
+    for r in runs {
+        tokio::time::timeout(secs(60), r)
+            .await
+            .expect("all finish")
+            .unwrap();
+    }
+    assert!(
+        !dir.path().join("overlaps").exists(),
+        "a critical section overlapped"
+    );
+}
+
+#[tokio::test]
+async fn a_command_is_stopped_when_the_lock_is_lost() {
+    let server = server();
+    let mut l = spawn(&server, "c4", &["lock", "x", "--", "sleep", "30"]);
+    let line = l.line(secs(10)).await;
+    let lease = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("lease="))
+        .unwrap()
+        .to_owned();
+    let t = Instant::now();
+    let (code, out, _) = output(&server, "c4", &["lease", "revoke", &lease]).await;
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), format!("lease {lease} revoked"));
+    let exit = l.exit(secs(5)).await;
+    assert_ne!(exit, 0);
+    println!(
+        "lock lost -> command stopped and lock exited ({exit}) after {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elect_and_listen_show_failover_on_kill_and_on_interrupt() {
+    let server = server();
+    let mut leader = spawn(&server, "c5", &["elect", "e", "one", "--ttl", "2"]);
+    assert_eq!(leader.line(secs(10)).await, "{c5}:election:e");
+    assert_eq!(leader.line(secs(5)).await, "one");
+    let mut listen = spawn(&server, "c5", &["elect", "--listen", "e"]);
+    assert_eq!(listen.line(secs(10)).await, "one");
+    let mut second = spawn(&server, "c5", &["elect", "e", "two"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // SIGKILL: no resign; the lease must expire (TTL 2 s).
+    let t = Instant::now();
+    leader.signal(libc::SIGKILL);
+    assert_eq!(listen.line(secs(5)).await, "two");
+    println!(
+        "leader killed -> listener saw the new leader after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(second.line(secs(5)).await, "{c5}:election:e");
+    assert_eq!(second.line(secs(5)).await, "two");
+
+    // SIGINT: the leader resigns at once.
+    let mut third = spawn(&server, "c5", &["elect", "e", "three"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = Instant::now();
+    second.signal(libc::SIGINT);
+    assert_eq!(second.exit(secs(5)).await, 0);
+    assert_eq!(listen.line(secs(5)).await, "three");
+    let took = t.elapsed();
+    println!("leader interrupted -> listener saw the new leader after {took:?}");
+    assert!(
+        took < secs(2),
+        "resigned at once, not by lease expiry: {took:?}"
+    );
+    third.signal(libc::SIGINT);
+    assert_eq!(third.exit(secs(5)).await, 0);
+    assert_eq!(listen.line(secs(5)).await, "(no leader)");
+    listen.signal(libc::SIGINT);
+    assert_eq!(listen.exit(secs(5)).await, 0);
+}
+
+#[tokio::test]
+async fn lease_commands_round_trip() {
+    let server = server();
+    let (code, out, _) = output(&server, "c6", &["lease", "grant", "30"]).await;
+    assert_eq!(code, 0);
+    let id = out.split_whitespace().nth(1).unwrap().to_owned();
+    assert_eq!(out.trim(), format!("lease {id} granted with TTL(30s)"));
+    let (_, out, _) = output(&server, "c6", &["lease", "timetolive", &id, "--keys"]).await;
+    assert!(
+        out.starts_with(&format!("lease {id} granted with TTL(30s), remaining(")),
+        "{out}"
+    );
+    assert!(out.trim().ends_with("attached keys([])"), "{out}");
+    let (code, out, _) = output(&server, "c6", &["lease", "keep-alive", &id, "--once"]).await;
+    assert_eq!(
+        (code, out.trim()),
+        (0, format!("lease {id} keepalived with TTL(30)").as_str())
+    );
+    let (_, out, _) = output(&server, "c6", &["lease", "list"]).await;
+    assert_eq!(out, format!("found 1 leases\n{id}\n"));
+    let (_, out, _) = output(&server, "c6", &["--json", "lease", "list"]).await;
+    assert!(out.contains(&format!("\"id\":\"{id}\"")), "{out}");
+    output(&server, "c6", &["lease", "revoke", &id]).await;
+    let (_, out, _) = output(&server, "c6", &["lease", "timetolive", &id]).await;
+    assert_eq!(out.trim(), format!("lease {id} already expired"));
+    let (code, _, err) = output(&server, "c6", &["lease", "keep-alive", &id, "--once"]).await;
+    assert_eq!(code, 1);
+    assert!(err.starts_with("Error: "), "{err}");
+}
+
+#[tokio::test]
+async fn sessions_groups_a_leak_by_process_and_inspect_shows_the_queue() {
+    let server = server();
+    let client = client(&server, "c7").await;
+    let mut leaked = Vec::new();
+    for _ in 0..5 {
+        leaked.push(
+            client
+                .session_with(leasehold::SessionOptions::new().label("per-request"))
+                .await
+                .unwrap(),
+        );
+    }
+    let _g = leaked[0].mutex("q").unwrap().lock().await.unwrap();
+    let m = leaked[1].mutex("q").unwrap();
+    let _w = spawn_lock(m);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (code, out, _) = output(&server, "c7", &["sessions", "--label", "per-request"]).await;
+    assert_eq!(code, 0);
+    let pid = std::process::id();
+    assert!(
+        out.contains(&format!("pid {pid}: 5 sessions, 2 attached entries")),
+        "{out}"
+    );
+    assert!(out.contains("5 sessions in namespace \"c7\""), "{out}");
+    let (_, out, _) = output(&server, "c7", &["sessions", "--older-than", "1h"]).await;
+    assert!(out.contains("0 sessions"), "{out}");
+    let (code, out, _) = output(&server, "c7", &["inspect", "q"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("mutex \"q\": 1 holding, 1 waiting"), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[2].starts_with("holder") && lines[2].contains(&leaked[0].lease().to_string()),
+        "{out}"
+    );
+    assert!(
+        lines[3].starts_with("waiting") && lines[3].contains(&leaked[1].lease().to_string()),
+        "{out}"
+    );
+    assert!(
+        lines[2].contains("per-request") && lines[2].contains(&pid.to_string()),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn bad_arguments_exit_128_and_an_unreachable_redis_exits_2_quickly() {
+    let server = server();
+    let (code, _, err) = output(&server, "c8", &["lock"]).await;
+    assert_eq!(code, 128);
+    assert!(err.contains("Usage"), "{err}");
+    let (code, _, _) = output(&server, "c8", &["lease", "revoke", "not-a-lease"]).await;
+    assert_eq!(code, 128);
+    let (code, _, _) = output(&server, "bad ns", &["lease", "list"]).await;
+    assert_eq!(code, 128);
+    let (code, _, _) = output(&server, "c8", &["lease", "grant", "0"]).await;
+    assert_eq!(code, 128);
+    let mut dead = support::server();
+    let url = dead.url();
+    dead.kill();
+    let t = Instant::now();
+    let out = Command::new(BIN)
+        .env("REDIS_URL", &url)
+        .args(["lease", "list"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("Error: cannot reach Redis"));
+    assert!(t.elapsed() < secs(5), "{:?}", t.elapsed());
+}
