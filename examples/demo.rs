@@ -22,15 +22,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     recorder.install()?;
 
     // Keep the server (if we started one) alive until the end.
-    let (_server, url) = match std::env::var("REDIS_URL") {
-        Ok(url) => (None, url),
-        Err(_) => {
-            let server = leasehold::testing::RedisServer::start()?;
-            let url = server.url();
-            println!("started a throwaway redis-server at {url}");
-            (Some(server), url)
-        }
-    };
+    let (_server, url) = leasehold::testing::url_or_start()?;
+    if _server.is_some() {
+        println!("started a throwaway redis-server at {url}");
+    }
     let namespace = format!("demo-{}", std::process::id());
     let client = Client::builder()
         .url(&url)

@@ -17,14 +17,8 @@ const HANDOFFS: usize = 200;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (_server, url) = match std::env::var("REDIS_URL") {
-        Ok(url) => (None, url),
-        Err(_) => {
-            let server = leasehold::testing::RedisServer::start()?;
-            let url = server.url();
-            (Some(server), url)
-        }
-    };
+    // Keep the server (if we started one) alive until the end.
+    let (_server, url) = leasehold::testing::url_or_start()?;
     println!("| scenario | n | p50 | p99 | rate |");
     println!("|---|---|---|---|---|");
 

@@ -16,14 +16,8 @@ const TTL: Duration = Duration::from_secs(2);
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (_server, url) = match std::env::var("REDIS_URL") {
-        Ok(url) => (None, url),
-        Err(_) => {
-            let server = leasehold::testing::RedisServer::start()?;
-            let url = server.url();
-            (Some(server), url)
-        }
-    };
+    // Keep the server (if we started one) alive until the end.
+    let (_server, url) = leasehold::testing::url_or_start()?;
     let namespace = format!("membership-{}", std::process::id());
     let connect = || Client::builder().url(&url).namespace(&namespace).build();
 

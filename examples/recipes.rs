@@ -11,14 +11,8 @@ use leasehold::Client;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (_server, url) = match std::env::var("REDIS_URL") {
-        Ok(url) => (None, url),
-        Err(_) => {
-            let server = leasehold::testing::RedisServer::start()?;
-            let url = server.url();
-            (Some(server), url)
-        }
-    };
+    // Keep the server (if we started one) alive until the end.
+    let (_server, url) = leasehold::testing::url_or_start()?;
     let client = Client::builder()
         .url(&url)
         .namespace(format!("recipes-{}", std::process::id()))

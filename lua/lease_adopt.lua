@@ -9,9 +9,7 @@
 expect_base()
 local LK, AK = KEYS[3], KEYS[4]
 local id = ARGV[1]
-if LK ~= lease_key(id) or AK ~= attached_key(id) then fail('ARG', 'keys do not match lease ' .. id) end
-expect_type(LK, 'hash')
-expect_type(AK, 'set')
+expect_lease_keys(id)
 if not lease_left(id) or redis.call('EXISTS', LK) == 0 then return -1 end
 local ttl = tonumber(redis.call('HGET', LK, 'ttl'))
 if not ttl or ttl <= 0 then return -1 end

@@ -4,11 +4,9 @@
 -- Returns the TTL in ms. Granting an id that exists (a replayed call) changes nothing.
 expect_base()
 local LK, AK = KEYS[3], KEYS[4]
-expect_type(LK, 'hash')
-expect_type(AK, 'set')
 local id, ttl = ARGV[1], tonumber(ARGV[2])
 if not ttl or ttl <= 0 or ttl ~= math.floor(ttl) then fail('ARG', 'ttl must be a positive number of ms') end
-if LK ~= lease_key(id) or AK ~= attached_key(id) then fail('ARG', 'keys do not match lease ' .. id) end
+expect_lease_keys(id)
 if redis.call('EXISTS', LK) == 1 then
   local cur = tonumber(redis.call('HGET', LK, 'ttl'))
   if not cur then fail('CORRUPT', 'lease has no numeric ttl field: ' .. LK) end

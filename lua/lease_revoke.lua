@@ -6,9 +6,7 @@
 expect_base()
 local LK, AK = KEYS[3], KEYS[4]
 local id = ARGV[1]
-if LK ~= lease_key(id) or AK ~= attached_key(id) then fail('ARG', 'keys do not match lease ' .. id) end
-expect_type(LK, 'hash')
-expect_type(AK, 'set')
+expect_lease_keys(id)
 local known = lease_left(id) ~= nil and redis.call('EXISTS', LK) == 1
 drop_lease(id, 'r')
 if known then return 1 end

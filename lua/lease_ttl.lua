@@ -7,9 +7,7 @@
 expect_base()
 local LK, AK = KEYS[3], KEYS[4]
 local id = ARGV[1]
-if LK ~= lease_key(id) or AK ~= attached_key(id) then fail('ARG', 'keys do not match lease ' .. id) end
-expect_type(LK, 'hash')
-expect_type(AK, 'set')
+expect_lease_keys(id)
 local left = lease_left(id)
 if not left or redis.call('EXISTS', LK) == 0 then return nil end
 local f = redis.call('HMGET', LK, 'ttl', 'client', 'host', 'pid', 'label', 'granted')

@@ -62,6 +62,15 @@ end
 local function lease_key(id) return P .. 'lease:' .. id end
 local function attached_key(id) return P .. 'attached:' .. id end
 
+-- The single-lease scripts get KEYS rev, leases, lease:<id>, attached:<id>: check them.
+local function expect_lease_keys(id)
+  if KEYS[3] ~= lease_key(id) or KEYS[4] ~= attached_key(id) then
+    fail('ARG', 'keys do not match lease ' .. id)
+  end
+  expect_type(KEYS[3], 'hash')
+  expect_type(KEYS[4], 'set')
+end
+
 -- Milliseconds the lease has left by the registry, or nil when it is not alive.
 local function lease_left(id)
   local s = redis.call('ZSCORE', REG, id)
@@ -281,6 +290,24 @@ end
 -- True (and the tombstone consumed) when `member` was withdrawn before it was queued.
 local function tombstoned(akey, member)
   return redis.call('SREM', akey, 'w ' .. member) == 1
+end
+
+-- Queue `member` of `lease` in lock queue `q` unless it is there already (or was withdrawn).
+-- Returns its revision and whether this call created it, or nil when it was withdrawn.
+local function join_queue(q, akey, lease, member)
+  local rev = tonumber(redis.call('ZSCORE', q, member))
+  if rev then return rev, false end
+  if tombstoned(akey, member) then return nil, false end
+  rev = next_rev()
+  redis.call('ZADD', q, int(rev), member)
+  attach(lease, akey, 'z ' .. member .. ' ' .. q)
+  return rev, true
+end
+
+-- Undo a join_queue that created an entry (a try that did not get in).
+local function leave_unjoined(q, akey, member)
+  redis.call('ZREM', q, member)
+  redis.call('SREM', akey, 'z ' .. member .. ' ' .. q)
 end
 
 -- Attachments other than tombstones.

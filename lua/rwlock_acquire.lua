@@ -13,20 +13,12 @@ if kind_of(Q) ~= 'rwlock' then fail('ARG', 'not a rwlock key: ' .. Q) end
 expect_type(Q, 'zset')
 expect_type(AK, 'set')
 if not lease_left(lease) then return { 'lost' } end
-local rev = tonumber(redis.call('ZSCORE', Q, member))
-local created = false
-if not rev then
-  if tombstoned(AK, member) then return { 'gone' } end
-  rev = next_rev()
-  redis.call('ZADD', Q, int(rev), member)
-  attach(lease, AK, 'z ' .. member .. ' ' .. Q)
-  created = true
-end
+local rev, created = join_queue(Q, AK, lease, member)
+if not rev then return { 'gone' } end
 local list, set = owners(Q)
 if set[member] then return { 'held', rev } end
 if try and created then
-  redis.call('ZREM', Q, member)
-  redis.call('SREM', AK, 'z ' .. member .. ' ' .. Q)
+  leave_unjoined(Q, AK, member)
   return { 'locked', min_left(list) }
 end
 return { 'wait', rev, min_left(list) }

@@ -17,26 +17,20 @@ expect_type(AK, 'set')
 local cur = redis.call('GET', SK)
 if cur and not tonumber(cur) then fail('CORRUPT', 'semaphore size is not a number: ' .. SK) end
 if not lease_left(lease) then return { 'lost' } end
-local rev = tonumber(redis.call('ZSCORE', Q, member))
-local created = false
-if not rev then
-  if tombstoned(AK, member) then return { 'gone' } end
-  -- An empty queue has no size yet (a leftover size key is stale).
+if not redis.call('ZSCORE', Q, member) then
+  -- Joining: the size must match, unless the queue is empty (a leftover size key is stale).
   if cur and tonumber(cur) ~= size and redis.call('ZCARD', Q) > 0 then
     owners(Q) -- prune the dead: maybe nobody is left
     if redis.call('ZCARD', Q) > 0 then return { 'size', tonumber(cur) } end
   end
-  redis.call('SET', SK, int(size))
-  rev = next_rev()
-  redis.call('ZADD', Q, int(rev), member)
-  attach(lease, AK, 'z ' .. member .. ' ' .. Q)
-  created = true
 end
+local rev, created = join_queue(Q, AK, lease, member)
+if not rev then return { 'gone' } end
+if created then redis.call('SET', SK, int(size)) end
 local list, set = owners(Q)
 if set[member] then return { 'held', rev } end
 if try and created then
-  redis.call('ZREM', Q, member)
-  redis.call('SREM', AK, 'z ' .. member .. ' ' .. Q)
+  leave_unjoined(Q, AK, member)
   if redis.call('ZCARD', Q) == 0 then redis.call('DEL', SK) end
   return { 'locked', min_left(list) }
 end

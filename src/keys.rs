@@ -126,6 +126,11 @@ impl Keys {
         format!("{}wake:{client_id}", self.prefix)
     }
 
+    /// The KEYS of the single-lease scripts: rev, leases, lease:<id>, attached:<id>.
+    pub(crate) fn for_lease(&self, id: LeaseId) -> Vec<String> {
+        vec![self.rev(), self.leases(), self.lease(id), self.attached(id)]
+    }
+
     /// The first two KEYS of every script.
     pub(crate) fn base(&self) -> Vec<String> {
         vec![self.rev(), self.leases()]

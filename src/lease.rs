@@ -180,12 +180,7 @@ impl Core {
         let ttl_ms = check_ttl(ttl)?;
         crate::names::check_label(label)?;
         let id = LeaseId::generate();
-        let keys = vec![
-            self.keys.rev(),
-            self.keys.leases(),
-            self.keys.lease(id),
-            self.keys.attached(id),
-        ];
+        let keys = self.keys.for_lease(id);
         let args = vec![
             id.to_string(),
             ttl_ms.to_string(),
@@ -211,12 +206,7 @@ impl Core {
     /// routes its doorbell here and releases its stale lock entries. Returns its TTL, or
     /// `None` when it is gone.
     pub(crate) async fn adopt(&self, id: LeaseId) -> Result<Option<Duration>> {
-        let keys = vec![
-            self.keys.rev(),
-            self.keys.leases(),
-            self.keys.lease(id),
-            self.keys.attached(id),
-        ];
+        let keys = self.keys.for_lease(id);
         let v = self
             .conn
             .eval(
@@ -231,12 +221,7 @@ impl Core {
 
     /// Revoke a lease. Returns whether it was alive.
     pub(crate) async fn revoke(&self, id: LeaseId) -> Result<bool> {
-        let keys = vec![
-            self.keys.rev(),
-            self.keys.leases(),
-            self.keys.lease(id),
-            self.keys.attached(id),
-        ];
+        let keys = self.keys.for_lease(id);
         let v = self
             .conn
             .eval(script!("lease_revoke"), keys, vec![id.to_string()])
@@ -315,8 +300,7 @@ impl Client {
     }
 
     async fn ttl_inner(&self, id: LeaseId, with_keys: bool) -> Result<Option<LeaseInfo>> {
-        let k = &self.inner.keys;
-        let keys = vec![k.rev(), k.leases(), k.lease(id), k.attached(id)];
+        let keys = self.inner.keys.for_lease(id);
         let args = vec![id.to_string(), if with_keys { "1" } else { "0" }.to_owned()];
         let v = self
             .inner

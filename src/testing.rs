@@ -17,6 +17,19 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// `$REDIS_URL` when it is set; otherwise start a throwaway server and return it with its
+/// URL (keep the server alive as long as you use the URL). What the examples use.
+pub fn url_or_start() -> io::Result<(Option<RedisServer>, String)> {
+    match std::env::var("REDIS_URL") {
+        Ok(url) => Ok((None, url)),
+        Err(_) => {
+            let server = RedisServer::start()?;
+            let url = server.url();
+            Ok((Some(server), url))
+        }
+    }
+}
+
 /// A `redis-server` child process on a free loopback port.
 #[derive(Debug)]
 pub struct RedisServer {
