@@ -22,8 +22,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     recorder.install()?;
 
     // Keep the server (if we started one) alive until the end.
-    let (_server, url) = leasehold::testing::url_or_start()?;
-    if _server.is_some() {
+    let (server, url) = leasehold::testing::url_or_start()?;
+    if server.is_some() {
         println!("started a throwaway redis-server at {url}");
     }
     let namespace = format!("demo-{}", std::process::id());
