@@ -40,7 +40,7 @@
 //! | `conn`, `script`, `reply` | all Redis I/O: EVALSHA with NOSCRIPT reload, error mapping |
 //! | `keys` | the key layout |
 //! | [`metrics`] | metric names |
-//! | [`testing`] | throwaway `redis-server` processes (feature `testing`) |
+//! | `testing` | throwaway `redis-server` processes (feature `testing`) |
 //!
 //! The Lua for each operation is in `lua/<operation>.lua`, run by the module of the same
 //! prefix (`lua/mutex_acquire.lua` by `mutex`).
