@@ -7,7 +7,7 @@ use leasehold::SessionOptions;
 use serde_json::json;
 
 use crate::{
-    connect, interrupted, output, parse_ttl, Cli, Failure, Outcome, EXIT_ERROR, EXIT_USAGE,
+    connect, output, parse_ttl, Cli, Failure, Interrupts, Outcome, EXIT_ERROR, EXIT_USAGE,
 };
 
 #[derive(clap::Args, Debug)]
@@ -30,7 +30,7 @@ pub struct Args {
     pub ttl: Duration,
 }
 
-pub async fn run(cli: &Cli, args: &Args) -> Outcome {
+pub async fn run(cli: &Cli, args: &Args, signals: &mut Interrupts) -> Outcome {
     if args.listen == args.proposal.is_some() {
         return Err(Failure::new(
             EXIT_USAGE,
@@ -46,7 +46,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Outcome {
         let mut changes = Box::pin(election.observe());
         loop {
             tokio::select! {
-                _ = interrupted() => {
+                _ = signals.recv() => {
                     let _ = session.close().await;
                     return Ok(0);
                 }
@@ -61,7 +61,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Outcome {
     let proposal = args.proposal.as_deref().unwrap_or_default();
     let token = tokio::select! {
         t = election.campaign(proposal) => t?,
-        _ = interrupted() => {
+        _ = signals.recv() => {
             let _ = session.close().await;
             return Ok(130);
         }
@@ -76,7 +76,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Outcome {
         println!("{proposal}");
     }
     tokio::select! {
-        _ = interrupted() => {
+        _ = signals.recv() => {
             election.resign().await?;
             session.close().await?;
             Ok(0)

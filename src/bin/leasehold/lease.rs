@@ -6,7 +6,7 @@ use std::time::Duration;
 use leasehold::{Attachment, LeaseId};
 use serde_json::json;
 
-use crate::{connect, interrupted, output, parse_ttl, Cli, Failure, Outcome, EXIT_ERROR};
+use crate::{connect, output, parse_ttl, Cli, Failure, Interrupts, Outcome, EXIT_ERROR};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
@@ -53,7 +53,7 @@ fn attachment(a: &Attachment) -> String {
     }
 }
 
-pub async fn run(cli: &Cli, cmd: &Command) -> Outcome {
+pub async fn run(cli: &Cli, cmd: &Command, signals: &mut Interrupts) -> Outcome {
     let client = connect(cli).await?;
     match cmd {
         Command::Grant { ttl } => {
@@ -136,7 +136,7 @@ pub async fn run(cli: &Cli, cmd: &Command) -> Outcome {
             }
             tokio::select! {
                 _ = tokio::time::sleep(ttl / 3) => {}
-                _ = interrupted() => break,
+                _ = signals.recv() => break,
             }
         },
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use leasehold::SessionOptions;
 use serde_json::json;
 
-use crate::{connect, interrupted, output, parse_ttl, Cli, Failure, Outcome, EXIT_ERROR};
+use crate::{connect, output, parse_ttl, Cli, Failure, Interrupts, Outcome, EXIT_ERROR};
 
 /// How long a command gets between SIGTERM and SIGKILL once the lock is lost.
 pub const KILL_GRACE: Duration = Duration::from_secs(10);
@@ -33,7 +33,7 @@ pub struct Args {
     pub command: Vec<String>,
 }
 
-pub async fn run(cli: &Cli, args: &Args) -> Outcome {
+pub async fn run(cli: &Cli, args: &Args, signals: &mut Interrupts) -> Outcome {
     let client = connect(cli).await?;
     let session = client
         .session_with(SessionOptions::new().ttl(args.ttl).label("leasehold lock"))
@@ -41,7 +41,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Outcome {
     let mutex = session.mutex(&args.name)?;
     let guard = tokio::select! {
         g = mutex.lock() => g?,
-        _ = interrupted() => {
+        _ = signals.recv() => {
             // Revoking the lease removes the queue entry before we exit.
             let _ = session.close().await;
             return Ok(130);
@@ -58,7 +58,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Outcome {
 
     if args.command.is_empty() {
         tokio::select! {
-            _ = interrupted() => {
+            _ = signals.recv() => {
                 guard.unlock().await?;
                 session.close().await?;
                 return Ok(0);
@@ -79,7 +79,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Outcome {
         .map_err(|e| Failure::new(EXIT_ERROR, format!("cannot run {:?}: {e}", args.command[0])))?;
     let status = tokio::select! {
         status = child.wait() => status,
-        _ = interrupted() => {
+        _ = signals.recv() => {
             signal(&child, libc::SIGTERM);
             stop(&mut child).await
         }

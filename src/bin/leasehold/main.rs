@@ -122,20 +122,37 @@ pub async fn connect(cli: &Cli) -> Result<Client, Failure> {
         })
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn interrupted() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
+/// SIGINT and SIGTERM, listened for from the start of the program: a signal that arrives
+/// while nobody is waiting for it is kept until someone is (a listener created per wait would
+/// miss signals that arrive between two waits).
+pub struct Interrupts {
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Interrupts {
+    pub fn listen() -> Interrupts {
+        use tokio::signal::unix::{signal, SignalKind};
+        let streams = match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(int), Ok(term)) => Some((int, term)),
+            _ => None,
+        };
+        Interrupts { streams }
+    }
+
+    /// Resolves on the next SIGINT or SIGTERM (or one that came since the last call).
+    pub async fn recv(&mut self) {
+        match &mut self.streams {
+            Some((int, term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
             }
+            None => std::future::pending().await,
         }
-        _ => std::future::pending().await,
     }
 }
 
@@ -172,10 +189,11 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        let mut signals = Interrupts::listen();
         match &cli.command {
-            Command::Lock(args) => lock::run(&cli, args).await,
-            Command::Elect(args) => elect::run(&cli, args).await,
-            Command::Lease(cmd) => lease::run(&cli, cmd).await,
+            Command::Lock(args) => lock::run(&cli, args, &mut signals).await,
+            Command::Elect(args) => elect::run(&cli, args, &mut signals).await,
+            Command::Lease(cmd) => lease::run(&cli, cmd, &mut signals).await,
             Command::Inspect(args) => inspect::run(&cli, args).await,
             Command::Sessions(args) => sessions::run(&cli, args).await,
         }
