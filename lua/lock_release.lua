@@ -21,7 +21,9 @@ if not score then
 end
 if want ~= 0 and score ~= want then return 0 end
 local _, set = owners(Q)
-leave_queue(Q, member)
+if not leave_queue(Q, member) and redis.call('ZCARD', Q) == 0 then
+  queue_emptied(Q, kind_of(Q))
+end
 redis.call('SREM', AK, 'z ' .. member .. ' ' .. Q)
 if set[member] then return 1 end
 return 0

@@ -115,7 +115,8 @@ local function live_head(q, prune, limit)
       if prune then
         redis.call('ZREM', q, m)
         if string.sub(q, #P + 1, #P + 9) == 'election:' then
-          redis.call('HDEL', P .. 'election-values:' .. string.sub(q, #P + 10), m)
+          local vk = P .. 'election-values:' .. string.sub(q, #P + 10)
+          if redis.call('TYPE', vk)['ok'] == 'hash' then redis.call('HDEL', vk, m) end
         end
         touch_rev()
       end
@@ -211,13 +212,30 @@ local function permits_of(member)
   return tonumber(string.match(member, '^[^.]+%.(%d+)%.')) or 1
 end
 
+-- A queue's last entry went: remove its side keys (semaphore size, double-barrier round flag).
+local function queue_emptied(q, kind)
+  if kind == 'semaphore' then
+    redis.call('DEL', semaphore_size_key(q))
+  elseif kind == 'dbarrier' then
+    redis.call('DEL', P .. 'dbarrier-ready:' .. string.sub(q, #P + #'dbarrier:' + 1))
+  end
+end
+
 -- Live owners of a shared queue, in order: a list of {member, score, left}, plus the set of
 -- their members. Dead entries met on the way are removed (at most 64 per call; past that the
 -- walk stops and the list may be short, so waiters re-check at once).
 local function owners(q)
   local kind = kind_of(q)
   local size = 1
-  if kind == 'semaphore' then size = tonumber(redis.call('GET', semaphore_size_key(q))) or 0 end
+  if kind == 'semaphore' then
+    local sk = semaphore_size_key(q)
+    -- Foreign data at the size key: admit nobody rather than fail half-way (revoke, sweep).
+    if redis.call('TYPE', sk)['ok'] == 'string' then
+      size = tonumber(redis.call('GET', sk)) or 0
+    else
+      size = 0
+    end
+  end
   local list, set, dead = {}, {}, {}
   local live_ahead, writer_ahead, used = 0, false, 0
   local start, done = 0, false
@@ -253,7 +271,10 @@ local function owners(q)
     end
   end
   for _, m in ipairs(dead) do redis.call('ZREM', q, m) end
-  if #dead > 0 then touch_rev() end
+  if #dead > 0 then
+    touch_rev()
+    if redis.call('ZCARD', q) == 0 then queue_emptied(q, kind) end
+  end
   -- (elections are walked by live_head, which also drops a pruned candidate's value)
   return list, set
 end
@@ -351,9 +372,7 @@ local function leave_queue(q, member)
       if not before[o[1]] then ring(lease_of(o[1]), 'c ' .. o[1]) end
     end
     if not before[member] then ring(lease_of(member), 'c ' .. member) end
-    if kind == 'semaphore' and redis.call('ZCARD', q) == 0 then
-      redis.call('DEL', semaphore_size_key(q))
-    end
+    if redis.call('ZCARD', q) == 0 then queue_emptied(q, kind) end
     return true
   end
   if kind == 'dbarrier' then

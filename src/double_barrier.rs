@@ -96,6 +96,13 @@ impl DoubleBarrier {
         }
     }
 
+    fn entered(&self) -> Option<String> {
+        self.entered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn set_entered(&self, member: Option<String>) -> Option<String> {
         std::mem::replace(
             &mut *self.entered.lock().unwrap_or_else(|e| e.into_inner()),
@@ -165,7 +172,9 @@ impl DoubleBarrier {
     /// Leave and wait until every participant has left (or its session ended).
     /// [`Error::InvalidArgument`] when this handle has not entered.
     pub async fn leave(&self) -> Result<()> {
-        let member = self.set_entered(None).ok_or_else(|| {
+        // Taken for good only once our leave reached Redis, so a leave that fails or is
+        // dropped early can be retried.
+        let member = self.entered().ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "double barrier {:?}: leave without enter",
                 self.name
@@ -183,10 +192,16 @@ impl DoubleBarrier {
             ];
             match self.step(script!("dbarrier_leave"), args).await? {
                 Step::Wait(left) => {
+                    if first {
+                        self.set_entered(None);
+                    }
                     first = false;
                     ticket.changed_within(wait_for(left)).await;
                 }
-                _ => return Ok(()),
+                _ => {
+                    self.set_entered(None);
+                    return Ok(());
+                }
             }
         }
     }

@@ -18,7 +18,7 @@ use crate::reply::Reply;
 use crate::script::script;
 use crate::session::Session;
 use crate::supervisor::Op;
-use crate::waiter::{contend, parse_turn};
+use crate::waiter::{contend, parse_turn, Turn};
 
 /// How often an idle observer re-reads the log even without a notification (a safety net for a
 /// lost pub/sub message; leader expiry is caught at the leader's lease deadline instead).
@@ -180,7 +180,11 @@ impl Election {
                         .conn
                         .eval(script!("election_campaign"), self.keys(true), args)
                         .await?;
-                    parse_turn("election campaign", v)
+                    // A withdrawn candidacy is reported as not leading (below).
+                    parse_turn("election campaign", v).map(|t| match t {
+                        Turn::Gone => Turn::Refused,
+                        t => t,
+                    })
                 }
             },
         )

@@ -85,26 +85,33 @@ impl Queue {
         Reply::new("queue push").uint(&v)
     }
 
-    /// Take the first item if there is one.
+    /// Take the first item if there is one. Cancel safe: an item popped for a call that went
+    /// away is put back exactly where it was.
     pub async fn try_dequeue(&self) -> Result<Option<String>> {
-        // The pop runs in its own task: if this future is dropped while the pop is in flight,
-        // the task puts the item back exactly where it was, so nothing is lost.
+        // The pop runs in its own task, so it completes even if this future is dropped; the
+        // guard hands an item nobody received back to the queue.
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (client, keys) = (self.client.clone(), self.keys());
         tokio::spawn(async move {
-            let conn = &client.inner.conn;
-            let result = conn
+            let result = client
+                .inner
+                .conn
                 .eval(script!("queue_pop"), keys.clone(), vec![String::new()])
                 .await
                 .and_then(parse_pop);
-            if let Err(Ok(Some((priority, member)))) = tx.send(result) {
-                let _ = conn
-                    .eval(script!("queue_pop"), keys, vec![priority, member])
-                    .await;
+            if let Err(Ok(Some(item))) = tx.send(result) {
+                restore(&client, keys, item).await;
             }
         });
-        let popped = rx.await.map_err(|_| crate::Error::Closed)??;
-        Ok(popped.map(|(_, member)| item_value(&member)))
+        let mut guard = Unreceived {
+            rx: Some(rx),
+            client: self.client.clone(),
+            keys: self.keys(),
+        };
+        let rx = guard.rx.as_mut().ok_or(crate::Error::Closed)?;
+        let popped = rx.await.map_err(|_| crate::Error::Closed);
+        guard.rx = None;
+        Ok(popped??.map(|(_, member)| item_value(&member)))
     }
 
     /// Take the first item, waiting while the queue is empty (woken by the enqueue, no
@@ -117,6 +124,40 @@ impl Queue {
                 return Ok(v);
             }
             ticket.changed_within(RECHECK).await;
+        }
+    }
+}
+
+/// Put a popped item back where it was.
+async fn restore(client: &Client, keys: Vec<String>, (priority, member): (String, String)) {
+    let _ = client
+        .inner
+        .conn
+        .eval(script!("queue_pop"), keys, vec![priority, member])
+        .await;
+}
+
+type PopResult = Result<Option<(String, String)>>;
+
+/// A pop whose result was not received yet: if dropped, an item that arrives is put back.
+struct Unreceived {
+    rx: Option<tokio::sync::oneshot::Receiver<PopResult>>,
+    client: Client,
+    keys: Vec<String>,
+}
+
+impl Drop for Unreceived {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            // After close(), either the pop task's send fails (it restores the item itself) or
+            // the item is already here (we restore it).
+            rx.close();
+            if let Ok(Ok(Some(item))) = rx.try_recv() {
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    let (client, keys) = (self.client.clone(), std::mem::take(&mut self.keys));
+                    rt.spawn(async move { restore(&client, keys, item).await });
+                }
+            }
         }
     }
 }

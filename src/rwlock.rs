@@ -112,13 +112,17 @@ impl RwLock {
             &contender,
             KIND,
             || release_op(session, &self.key, &contender, 0),
-            |_| async {
-                let keys = lock_keys(session, &self.key);
-                let v = client
-                    .conn
-                    .eval(script!("rwlock_acquire"), keys, args.clone())
-                    .await?;
-                parse_turn("rwlock acquire", v)
+            |recheck| {
+                let mut args = args.clone();
+                args.push(if recheck { "1" } else { "0" }.to_owned());
+                async move {
+                    let keys = lock_keys(session, &self.key);
+                    let v = client
+                        .conn
+                        .eval(script!("rwlock_acquire"), keys, args)
+                        .await?;
+                    parse_turn("rwlock acquire", v)
+                }
             },
         )
         .await?;

@@ -132,8 +132,9 @@ impl Semaphore {
             &contender,
             KIND,
             || release_op(session, &self.key, &contender, 0),
-            |_| {
-                let (keys, args, mismatch) = (keys.clone(), args.clone(), &mismatch);
+            |recheck| {
+                let (keys, mut args, mismatch) = (keys.clone(), args.clone(), &mismatch);
+                args.push(if recheck { "1" } else { "0" }.to_owned());
                 async move {
                     let v = client
                         .conn

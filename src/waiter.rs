@@ -23,8 +23,11 @@ pub(crate) enum Turn {
     Held(u64),
     /// It waits; whoever blocks it has this long left on their lease.
     Wait(Duration),
-    /// A try found it taken (nothing was queued), or a re-check found the entry withdrawn.
+    /// A try found it taken; nothing was queued.
     Refused,
+    /// A re-check found the entry removed by someone else (its lease revoked or adopted by
+    /// another process): the wait is over.
+    Gone,
     /// Its own lease is not alive.
     Lost,
 }
@@ -40,7 +43,8 @@ pub(crate) fn parse_turn(op: &'static str, v: fred::types::Value) -> Result<Turn
             let ms = items.last().map(|v| r.uint(v)).transpose()?.unwrap_or(0);
             Ok(Turn::Wait(Duration::from_millis(ms)))
         }
-        "locked" | "gone" => Ok(Turn::Refused),
+        "locked" => Ok(Turn::Refused),
+        "gone" => Ok(Turn::Gone),
         "lost" => Ok(Turn::Lost),
         other => Err(r.bad(format!("unknown status {other:?}"))),
     }
@@ -93,6 +97,10 @@ where
             Turn::Lost => {
                 session.mark_lost(SessionEnd::LeaseNotFound);
                 return Err(session.lost(SessionEnd::LeaseNotFound));
+            }
+            Turn::Gone => {
+                pending.armed = false;
+                return Err(session.lost(SessionEnd::Revoked));
             }
             Turn::Wait(blocker_left) => {
                 recheck = true;
@@ -279,7 +287,7 @@ mod tests {
             turn(vec![s("locked"), Value::Integer(0)]),
             Ok(Turn::Refused)
         ));
-        assert!(matches!(turn(vec![s("gone")]), Ok(Turn::Refused)));
+        assert!(matches!(turn(vec![s("gone")]), Ok(Turn::Gone)));
         assert!(matches!(turn(vec![s("lost")]), Ok(Turn::Lost)));
         assert!(turn(vec![s("held")]).is_err());
         assert!(turn(vec![s("held"), Value::Integer(-1)]).is_err());

@@ -260,3 +260,63 @@ async fn a_blocked_dequeue_wakes_on_enqueue() {
     assert_eq!(v, "hello");
     println!("enqueue -> blocked dequeue returns after {:?}", at - t);
 }
+
+/// Everyone in a round crashed before anyone swept: the next round still opens.
+#[tokio::test]
+async fn a_double_barrier_whose_participants_all_died_opens_again() {
+    let server = server();
+    let client = client(&server, "b4").await;
+    let ttl = Duration::from_secs(1);
+    let opts = || leasehold::SessionOptions::new().ttl(ttl);
+    let (a, b) = (
+        client.session_with(opts()).await.unwrap(),
+        client.session_with(opts()).await.unwrap(),
+    );
+    let (da, db) = (
+        a.double_barrier("r", 2).unwrap(),
+        b.double_barrier("r", 2).unwrap(),
+    );
+    let (x, y) = tokio::join!(da.enter(), db.enter());
+    x.unwrap();
+    y.unwrap();
+    a.orphan();
+    b.orphan();
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    let c = client.session().await.unwrap();
+    let d = client.session().await.unwrap();
+    let (dc, dd) = (
+        c.double_barrier("r", 2).unwrap(),
+        d.double_barrier("r", 2).unwrap(),
+    );
+    let (x, y) = tokio::time::timeout(secs(3), async { tokio::join!(dc.enter(), dd.enter()) })
+        .await
+        .expect("a new round");
+    x.unwrap();
+    y.unwrap();
+}
+
+/// A dequeue dropped after its pop completed never loses the item.
+#[tokio::test]
+async fn a_dropped_dequeue_never_loses_an_item() {
+    let server = server();
+    let client = client(&server, "q5").await;
+    let q = client.queue("keep").unwrap();
+    for i in 0..50 {
+        q.enqueue(&i.to_string()).await.unwrap();
+        // Poll once, let the pop run, then drop the call.
+        let mut call = Box::pin(q.try_dequeue());
+        let _ = futures_util::poll!(call.as_mut());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        drop(call);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut left = Vec::new();
+    while let Some(v) = q.try_dequeue().await.unwrap() {
+        left.push(v.parse::<u32>().unwrap());
+    }
+    assert_eq!(
+        left,
+        (0..50).collect::<Vec<_>>(),
+        "every item back, in order"
+    );
+}

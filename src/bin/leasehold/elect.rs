@@ -93,7 +93,10 @@ fn print_event(cli: &Cli, ev: &leasehold::LeaderEvent) {
                 "lease": l.lease.to_string(), "fencing_token": l.fencing_token,
                 "after_gap": ev.after_gap,
             }),
-            None => json!({ "revision": ev.revision, "leader": false, "after_gap": ev.after_gap }),
+            None => json!({
+                "revision": ev.revision, "leader": false, "value": null, "lease": null,
+                "fencing_token": null, "after_gap": ev.after_gap,
+            }),
         });
     } else {
         match &ev.leader {

@@ -19,7 +19,7 @@ pub const KILL_GRACE: Duration = Duration::from_secs(10);
     `Error: session lost: …`, exit 1.\n\nWith a command: runs it while holding the lock, with \
     LEASEHOLD_LOCK_KEY, LEASEHOLD_FENCING_TOKEN and LEASEHOLD_LEASE in its environment, and \
     exits with its status. If the lock is lost while it runs, the command gets SIGTERM, then \
-    SIGKILL 10 s later, and lock exits 1. SIGINT/SIGTERM to lock are passed on to the command.\n\n\
+    SIGKILL 10 s later, and lock exits 1. SIGINT or SIGTERM to lock stops the command with SIGTERM (SIGKILL 10 s later) and unlocks.\n\n\
     Interrupting a lock that is still waiting leaves no queue entry behind (exit 130)."
 )]
 pub struct Args {
