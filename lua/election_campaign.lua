@@ -11,11 +11,7 @@ expect_base()
 local Q, VK, LK, AK = KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local lease, member, value, recheck = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 if lease_of(member) ~= lease or AK ~= attached_key(lease) then fail('ARG', 'candidate does not match lease ' .. lease) end
-local vk, lk = election_keys(Q)
-if not is_election(Q) or VK ~= vk or LK ~= lk then fail('ARG', 'keys do not match election ' .. Q) end
-expect_type(Q, 'zset')
-expect_type(VK, 'hash')
-expect_type(LK, 'stream')
+expect_election_keys()
 expect_type(AK, 'set')
 if not lease_left(lease) then return { 'lost' } end
 local rev = tonumber(redis.call('ZSCORE', Q, member))

@@ -7,11 +7,7 @@
 -- where gap = 1 when entries after `after` were trimmed from the log.
 expect_base()
 local Q, VK, LK = KEYS[3], KEYS[4], KEYS[5]
-local vk, lk = election_keys(Q)
-if not is_election(Q) or VK ~= vk or LK ~= lk then fail('ARG', 'keys do not match election ' .. Q) end
-expect_type(Q, 'zset')
-expect_type(VK, 'hash')
-expect_type(LK, 'stream')
+expect_election_keys()
 election_sync(Q)
 local _, left = live_head(Q, false, 64)
 local out = { left or 0, 0 }

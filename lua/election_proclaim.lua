@@ -5,11 +5,7 @@
 -- Returns 1 when proclaimed, 0 when this candidacy does not lead.
 expect_base()
 local Q, VK, LK = KEYS[3], KEYS[4], KEYS[5]
-local vk, lk = election_keys(Q)
-if not is_election(Q) or VK ~= vk or LK ~= lk then fail('ARG', 'keys do not match election ' .. Q) end
-expect_type(Q, 'zset')
-expect_type(VK, 'hash')
-expect_type(LK, 'stream')
+expect_election_keys()
 local head, _, score = live_head(Q, true, 64)
 if head ~= ARGV[1] or score ~= tonumber(ARGV[2]) then
   election_sync(Q)

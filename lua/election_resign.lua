@@ -8,12 +8,8 @@ expect_base()
 local Q, VK, LK, AK = KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local lease, member, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if lease_of(member) ~= lease or AK ~= attached_key(lease) then fail('ARG', 'candidate does not match lease ' .. lease) end
-local vk, lk = election_keys(Q)
-if not is_election(Q) or VK ~= vk or LK ~= lk then fail('ARG', 'keys do not match election ' .. Q) end
+expect_election_keys()
 if not want then fail('ARG', 'revision must be a number') end
-expect_type(Q, 'zset')
-expect_type(VK, 'hash')
-expect_type(LK, 'stream')
 expect_type(AK, 'set')
 local score = tonumber(redis.call('ZSCORE', Q, member))
 if not score then

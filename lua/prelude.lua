@@ -156,6 +156,17 @@ local function election_keys(q)
     P .. 'election-changes:' .. name
 end
 
+-- The election scripts get KEYS rev, leases, election:<name>, election-values:<name>,
+-- election-log:<name>: check them.
+local function expect_election_keys()
+  local q, vk, lk = KEYS[3], KEYS[4], KEYS[5]
+  local evk, elk = election_keys(q)
+  if not is_election(q) or vk ~= evk or lk ~= elk then fail('ARG', 'keys do not match election ' .. q) end
+  expect_type(q, 'zset')
+  expect_type(vk, 'hash')
+  expect_type(lk, 'stream')
+end
+
 -- Fields of a log entry as a table.
 local function entry_fields(e)
   local f = {}

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::names::check_name;
 use crate::script::script;
-use crate::session::{Session, SessionEnd};
-use crate::waiter::{contend, lock_keys, parse_turn, release_op, Entry};
+use crate::session::Session;
+use crate::waiter::{contend, entry_guard_methods, lock_keys, parse_turn, release_op, Entry};
 
 const KIND: &str = "mutex";
 
@@ -156,12 +156,7 @@ impl fmt::Debug for MutexGuard {
 }
 
 impl MutexGuard {
-    /// The fencing token: the revision at which this contender queued. Strictly greater than
-    /// that of every earlier holder of this mutex, also across Redis restarts (as long as the
-    /// server clock does not step back).
-    pub fn fencing_token(&self) -> u64 {
-        self.entry.token
-    }
+    entry_guard_methods!();
 
     /// The Redis key of the mutex queue.
     pub fn key(&self) -> &str {
@@ -176,22 +171,6 @@ impl MutexGuard {
     /// The session the lock is attached to.
     pub fn session(&self) -> &Session {
         &self.mutex.session
-    }
-
-    /// True while the session is locally valid (the lock cannot have passed to anyone else).
-    pub fn is_valid(&self) -> bool {
-        self.mutex.session.is_valid()
-    }
-
-    /// Resolves when the session ends, and with it the right to act as the holder.
-    pub async fn lost(&self) -> SessionEnd {
-        self.mutex.session.done().await
-    }
-
-    /// Ask the server whether this guard still owns the lock (its entry is the first live
-    /// entry of the queue, at its own revision).
-    pub async fn is_owner(&self) -> Result<bool> {
-        self.entry.is_owner().await
     }
 
     /// Release the lock and hand it to the next waiter.

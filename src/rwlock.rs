@@ -8,8 +8,8 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::names::check_name;
 use crate::script::script;
-use crate::session::{Session, SessionEnd};
-use crate::waiter::{contend, lock_keys, parse_turn, release_op, Entry};
+use crate::session::Session;
+use crate::waiter::{contend, entry_guard_methods, lock_keys, parse_turn, release_op, Entry};
 
 const KIND: &str = "rwlock";
 
@@ -157,32 +157,13 @@ impl fmt::Debug for RwLockGuard {
 }
 
 impl RwLockGuard {
+    entry_guard_methods!();
     pub fn mode(&self) -> RwMode {
         self.mode
     }
 
-    /// The revision at which this request queued: greater than that of every earlier writer
-    /// (and, for a writer, of every earlier holder).
-    pub fn fencing_token(&self) -> u64 {
-        self.entry.token
-    }
-
     pub fn key(&self) -> &str {
         &self.lock.key
-    }
-
-    pub fn is_valid(&self) -> bool {
-        self.lock.session.is_valid()
-    }
-
-    /// Resolves when the session ends, and with it the hold.
-    pub async fn lost(&self) -> SessionEnd {
-        self.lock.session.done().await
-    }
-
-    /// Ask the server whether this guard still holds the lock.
-    pub async fn is_owner(&self) -> Result<bool> {
-        self.entry.is_owner().await
     }
 
     /// Release now; [`Error::NotHeld`](crate::Error::NotHeld) when it was no longer held.

@@ -9,10 +9,10 @@ use crate::error::{Error, Result};
 use crate::names::check_name;
 use crate::reply::Reply;
 use crate::script::script;
-use crate::session::{Session, SessionEnd};
+use crate::session::Session;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::waiter::{contend, release_op, Entry, Turn};
+use crate::waiter::{contend, entry_guard_methods, release_op, Entry, Turn};
 
 const KIND: &str = "semaphore";
 
@@ -196,28 +196,10 @@ impl fmt::Debug for SemaphorePermit {
 }
 
 impl SemaphorePermit {
+    entry_guard_methods!();
     /// How many permits this holds.
     pub fn permits(&self) -> u32 {
         self.permits
-    }
-
-    /// The revision at which the request queued.
-    pub fn fencing_token(&self) -> u64 {
-        self.entry.token
-    }
-
-    pub fn is_valid(&self) -> bool {
-        self.semaphore.session.is_valid()
-    }
-
-    /// Resolves when the session ends, and with it the permits.
-    pub async fn lost(&self) -> SessionEnd {
-        self.semaphore.session.done().await
-    }
-
-    /// Ask the server whether these permits are still held.
-    pub async fn is_owner(&self) -> Result<bool> {
-        self.entry.is_owner().await
     }
 
     /// Return the permits now; [`Error::NotHeld`] when they were no longer held.

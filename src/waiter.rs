@@ -155,6 +155,36 @@ pub(crate) fn release_op(session: &Session, queue: &str, contender: &str, revisi
     }
 }
 
+/// The methods every lock guard shares, for a guard with an `entry: Entry` field.
+macro_rules! entry_guard_methods {
+    () => {
+        /// The fencing token: the revision at which this request queued, greater than that of
+        /// every earlier holder it excludes, also across Redis restarts (as long as the server
+        /// clock does not step back).
+        pub fn fencing_token(&self) -> u64 {
+            self.entry.token
+        }
+
+        /// True while the session is locally valid (the hold cannot have passed to anyone
+        /// else).
+        pub fn is_valid(&self) -> bool {
+            self.entry.session.is_valid()
+        }
+
+        /// Resolves when the session ends, and with it the right to act as the holder.
+        pub async fn lost(&self) -> $crate::SessionEnd {
+            self.entry.session.done().await
+        }
+
+        /// Ask the server whether this guard still holds (its entry is among the owners of
+        /// the queue, at its own revision).
+        pub async fn is_owner(&self) -> $crate::Result<bool> {
+            self.entry.is_owner().await
+        }
+    };
+}
+pub(crate) use entry_guard_methods;
+
 /// An entry that owns its lock queue: what every lock guard holds. Released in the
 /// background when dropped.
 pub(crate) struct Entry {
