@@ -1,15 +1,4 @@
-//! Throwaway `redis-server` processes for tests and demos (feature `testing`).
-//!
-//! Each server listens on a free loopback port, keeps its files in a temporary directory, saves
-//! nothing, and is killed when the handle drops. Set `LEASEHOLD_REDIS_SERVER` to use another
-//! binary than the `redis-server` on `PATH`.
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let server = leasehold::testing::RedisServer::start()?;
-//! let client = leasehold::Client::connect(&server.url()).await?;
-//! # Ok(()) }
-//! ```
+//! One throwaway `redis-server` process.
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -17,32 +6,21 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `$REDIS_URL` when it is set; otherwise start a throwaway server and return it with its
-/// URL (keep the server alive as long as you use the URL). What the examples use.
-pub fn url_or_start() -> io::Result<(Option<RedisServer>, String)> {
-    match std::env::var("REDIS_URL") {
-        Ok(url) => Ok((None, url)),
-        Err(_) => {
-            let server = RedisServer::start()?;
-            let url = server.url();
-            Ok((Some(server), url))
-        }
-    }
-}
-
 /// A `redis-server` child process on a free loopback port.
 #[derive(Debug)]
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// Extra `redis-server` arguments, kept for [`RedisServer::restart`].
+    args: Vec<String>,
 }
 
-fn binary() -> String {
+pub(crate) fn binary() -> String {
     std::env::var("LEASEHOLD_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
 }
 
-fn free_port() -> io::Result<u16> {
+pub(crate) fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
         .local_addr()?
         .port())
@@ -52,6 +30,13 @@ impl RedisServer {
     /// Start a server; fails with a message saying how to install `redis-server` when it is
     /// missing.
     pub fn start() -> io::Result<RedisServer> {
+        RedisServer::start_with(&[])
+    }
+
+    /// Start a server with extra `redis-server` arguments (e.g. `["--replicaof", "127.0.0.1",
+    /// "7000"]`, TLS or cluster settings), appended after the defaults so they win.
+    pub fn start_with(args: &[&str]) -> io::Result<RedisServer> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let dir = tempfile::Builder::new()
             .prefix("leasehold-redis-")
             .tempdir()?;
@@ -59,12 +44,13 @@ impl RedisServer {
         // Another process may take the port between our probe and the server's bind: retry.
         for _ in 0..5 {
             let port = free_port()?;
-            match spawn(dir.path(), port) {
+            match spawn(dir.path(), port, &args) {
                 Ok(child) => {
                     return Ok(RedisServer {
                         child: Some(child),
                         port,
                         dir,
+                        args,
                     })
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(e),
@@ -79,8 +65,14 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The plain-text loopback port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The server's working directory (its log is `redis-<port>.log` there).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Process id of the running server, if it runs.
@@ -131,7 +123,7 @@ impl RedisServer {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            match spawn(self.dir.path(), self.port) {
+            match spawn(self.dir.path(), self.port, &self.args) {
                 Ok(child) => {
                     self.child = Some(child);
                     return Ok(());
@@ -163,7 +155,7 @@ fn resp_command(words: &[&str]) -> Vec<u8> {
     out
 }
 
-fn spawn(dir: &Path, port: u16) -> io::Result<Child> {
+fn spawn(dir: &Path, port: u16, args: &[String]) -> io::Result<Child> {
     let mut child = Command::new(binary())
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
@@ -171,6 +163,7 @@ fn spawn(dir: &Path, port: u16) -> io::Result<Child> {
         .arg(dir)
         .arg("--logfile")
         .arg(dir.join(format!("redis-{port}.log")))
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -211,7 +204,7 @@ fn spawn(dir: &Path, port: u16) -> io::Result<Child> {
     }
 }
 
-fn ping(addr: SocketAddr) -> io::Result<()> {
+pub(crate) fn ping(addr: SocketAddr) -> io::Result<()> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
     s.set_read_timeout(Some(Duration::from_millis(500)))?;
     s.write_all(b"PING\r\n")?;

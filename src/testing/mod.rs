@@ -1,0 +1,31 @@
+//! Throwaway `redis-server` processes for tests and demos (feature `testing`).
+//!
+//! Each server listens on a free loopback port, keeps its files in a temporary directory, saves
+//! nothing, and is killed when the handle drops. Set `LEASEHOLD_REDIS_SERVER` to use another
+//! binary than the `redis-server` on `PATH`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = leasehold::testing::RedisServer::start()?;
+//! let client = leasehold::Client::connect(&server.url()).await?;
+//! # Ok(()) }
+//! ```
+
+mod server;
+
+pub use server::RedisServer;
+
+use std::io;
+
+/// `$REDIS_URL` when it is set; otherwise start a throwaway server and return it with its
+/// URL (keep the server alive as long as you use the URL). What the examples use.
+pub fn url_or_start() -> io::Result<(Option<RedisServer>, String)> {
+    match std::env::var("REDIS_URL") {
+        Ok(url) => Ok((None, url)),
+        Err(_) => {
+            let server = RedisServer::start()?;
+            let url = server.url();
+            Ok((Some(server), url))
+        }
+    }
+}
