@@ -16,6 +16,14 @@ local T = redis.call('TIME')
 local NOW_MS = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
 local NOW_US = tonumber(T[1]) * 1000000 + tonumber(T[2])
 
+-- Sharded pub/sub (Redis >= 7) keeps a doorbell message on the shard that owns the namespace
+-- instead of broadcasting it to every node of a cluster; the client subscribes to match
+-- (src/client.rs decides the same way: by whether the server knows SSUBSCRIBE).
+local PUBLISH = (redis.REDIS_VERSION_NUM or 0) >= 0x070000 and 'SPUBLISH' or 'PUBLISH'
+local function publish(channel, msg)
+  redis.call(PUBLISH, channel, msg)
+end
+
 local function fail(code, msg)
   error({ err = 'LH' .. code .. ' ' .. msg })
 end
@@ -95,7 +103,7 @@ local function ring(lease, msg)
   if redis.call('TYPE', lk)['ok'] ~= 'hash' then return end
   local client = redis.call('HGET', lk, 'client')
   if client then
-    redis.call('PUBLISH', P .. 'wake:' .. client, msg)
+    publish(P .. 'wake:' .. client, msg)
   end
 end
 
@@ -202,7 +210,7 @@ local function election_sync(q)
   else
     redis.call('PEXPIRE', lk, IDLE_LOG_MS)
   end
-  redis.call('PUBLISH', ck, int(rev))
+  publish(ck, int(rev))
 end
 
 -- Queues with shared ownership. {ns}:rwlock:<name> members are "<lease>.r<id>" (reader) or
@@ -364,7 +372,7 @@ end
 local function dbarrier_changed(q)
   local ready, ch = dbarrier_keys(q)
   if redis.call('ZCARD', q) == 0 then redis.call('DEL', ready) end
-  redis.call('PUBLISH', ch, int(rev_bumped or 0))
+  publish(ch, int(rev_bumped or 0))
 end
 
 -- Remove a member from a queue zset: hand over, and log a leader change for elections.
@@ -420,7 +428,7 @@ local function drop_kv(key, lease)
   if kind == 'key' and redis.call('TYPE', KEYS_INDEX)['ok'] == 'zset' then
     redis.call('ZREM', KEYS_INDEX, string.sub(key, #P + #KV + 1))
   elseif kind == 'barrier' then
-    redis.call('PUBLISH', P .. 'barrier-changes:' .. string.sub(key, #P + #'barrier:' + 1),
+    publish(P .. 'barrier-changes:' .. string.sub(key, #P + #'barrier:' + 1),
       int(rev_bumped or 0))
   end
 end

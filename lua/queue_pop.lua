@@ -10,7 +10,7 @@ if kind ~= 'queue' and kind ~= 'pqueue' then fail('ARG', 'not a queue key: ' .. 
 expect_type(Q, 'zset')
 if ARGV[1] ~= '' then
   redis.call('ZADD', Q, ARGV[1], ARGV[2])
-  redis.call('PUBLISH', P .. kind .. '-changes:' .. string.sub(Q, #P + #kind + 2), int(next_rev()))
+  publish(P .. kind .. '-changes:' .. string.sub(Q, #P + #kind + 2), int(next_rev()))
   return nil
 end
 local item = redis.call('ZPOPMIN', Q)

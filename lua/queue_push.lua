@@ -13,5 +13,5 @@ if not prio or prio < 0 or prio ~= math.floor(prio) then fail('ARG', 'priority m
 expect_type(Q, 'zset')
 local rev = next_rev()
 redis.call('ZADD', Q, int(prio), string.format('%020d', rev) .. ' ' .. ARGV[2])
-redis.call('PUBLISH', P .. kind .. '-changes:' .. string.sub(Q, #P + #kind + 2), int(rev))
+publish(P .. kind .. '-changes:' .. string.sub(Q, #P + #kind + 2), int(rev))
 return rev

@@ -33,6 +33,46 @@ pub(crate) struct Core {
     pub(crate) pid: u32,
     /// The doorbell connection (a handle; the supervisor reads its messages).
     pub(crate) subscriber: SubscriberClient,
+    /// Whether the server has sharded pub/sub (Redis >= 7): the scripts then SPUBLISH, so we
+    /// SSUBSCRIBE; on a cluster that keeps doorbell traffic on the namespace's shard.
+    pub(crate) sharded: bool,
+}
+
+impl Core {
+    /// Subscribe the doorbell connection to `channel` (idempotent).
+    pub(crate) async fn subscribe(&self, channel: String) -> Result<()> {
+        let done = if self.sharded {
+            self.subscriber.ssubscribe(channel).await
+        } else {
+            self.subscriber.subscribe(channel).await
+        };
+        done.map_err(|e| classify(e, self.conn.timeout()))
+    }
+
+    /// Undo [`Core::subscribe`].
+    pub(crate) async fn unsubscribe(&self, channel: String) -> Result<()> {
+        let done = if self.sharded {
+            self.subscriber.sunsubscribe(channel).await
+        } else {
+            self.subscriber.unsubscribe(channel).await
+        };
+        done.map_err(|e| classify(e, self.conn.timeout()))
+    }
+}
+
+/// Subscribe to this client's doorbell channel, sharded when the server knows how (the scripts
+/// decide the same way, from the server's version). Returns whether it is sharded.
+async fn subscribe_doorbell(
+    subscriber: &SubscriberClient,
+    channel: &str,
+) -> Result<bool, fred::error::Error> {
+    match subscriber.ssubscribe(channel).await {
+        Ok(()) => Ok(true),
+        Err(e) if e.details().to_ascii_lowercase().contains("unknown command") => {
+            subscriber.subscribe(channel).await.map(|()| false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 pub(crate) struct ClientInner {
@@ -243,9 +283,10 @@ impl ClientBuilder {
         }
         let keys = Keys::new(&self.namespace);
         let id = uuid::Uuid::now_v7().simple().to_string();
-        if let Err(e) = subscriber.subscribe(keys.wake(&id)).await {
-            return Err(unreachable(fail(e), &pool, &subscriber).await);
-        }
+        let sharded = match subscribe_doorbell(&subscriber, &keys.wake(&id)).await {
+            Ok(sharded) => sharded,
+            Err(e) => return Err(unreachable(fail(e), &pool, &subscriber).await),
+        };
         let core = Arc::new(Core {
             keys,
             conn: Conn::new(pool, self.command_timeout),
@@ -253,6 +294,7 @@ impl ClientBuilder {
             host: gethostname::gethostname().to_string_lossy().into_owned(),
             pid: std::process::id(),
             subscriber: subscriber.clone(),
+            sharded,
         });
         let doorbell = Arc::new(Doorbell::default());
         let (tx, rx) = mpsc::unbounded_channel();

@@ -134,13 +134,8 @@ pub(crate) async fn watch(
     client: &crate::client::ClientInner,
     channel: String,
 ) -> crate::Result<ChannelTicket> {
-    use fred::interfaces::PubsubInterface;
     let ticket = client.doorbell.watch_channel(&channel, client.ops());
-    client
-        .subscriber
-        .subscribe(channel)
-        .await
-        .map_err(|e| crate::conn::classify(e, client.conn.timeout()))?;
+    client.subscribe(channel).await?;
     Ok(ticket)
 }
 

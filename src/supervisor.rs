@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fred::clients::SubscriberClient;
-use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::interfaces::{ClientLike, EventInterface};
 use fred::types::Message;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use metrics::{counter, histogram};
@@ -151,13 +151,13 @@ impl Supervisor {
             }
             Op::Unsubscribe { channel } => {
                 if !self.doorbell.channel_watched(&channel) {
-                    let (sub, doorbell) = (self.subscriber.clone(), self.doorbell.clone());
+                    let (core, doorbell) = (self.core.clone(), self.doorbell.clone());
                     self.tasks.push(Box::pin(async move {
-                        let _ = sub.unsubscribe(channel.clone()).await;
+                        let _ = core.unsubscribe(channel.clone()).await;
                         // Someone started watching again while we unsubscribed: subscribe
                         // again and have them re-check.
                         if doorbell.channel_watched(&channel) {
-                            let _ = sub.subscribe(channel.clone()).await;
+                            let _ = core.subscribe(channel.clone()).await;
                             doorbell.channel_message(&channel);
                         }
                         TaskDone::Other
