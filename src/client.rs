@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::clients::{Pool, SubscriberClient};
-use fred::interfaces::{ClientLike, PubsubInterface};
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::types::config::{Config, ReconnectPolicy};
 use fred::types::Builder;
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use crate::conn::{classify, Conn};
@@ -298,6 +299,9 @@ impl ClientBuilder {
         });
         let doorbell = Arc::new(Doorbell::default());
         let (tx, rx) = mpsc::unbounded_channel();
+        if core.conn.pool().is_clustered() {
+            forward_topology_changes(core.conn.pool(), &tx);
+        }
         tokio::spawn(Supervisor::new(core.clone(), subscriber, rx, doorbell.clone()).run());
         Ok(Client {
             inner: Arc::new(ClientInner {
@@ -308,6 +312,29 @@ impl ClientBuilder {
                 on_drop: self.on_drop,
             }),
         })
+    }
+}
+
+/// Tell the supervisor when any pooled connection sees the cluster's slots move. One small task
+/// per pooled connection, ending when the pool closes; it holds only a weak handle on the
+/// supervisor's inbox, so it never keeps the supervisor alive.
+fn forward_topology_changes(pool: &Pool, ops: &mpsc::UnboundedSender<Op>) {
+    for client in pool.clients() {
+        let mut changes = client.cluster_change_rx();
+        let ops = ops.downgrade();
+        tokio::spawn(async move {
+            loop {
+                match changes.recv().await {
+                    Ok(_) | Err(RecvError::Lagged(_)) => match ops.upgrade() {
+                        Some(ops) => {
+                            let _ = ops.send(Op::TopologyChanged);
+                        }
+                        None => break,
+                    },
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        });
     }
 }
 

@@ -50,6 +50,10 @@ pub(crate) enum Op {
         args: Vec<String>,
         retry_for: Duration,
     },
+    /// The cluster's slot layout changed (resharding, failover). A shard channel whose slot
+    /// moved was unsubscribed by the server without fred telling us: subscribe again where it
+    /// lives now, and have every waiter re-check.
+    TopologyChanged,
 }
 
 type Task = Pin<Box<dyn Future<Output = TaskDone> + Send>>;
@@ -118,7 +122,7 @@ impl Supervisor {
                 },
                 r = reconnects.recv(), if subscribed => {
                     if r.is_ok() {
-                        self.resubscribe();
+                        self.resubscribe(true);
                     }
                 }
                 Some(done) = self.tasks.next(), if !self.tasks.is_empty() => self.on_task(done),
@@ -164,6 +168,7 @@ impl Supervisor {
                     }));
                 }
             }
+            Op::TopologyChanged => self.resubscribe(false),
             Op::Cleanup {
                 script,
                 keys,
@@ -189,9 +194,12 @@ impl Supervisor {
         }));
     }
 
-    fn resubscribe(&mut self) {
-        // Redis may have restarted and lost our leases: find out now, not at the next renewal.
-        self.keepalive.all_due(Instant::now());
+    fn resubscribe(&mut self, renew_all: bool) {
+        if renew_all {
+            // Redis may have restarted and lost our leases: find out now, not at the next
+            // renewal.
+            self.keepalive.all_due(Instant::now());
+        }
         let (sub, doorbell) = (self.subscriber.clone(), self.doorbell.clone());
         self.tasks.push(Box::pin(async move {
             if let Err(e) = sub.resubscribe_all().await {

@@ -11,8 +11,10 @@
 //! # Ok(()) }
 //! ```
 
+mod cluster;
 mod server;
 
+pub use cluster::{keyslot, RedisCluster};
 pub use server::RedisServer;
 
 use std::io;
