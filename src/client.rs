@@ -323,16 +323,10 @@ fn forward_topology_changes(pool: &Pool, ops: &mpsc::UnboundedSender<Op>) {
         let mut changes = client.cluster_change_rx();
         let ops = ops.downgrade();
         tokio::spawn(async move {
-            loop {
-                match changes.recv().await {
-                    Ok(_) | Err(RecvError::Lagged(_)) => match ops.upgrade() {
-                        Some(ops) => {
-                            let _ = ops.send(Op::TopologyChanged);
-                        }
-                        None => break,
-                    },
-                    Err(RecvError::Closed) => break,
-                }
+            // Lagged means changes were missed: still a change.
+            while !matches!(changes.recv().await, Err(RecvError::Closed)) {
+                let Some(ops) = ops.upgrade() else { break };
+                let _ = ops.send(Op::TopologyChanged);
             }
         });
     }
