@@ -2,7 +2,9 @@
 -- also Client::keep_alive_once; see src/lease.rs).
 -- KEYS: rev, leases, then lease:<id>, attached:<id> for each id in ARGV order
 -- ARGV: sweep limit, id...
--- Returns {server seconds, server microseconds, swept, ttl_ms or -1 per id}.
+-- Returns {server seconds, server microseconds, swept, replication id, ttl_ms or -1 per id}.
+-- The replication id tells the client when it is talking to another history (a promoted
+-- replica, a server restarted empty): its leases may be gone and its sessions are re-checked.
 expect_base()
 local n = #ARGV - 1
 if #KEYS ~= 2 + 2 * n then fail('ARG', 'expected 2 keys per lease id') end
@@ -14,7 +16,8 @@ for i = 1, n do
   expect_type(KEYS[1 + 2 * i], 'hash')
   expect_type(KEYS[2 + 2 * i], 'set')
 end
-local out = { T[1], T[2], 0 }
+local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
+local out = { T[1], T[2], 0, replid }
 for i = 1, n do
   local id, lk = ARGV[1 + i], KEYS[1 + 2 * i]
   local ttl = -1
@@ -28,7 +31,7 @@ for i = 1, n do
       redis.call('ZADD', REG, 'XX', int(NOW_MS + ttl), id)
     end
   end
-  out[3 + i] = ttl
+  out[4 + i] = ttl
 end
 out[3] = sweep(tonumber(ARGV[1]) or 0)
 return out

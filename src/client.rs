@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::conn::{classify, Conn};
 use crate::doorbell::Doorbell;
+use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 use crate::names::check_namespace;
@@ -187,6 +188,7 @@ pub struct ClientBuilder {
     command_timeout: Duration,
     connect_timeout: Duration,
     on_drop: OnDrop,
+    durability: Option<Durability>,
 }
 
 impl Default for ClientBuilder {
@@ -199,6 +201,7 @@ impl Default for ClientBuilder {
             command_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             on_drop: OnDrop::Revoke,
+            durability: None,
         }
     }
 }
@@ -247,6 +250,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Count grants only once `durability` replicas acknowledged them (`WAIT` after every
+    /// lock, lease grant/renewal, …). Off by default. See [`Durability`] for exactly what it
+    /// changes; use it with Sentinel or any primary with replicas.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = Some(durability);
+        self
+    }
+
     /// Connect, subscribe to this client's doorbell and start the keepalive supervisor.
     /// Must be called inside a Tokio runtime.
     pub async fn build(self) -> Result<Client> {
@@ -290,7 +301,7 @@ impl ClientBuilder {
         };
         let core = Arc::new(Core {
             keys,
-            conn: Conn::new(pool, self.command_timeout),
+            conn: Conn::new(pool, self.command_timeout, &self.namespace, self.durability),
             id,
             host: gethostname::gethostname().to_string_lossy().into_owned(),
             pid: std::process::id(),

@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use fred::clients::Pool;
 use fred::error::{Error as RedisError, ErrorKind};
-use fred::interfaces::LuaInterface;
-use fred::types::Value;
+use fred::interfaces::{ClientLike, LuaInterface, ServerInterface};
+use fred::types::config::Options;
+use fred::types::{ClusterHash, Value};
 use metrics::counter;
 
+use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::metrics as m;
 use crate::script::LuaScript;
@@ -17,11 +19,26 @@ use crate::script::LuaScript;
 pub(crate) struct Conn {
     pool: Pool,
     timeout: Duration,
+    namespace: String,
+    durability: Option<Durability>,
+    /// The namespace's cluster slot: where `WAIT` must go to follow the script it covers.
+    slot: u16,
 }
 
 impl Conn {
-    pub(crate) fn new(pool: Pool, timeout: Duration) -> Conn {
-        Conn { pool, timeout }
+    pub(crate) fn new(
+        pool: Pool,
+        timeout: Duration,
+        namespace: &str,
+        durability: Option<Durability>,
+    ) -> Conn {
+        Conn {
+            pool,
+            timeout,
+            namespace: namespace.to_owned(),
+            durability,
+            slot: fred::util::redis_keyslot(format!("{{{namespace}}}").as_bytes()),
+        }
     }
 
     pub(crate) fn pool(&self) -> &Pool {
@@ -50,8 +67,19 @@ impl Conn {
         args: Vec<String>,
         timeout: Duration,
     ) -> Result<Value> {
-        let result = match tokio::time::timeout(timeout, self.evalsha(script, keys, args)).await {
-            Ok(result) => result.map_err(|e| classify(e, timeout)),
+        let run = async {
+            let client = self.pool.next_connected();
+            let value = self
+                .evalsha(client, script, keys, args)
+                .await
+                .map_err(|e| classify(e, timeout))?;
+            if let (true, Some(d)) = (script.grants, &self.durability) {
+                self.wait_replicas(client, script, d, timeout).await?;
+            }
+            Ok(value)
+        };
+        let result = match tokio::time::timeout(timeout, run).await {
+            Ok(result) => result,
             Err(_) => Err(Error::Timeout(timeout)),
         };
         if let Err(e) = &result {
@@ -60,13 +88,42 @@ impl Conn {
         result
     }
 
+    /// `WAIT` on the connection that ran the script, so it covers the script's writes.
+    async fn wait_replicas(
+        &self,
+        client: &fred::clients::Client,
+        script: &LuaScript,
+        d: &Durability,
+        timeout: Duration,
+    ) -> Result<()> {
+        let routed = client.with_options(&Options {
+            cluster_hash: Some(ClusterHash::Custom(self.slot)),
+            ..Default::default()
+        });
+        let millis = i64::try_from(d.timeout.as_millis()).unwrap_or(i64::MAX);
+        let acked: i64 = routed
+            .wait(i64::from(d.replicas), millis)
+            .await
+            .map_err(|e| classify(e, timeout))?;
+        if acked >= i64::from(d.replicas) {
+            return Ok(());
+        }
+        Err(Error::NotReplicated {
+            namespace: self.namespace.clone(),
+            operation: script.name,
+            acked: u32::try_from(acked).unwrap_or(0),
+            wanted: d.replicas,
+            timeout: d.timeout,
+        })
+    }
+
     async fn evalsha(
         &self,
+        client: &fred::clients::Client,
         script: &LuaScript,
         keys: Vec<String>,
         args: Vec<String>,
     ) -> Result<Value, RedisError> {
-        let client = self.pool.next_connected();
         let sha = script.script.sha1().clone();
         match client
             .evalsha::<Value, _, _, _>(sha.clone(), keys.clone(), args.clone())
@@ -92,6 +149,7 @@ fn error_kind(e: &Error) -> &'static str {
         Error::CorruptData { .. } => "corrupt_data",
         Error::PermissionDenied(_) => "permission",
         Error::InvalidArgument(_) => "argument",
+        Error::NotReplicated { .. } => "not_replicated",
         _ => "other",
     }
 }

@@ -128,6 +128,22 @@ pub enum Error {
     #[error("permission denied by Redis ACL: {0}")]
     PermissionDenied(String),
 
+    /// With [`Durability`](crate::Durability) set: fewer replicas than required acknowledged a
+    /// write before the timeout, so a failover could lose it. The operation is treated as
+    /// failed (an acquire's entry is withdrawn, a renewal does not extend the session); it is
+    /// safe to retry.
+    #[error(
+        "namespace {namespace:?}: {operation} reached {acked} of {wanted} replicas within \
+         {timeout:?}; not counted, a failover could lose it"
+    )]
+    NotReplicated {
+        namespace: String,
+        operation: &'static str,
+        acked: u32,
+        wanted: u32,
+        timeout: Duration,
+    },
+
     /// Redis did not answer in time. The operation may or may not have been applied.
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
@@ -153,8 +169,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// True for errors after which the same call may succeed later (timeouts, lost connections).
+    /// True for errors after which the same call may succeed later (timeouts, lost connections,
+    /// too few replica acknowledgements).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Timeout(_) | Error::Unreachable(_))
+        matches!(
+            self,
+            Error::Timeout(_) | Error::Unreachable(_) | Error::NotReplicated { .. }
+        )
     }
 }

@@ -284,6 +284,28 @@ impl Keepalive {
         }
     }
 
+    /// The server may have lost leases (a failover or a restart was detected): every lease not
+    /// in `confirmed` is in jeopardy and is renewed at once; those already in flight are
+    /// retried when they come back. Returns `Jeopardy` for each that was not in jeopardy yet.
+    pub(crate) fn suspect_all(&mut self, now: Instant, confirmed: &[LeaseId]) -> Vec<Event> {
+        let mut out = Vec::new();
+        for (&id, e) in self.entries.iter_mut() {
+            if confirmed.contains(&id) {
+                continue;
+            }
+            if let Some(due) = e.due {
+                self.due.remove(&(due, id));
+                e.due = Some(now);
+                self.due.insert((now, id));
+            }
+            if !e.jeopardy {
+                e.jeopardy = true;
+                out.push(Event::Jeopardy { id });
+            }
+        }
+        out
+    }
+
     /// A renewal of `id` failed (error or timeout) at `now`: retry soon. Returns `Jeopardy` the
     /// first time in a row.
     pub(crate) fn failed(&mut self, id: LeaseId, now: Instant) -> Option<Event> {
@@ -480,6 +502,40 @@ mod tests {
         let now = t0 + ms(10);
         k.all_due(now);
         assert_eq!(k.take_due(now, 10).0.len(), 2);
+    }
+
+    #[test]
+    fn a_suspected_failover_puts_unconfirmed_leases_in_jeopardy_and_renews_them_now() {
+        let t0 = Instant::now();
+        let mut k = Keepalive::default();
+        for n in 1..=3 {
+            k.insert(id(n), TTL, validity(t0, TTL, Duration::ZERO), t0);
+        }
+        let now = t0 + ms(10);
+        // Lease 1 was just confirmed by the reply that revealed the new server.
+        let events = k.suspect_all(now, &[id(1)]);
+        let mut jeopardy: Vec<_> = events
+            .iter()
+            .map(|e| match e {
+                Event::Jeopardy { id } => *id,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        jeopardy.sort();
+        assert_eq!(jeopardy, vec![id(2), id(3)]);
+        let (due, _) = k.take_due(now, 10);
+        assert_eq!(due.len(), 2, "both renewed at once");
+        assert!(!due.contains(&id(1)));
+        // Already in jeopardy: not reported twice.
+        assert!(k
+            .suspect_all(now, &[])
+            .iter()
+            .all(|e| matches!(e, Event::Jeopardy { id: i } if *i == id(1))));
+        // A confirming renewal clears it.
+        assert!(matches!(
+            k.renewed(id(2), Some(TTL), now, now, Duration::ZERO),
+            Some(Event::Renewed { .. })
+        ));
     }
 
     #[test]

@@ -136,6 +136,9 @@ pub(crate) struct RenewReply {
     pub(crate) swept: u64,
     /// Per id, in call order: the TTL it was renewed for, or `None` when it is gone.
     pub(crate) ttls: Vec<Option<Duration>>,
+    /// The answering server's replication id: it changes when a replica is promoted or a
+    /// server restarts without its data, i.e. when leases may have been lost.
+    pub(crate) replid: String,
 }
 
 impl Core {
@@ -158,13 +161,14 @@ impl Core {
             .eval_within(script!("lease_renew"), keys, args, timeout)
             .await?;
         let r = Reply::new("lease renew");
-        let items = r.array_min(v, 3 + ids.len())?;
+        let items = r.array_min(v, 4 + ids.len())?;
         let server_us = r.uint(&items[0])? * 1_000_000 + r.uint(&items[1])?;
         let swept = r.uint(&items[2])?;
+        let replid = r.string(&items[3])?;
         if swept > 0 {
             counter!(m::LEASES_EXPIRED).increment(swept);
         }
-        let ttls = items[3..3 + ids.len()]
+        let ttls = items[4..4 + ids.len()]
             .iter()
             .map(|v| Ok(u64::try_from(r.int(v)?).ok().map(Duration::from_millis)))
             .collect::<Result<_>>()?;
@@ -172,6 +176,7 @@ impl Core {
             server_us,
             swept,
             ttls,
+            replid,
         })
     }
 
@@ -190,7 +195,16 @@ impl Core {
             label.to_owned(),
         ];
         let sent = Instant::now();
-        let v = self.conn.eval(script!("lease_grant"), keys, args).await?;
+        let v = match self.conn.eval(script!("lease_grant"), keys, args).await {
+            Ok(v) => v,
+            Err(e @ Error::NotReplicated { .. }) => {
+                // The primary has the lease but a failover could lose it: nobody will use it,
+                // so take it back rather than leave it to its TTL.
+                let _ = self.revoke(id).await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let granted = Reply::new("lease grant").uint(&v)?;
         counter!(m::LEASES_GRANTED).increment(1);
         Ok((

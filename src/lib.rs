@@ -38,9 +38,10 @@
 //! | `supervisor` | the one task per client that drives it |
 //! | `doorbell` | routing of wake-ups to waiters |
 //! | `conn`, `script`, `reply` | all Redis I/O: EVALSHA with NOSCRIPT reload, error mapping |
+//! | `durability` | [`Durability`]: `WAIT` for replicas after every grant (Sentinel, replicas) |
 //! | `keys` | the key layout |
 //! | [`metrics`] | metric names |
-//! | `testing` | throwaway `redis-server` processes (feature `testing`) |
+//! | `testing` | throwaway `redis-server`, cluster and sentinel processes (feature `testing`) |
 //!
 //! The Lua for each operation is in `lua/<operation>.lua`, run by the module of the same
 //! prefix (`lua/mutex_acquire.lua` by `mutex`).
@@ -61,6 +62,7 @@ mod client;
 mod conn;
 mod doorbell;
 mod double_barrier;
+mod durability;
 mod election;
 mod error;
 mod inspect;
@@ -85,6 +87,7 @@ mod waiter;
 pub use barrier::Barrier;
 pub use client::{Client, ClientBuilder, DEFAULT_NAMESPACE};
 pub use double_barrier::DoubleBarrier;
+pub use durability::Durability;
 pub use election::{Election, Leader, LeaderEvent};
 pub use error::{Error, Result};
 pub use inspect::{QueueEntry, QueueKind};

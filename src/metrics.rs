@@ -16,6 +16,7 @@
 //! | `leasehold_session_jeopardy_total` | counter | `reason` | a renewal failed or was late |
 //! | `leasehold_session_lost_total` | counter | `reason` | a session ended without being closed |
 //! | `leasehold_clock_forward_steps_total` | counter | | server clock ran ahead of ours |
+//! | `leasehold_failovers_total` | counter | | renewals answered from a new replication history (failover, restart) |
 //! | `leasehold_lock_wait_seconds` | histogram | `kind` | time from `lock()` to acquisition |
 //! | `leasehold_lock_hold_seconds` | histogram | `kind` | time from acquisition to release |
 //! | `leasehold_lock_handoffs_total` | counter | `kind` | acquisitions after waiting behind a holder |
@@ -37,6 +38,7 @@ pub const RENEW_BATCH: &str = "leasehold_renew_batch_size";
 pub const SESSION_JEOPARDY: &str = "leasehold_session_jeopardy_total";
 pub const SESSION_LOST: &str = "leasehold_session_lost_total";
 pub const CLOCK_FORWARD_STEPS: &str = "leasehold_clock_forward_steps_total";
+pub const FAILOVERS: &str = "leasehold_failovers_total";
 pub const LOCK_WAIT: &str = "leasehold_lock_wait_seconds";
 pub const LOCK_HOLD: &str = "leasehold_lock_hold_seconds";
 pub const LOCK_HANDOFFS: &str = "leasehold_lock_handoffs_total";
@@ -76,6 +78,10 @@ pub fn describe() {
     describe_counter!(
         CLOCK_FORWARD_STEPS,
         "Renewals that found the Redis clock ahead of the local monotonic clock"
+    );
+    describe_counter!(
+        FAILOVERS,
+        "Renewals answered from a new replication history (failover or restart without data)"
     );
     describe_histogram!(LOCK_WAIT, Unit::Seconds, "Time from lock() to acquisition");
     describe_histogram!(LOCK_HOLD, Unit::Seconds, "Time a lock was held");

@@ -8,13 +8,34 @@ use fred::types::scripts::Script;
 pub(crate) struct LuaScript {
     pub(crate) name: &'static str,
     pub(crate) script: Script,
+    /// Whether a caller acts on its success (it grants something), so that with
+    /// [`Durability`](crate::Durability) its writes must reach replicas before it counts.
+    pub(crate) grants: bool,
 }
+
+/// The scripts whose success a caller acts on. Releases, revokes and reads are not here:
+/// losing a release in a failover only delays the next holder until the lease's TTL.
+const GRANTS: &[&str] = &[
+    "lease_grant",
+    "lease_renew",
+    "lease_adopt",
+    "mutex_acquire",
+    "rwlock_acquire",
+    "semaphore_acquire",
+    "election_campaign",
+    "election_proclaim",
+    "kv_put",
+    "barrier_hold",
+    "dbarrier_enter",
+    "queue_push",
+];
 
 impl LuaScript {
     pub(crate) fn new(name: &'static str, source: &'static str) -> LuaScript {
         LuaScript {
             name,
             script: Script::from_lua(source),
+            grants: GRANTS.contains(&name),
         }
     }
 }

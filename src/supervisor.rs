@@ -82,6 +82,8 @@ pub(crate) struct Supervisor {
     sessions: HashMap<LeaseId, Arc<StatusCell>>,
     tasks: FuturesUnordered<Task>,
     wake_channel: String,
+    /// Replication id of the server that answered the last renewal.
+    replid: Option<String>,
 }
 
 impl Supervisor {
@@ -99,6 +101,7 @@ impl Supervisor {
             sessions: HashMap::new(),
             tasks: FuturesUnordered::new(),
             wake_channel: core.keys.wake(&core.id),
+            replid: None,
             core,
         }
     }
@@ -271,6 +274,31 @@ impl Supervisor {
         }));
     }
 
+    /// A renewal answered from another replication history than the last one (a replica was
+    /// promoted, or Redis restarted without its data): leases may have been lost. Every session
+    /// not confirmed by this very reply goes into jeopardy and is renewed at once, so a lease
+    /// missing on the new server is reported lost now, not when its TTL would have run out.
+    fn check_server_history(&mut self, replid: &str, confirmed: &[LeaseId]) {
+        match &self.replid {
+            Some(known) if known == replid => return,
+            Some(known) => {
+                counter!(m::FAILOVERS).increment(1);
+                tracing::warn!(
+                    namespace = self.core.keys.namespace(),
+                    old = %known,
+                    new = %replid,
+                    "Redis replication history changed (failover or restart): re-checking every lease"
+                );
+                for ev in self.keepalive.suspect_all(Instant::now(), confirmed) {
+                    counter!(m::SESSION_JEOPARDY, "reason" => "failover").increment(1);
+                    self.apply(ev);
+                }
+            }
+            None => {}
+        }
+        self.replid = Some(replid.to_owned());
+    }
+
     fn on_task(&mut self, done: TaskDone) {
         let TaskDone::Renewed {
             ids,
@@ -290,6 +318,7 @@ impl Supervisor {
                     // A backlog of expired leases (a crashed process had many): keep sweeping.
                     self.spawn_renew(Vec::new(), Duration::from_secs(5));
                 }
+                self.check_server_history(&reply.replid, &ids);
                 let step = self.keepalive.clock.observe(reply.server_us, sent, recv);
                 if !step.is_zero() {
                     counter!(m::CLOCK_FORWARD_STEPS).increment(1);

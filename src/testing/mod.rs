@@ -12,9 +12,11 @@
 //! ```
 
 mod cluster;
+mod sentinel;
 mod server;
 
 pub use cluster::{keyslot, RedisCluster};
+pub use sentinel::RedisSentinel;
 pub use server::RedisServer;
 
 use std::io;

@@ -136,13 +136,18 @@ impl RedisServer {
 
     /// Send one command (space-separated words, no quoting) and return the raw RESP reply.
     pub fn command(&self, words: &[&str]) -> io::Result<String> {
-        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(&resp_command(words))?;
-        let mut buf = vec![0u8; 64 * 1024];
-        let n = s.read(&mut buf)?;
-        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+        command_at(self.port, words)
     }
+}
+
+/// Send one command to `127.0.0.1:<port>` and return the raw RESP reply (one read).
+pub(crate) fn command_at(port: u16, words: &[&str]) -> io::Result<String> {
+    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(&resp_command(words))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = s.read(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 fn resp_command(words: &[&str]) -> Vec<u8> {
