@@ -22,6 +22,9 @@
 //! | `leasehold_lock_handoffs_total` | counter | `kind` | acquisitions after waiting behind a holder |
 //! | `leasehold_script_reloads_total` | counter | `script` | NOSCRIPT answered by a reload |
 //! | `leasehold_redis_errors_total` | counter | `kind` | Redis errors by kind |
+//!
+//! [`ALL`] lists them for code: exporters that need histogram buckets (Prometheus), dashboard
+//! checks, documentation generators.
 
 use std::sync::Once;
 
@@ -44,6 +47,85 @@ pub const LOCK_HOLD: &str = "leasehold_lock_hold_seconds";
 pub const LOCK_HANDOFFS: &str = "leasehold_lock_handoffs_total";
 pub const SCRIPT_RELOADS: &str = "leasehold_script_reloads_total";
 pub const REDIS_ERRORS: &str = "leasehold_redis_errors_total";
+
+/// What kind of value a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One metric this crate emits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Label keys it carries (all low-cardinality).
+    pub labels: &'static [&'static str],
+    /// Suggested bucket upper bounds for a histogram (empty otherwise), for exporters that need
+    /// fixed buckets, e.g. `metrics-exporter-prometheus`'s `set_buckets_for_metric`.
+    pub buckets: &'static [f64],
+}
+
+/// Every metric this crate emits, in the order of the table above.
+pub const ALL: &[Metric] = &[
+    metric(SESSIONS_LIVE, Kind::Gauge, &[]),
+    metric(LEASES_GRANTED, Kind::Counter, &[]),
+    metric(LEASES_REVOKED, Kind::Counter, &[]),
+    metric(LEASES_EXPIRED, Kind::Counter, &[]),
+    metric(RENEW_CALLS, Kind::Counter, &[]),
+    histogram(RENEW_LATENCY, &[], LATENCY_BUCKETS),
+    histogram(RENEW_HEADROOM, &[], HEADROOM_BUCKETS),
+    histogram(RENEW_BATCH, &[], BATCH_BUCKETS),
+    metric(SESSION_JEOPARDY, Kind::Counter, &["reason"]),
+    metric(SESSION_LOST, Kind::Counter, &["reason"]),
+    metric(CLOCK_FORWARD_STEPS, Kind::Counter, &[]),
+    histogram(LOCK_WAIT, &["kind"], LOCK_BUCKETS),
+    histogram(LOCK_HOLD, &["kind"], LOCK_BUCKETS),
+    metric(LOCK_HANDOFFS, Kind::Counter, &["kind"]),
+    metric(SCRIPT_RELOADS, Kind::Counter, &["script"]),
+    metric(REDIS_ERRORS, Kind::Counter, &["kind"]),
+];
+
+// A renewal is one small script call: sub-millisecond locally, up to the attempt timeout (5 s).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+// Normally about two thirds of the TTL (renewed every TTL/3); the low end is where a session
+// comes close to expiring, so it is finer there. TTLs go up to 24 h.
+const HEADROOM_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 86400.0,
+];
+// At most `keepalive::MAX_BATCH` (1000) leases per call.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
+// Waits and holds range from a free lock (sub-millisecond) to jobs that hold it for an hour.
+const LOCK_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 3600.0,
+];
+
+const fn metric(name: &'static str, kind: Kind, labels: &'static [&'static str]) -> Metric {
+    Metric {
+        name,
+        kind,
+        labels,
+        buckets: &[],
+    }
+}
+
+const fn histogram(
+    name: &'static str,
+    labels: &'static [&'static str],
+    buckets: &'static [f64],
+) -> Metric {
+    Metric {
+        name,
+        kind: Kind::Histogram,
+        labels,
+        buckets,
+    }
+}
 
 /// Describe every metric to the installed recorder. Called when a client is built; safe to call
 /// again after installing a recorder later.
