@@ -81,6 +81,7 @@ pub const ALL: &[Metric] = &[
     metric(SESSION_JEOPARDY, Kind::Counter, &["reason"]),
     metric(SESSION_LOST, Kind::Counter, &["reason"]),
     metric(CLOCK_FORWARD_STEPS, Kind::Counter, &[]),
+    metric(FAILOVERS, Kind::Counter, &[]),
     histogram(LOCK_WAIT, &["kind"], LOCK_BUCKETS),
     histogram(LOCK_HOLD, &["kind"], LOCK_BUCKETS),
     metric(LOCK_HANDOFFS, Kind::Counter, &["kind"]),
