@@ -91,6 +91,7 @@ fn error_kind(e: &Error) -> &'static str {
         Error::WrongType { .. } => "wrong_type",
         Error::CorruptData { .. } => "corrupt_data",
         Error::PermissionDenied(_) => "permission",
+        Error::Tls(_) => "tls",
         Error::InvalidArgument(_) => "argument",
         _ => "other",
     }
@@ -127,7 +128,12 @@ pub(crate) fn classify(e: RedisError, timeout: Duration) -> Error {
     if details.starts_with("NOPERM") {
         return Error::PermissionDenied(details.to_owned());
     }
+    if let Some(why) = crate::tls::handshake_failure(details) {
+        return Error::Tls(why);
+    }
     match e.kind() {
+        #[cfg(feature = "tls")]
+        ErrorKind::Tls => Error::Tls(details.to_owned()),
         ErrorKind::Timeout => Error::Timeout(timeout),
         ErrorKind::IO | ErrorKind::Canceled => Error::Unreachable(details.to_owned()),
         _ => Error::Redis(e),

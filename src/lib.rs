@@ -39,6 +39,7 @@
 //! | `doorbell` | routing of wake-ups to waiters |
 //! | `conn`, `script`, `reply` | all Redis I/O: EVALSHA with NOSCRIPT reload, error mapping |
 //! | `keys` | the key layout |
+//! | `tls` | from a URL to fred's configuration; TLS through rustls (feature `tls`) |
 //! | [`metrics`] | metric names |
 //! | `testing` | throwaway `redis-server` processes (feature `testing`) |
 //!
@@ -80,6 +81,7 @@ mod session;
 mod supervisor;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tls;
 mod waiter;
 
 pub use barrier::Barrier;
