@@ -12,7 +12,7 @@ use fred::types::config::{Config, ReconnectPolicy};
 use fred::types::Builder;
 use tokio::sync::mpsc;
 
-use crate::conn::{classify, Conn};
+use crate::conn::{classify, denied_during, Conn};
 use crate::doorbell::Doorbell;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
@@ -273,8 +273,16 @@ impl ClientBuilder {
         }
         let keys = Keys::new(&self.namespace);
         let id = uuid::Uuid::now_v7().simple().to_string();
-        if let Err(e) = subscriber.subscribe(keys.wake(&id)).await {
-            return Err(unreachable(fail(e), &pool, &subscriber).await);
+        let wake = keys.wake(&id);
+        let subscribed = async {
+            may_use_channel(&pool, &wake).await?;
+            subscriber.subscribe(wake.clone()).await
+        };
+        if let Err(e) = subscribed.await {
+            let e = denied_during(fail(e), || {
+                format!("doorbell channel {wake} of namespace {:?}", self.namespace)
+            });
+            return Err(unreachable(e, &pool, &subscriber).await);
         }
         let core = Arc::new(Core {
             keys,
@@ -297,6 +305,17 @@ impl ClientBuilder {
             }),
         })
     }
+}
+
+/// fred reports nothing when the server refuses a SUBSCRIBE (the reply comes out of band), so
+/// a Redis user without the namespace's channels would get a client whose doorbell never rings.
+/// The same ACL rule governs PUBLISH, which does report: publish to the channel (nobody
+/// listens yet) to surface a refusal at connect time.
+async fn may_use_channel(pool: &Pool, channel: &str) -> Result<(), fred::error::Error> {
+    pool.next()
+        .publish::<i64, _, _>(channel, "")
+        .await
+        .map(drop)
 }
 
 /// Stop the reconnect loops of a client that failed to connect, and report why. QUIT on a

@@ -105,3 +105,8 @@ pub use session::{OnDrop, Session, SessionEnd, SessionOptions, SessionState};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Compiles the examples of docs/acl.md as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/acl.md")]
+pub struct AclDoctests;
