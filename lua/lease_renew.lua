@@ -16,7 +16,9 @@ for i = 1, n do
   expect_type(KEYS[1 + 2 * i], 'hash')
   expect_type(KEYS[2 + 2 * i], 'set')
 end
-local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
+-- pcall: a Redis user without +info still renews, without this early failover signal.
+local info = redis.pcall('INFO', 'replication')
+local replid = type(info) == 'string' and string.match(info, 'master_replid:(%w+)') or ''
 local out = { T[1], T[2], 0, replid }
 for i = 1, n do
   local id, lk = ARGV[1 + i], KEYS[1 + 2 * i]

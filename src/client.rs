@@ -13,7 +13,7 @@ use fred::types::Builder;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
-use crate::conn::{classify, Conn};
+use crate::conn::{classify, denied_during, Conn};
 use crate::doorbell::Doorbell;
 use crate::durability::Durability;
 use crate::error::{Error, Result};
@@ -189,6 +189,8 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     on_drop: OnDrop,
     durability: Option<Durability>,
+    /// CA certificates (PEM) to trust instead of the system's (feature `tls`).
+    tls_roots: Option<Arc<[u8]>>,
 }
 
 impl Default for ClientBuilder {
@@ -202,6 +204,7 @@ impl Default for ClientBuilder {
             connect_timeout: Duration::from_secs(5),
             on_drop: OnDrop::Revoke,
             durability: None,
+            tls_roots: None,
         }
     }
 }
@@ -213,7 +216,8 @@ impl ClientBuilder {
         self
     }
 
-    /// A fred configuration to use instead of the URL (TLS, Sentinel, Cluster, credentials).
+    /// A fred configuration to use instead of the URL (Sentinel, Cluster, credentials, TLS with
+    /// client certificates).
     pub fn fred_config(mut self, config: Config) -> Self {
         self.config = Some(config);
         self
@@ -258,15 +262,41 @@ impl ClientBuilder {
         self
     }
 
+    /// Trust the CA certificates in `pem` (one or more `CERTIFICATE` blocks), and only them,
+    /// when verifying the server's TLS certificate: for servers whose certificate a private CA
+    /// signed. Without it, `rediss://` trusts the system's root certificates.
+    ///
+    /// The URL must use TLS (`rediss://`, `rediss-cluster://`, `rediss-sentinel://`), else
+    /// [`build`](Self::build) fails with [`Error::InvalidArgument`], as it does for PEM without
+    /// a certificate. With [`fred_config`](Self::fred_config), the configuration is switched to
+    /// TLS with these roots. A server that presents a certificate these roots do not vouch
+    /// for, or that does not name the host of the URL, fails `build` with [`Error::Tls`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> leasehold::Result<()> {
+    /// let ca = std::fs::read("ca.pem").expect("CA certificate");
+    /// let client = leasehold::Client::builder()
+    ///     .url("rediss://redis.internal:6380")
+    ///     .tls_root_ca_pem(ca)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls_root_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_roots = Some(pem.into().into());
+        self
+    }
+
     /// Connect, subscribe to this client's doorbell and start the keepalive supervisor.
     /// Must be called inside a Tokio runtime.
     pub async fn build(self) -> Result<Client> {
         check_namespace(&self.namespace)?;
         crate::metrics::describe_once();
+        let roots = self.tls_roots.as_deref();
         let config = match self.config {
-            Some(c) => c,
-            None => Config::from_url(&self.url)
-                .map_err(|e| Error::InvalidArgument(format!("Redis URL {:?}: {e}", self.url)))?,
+            Some(config) => crate::tls::config_with_roots(config, roots)?,
+            None => crate::tls::config_from_url(&self.url, roots)?,
         };
         let mut builder = Builder::from_config(config);
         builder
@@ -295,9 +325,19 @@ impl ClientBuilder {
         }
         let keys = Keys::new(&self.namespace);
         let id = uuid::Uuid::now_v7().simple().to_string();
-        let sharded = match subscribe_doorbell(&subscriber, &keys.wake(&id)).await {
+        let wake = keys.wake(&id);
+        let subscribed = async {
+            may_use_channel(&pool, &wake).await?;
+            subscribe_doorbell(&subscriber, &wake).await
+        };
+        let sharded = match subscribed.await {
             Ok(sharded) => sharded,
-            Err(e) => return Err(unreachable(fail(e), &pool, &subscriber).await),
+            Err(e) => {
+                let e = denied_during(fail(e), || {
+                    format!("doorbell channel {wake} of namespace {:?}", self.namespace)
+                });
+                return Err(unreachable(e, &pool, &subscriber).await);
+            }
         };
         let core = Arc::new(Core {
             keys,
@@ -343,9 +383,25 @@ fn forward_topology_changes(pool: &Pool, ops: &mpsc::UnboundedSender<Op>) {
     }
 }
 
-/// Stop the reconnect loops of a client that failed to connect, and report why.
+/// fred reports nothing when the server refuses a SUBSCRIBE (the reply comes out of band), so
+/// a Redis user without the namespace's channels would get a client whose doorbell never rings.
+/// The same ACL rule governs PUBLISH, which does report: publish to the channel (nobody
+/// listens yet) to surface a refusal at connect time.
+async fn may_use_channel(pool: &Pool, channel: &str) -> Result<(), fred::error::Error> {
+    pool.next()
+        .publish::<i64, _, _>(channel, "")
+        .await
+        .map(drop)
+}
+
+/// Stop the reconnect loops of a client that failed to connect, and report why. QUIT on a
+/// connection that never came up waits out the command timeout, so it runs in the background:
+/// `build` fails within the connect timeout.
 async fn unreachable(e: Error, pool: &Pool, subscriber: &SubscriberClient) -> Error {
-    let _ = pool.quit().await;
-    let _ = subscriber.quit().await;
+    let (pool, subscriber) = (pool.clone(), subscriber.clone());
+    tokio::spawn(async move {
+        let _ = pool.quit().await;
+        let _ = subscriber.quit().await;
+    });
     e
 }

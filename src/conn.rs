@@ -85,7 +85,14 @@ impl Conn {
         if let Err(e) = &result {
             counter!(m::REDIS_ERRORS, "kind" => error_kind(e)).increment(1);
         }
-        result
+        result.map_err(|e| {
+            denied_during(e, || {
+                format!(
+                    "running script {} in namespace {:?}",
+                    script.name, self.namespace
+                )
+            })
+        })
     }
 
     /// `WAIT` on the connection that ran the script, so it covers the script's writes.
@@ -148,9 +155,19 @@ fn error_kind(e: &Error) -> &'static str {
         Error::WrongType { .. } => "wrong_type",
         Error::CorruptData { .. } => "corrupt_data",
         Error::PermissionDenied(_) => "permission",
+        Error::Tls(_) => "tls",
         Error::InvalidArgument(_) => "argument",
         Error::NotReplicated { .. } => "not_replicated",
         _ => "other",
+    }
+}
+
+/// Redis's ACL errors name neither the key nor the channel nor the namespace: add `what` was
+/// being done to a [`Error::PermissionDenied`]; other errors pass unchanged.
+pub(crate) fn denied_during(e: Error, what: impl FnOnce() -> String) -> Error {
+    match e {
+        Error::PermissionDenied(m) => Error::PermissionDenied(format!("{m} ({})", what())),
+        e => e,
     }
 }
 
@@ -182,10 +199,17 @@ pub(crate) fn classify(e: RedisError, timeout: Duration) -> Error {
     if let Some(rest) = details.strip_prefix("LHARG ") {
         return Error::InvalidArgument(rest.to_owned());
     }
-    if details.starts_with("NOPERM") {
+    // A command refused by the ACL answers NOPERM; one refused inside a script answers
+    // "ERR The user executing the script can't …" on Redis 7.0 (NOPERM on later versions).
+    if details.starts_with("NOPERM") || details.contains("The user executing the script can't") {
         return Error::PermissionDenied(details.to_owned());
     }
+    if let Some(why) = crate::tls::handshake_failure(details) {
+        return Error::Tls(why);
+    }
     match e.kind() {
+        #[cfg(feature = "tls")]
+        ErrorKind::Tls => Error::Tls(details.to_owned()),
         ErrorKind::Timeout => Error::Timeout(timeout),
         ErrorKind::IO | ErrorKind::Canceled => Error::Unreachable(details.to_owned()),
         _ => Error::Redis(e),
@@ -198,6 +222,50 @@ mod tests {
 
     fn script_error(msg: &str) -> RedisError {
         RedisError::new(ErrorKind::Unknown, msg.to_owned())
+    }
+
+    /// The texts Redis 7.0.15 answers, checked against a server (see tests/acl.rs).
+    #[test]
+    fn acl_denials_are_permission_denied() {
+        let t = Duration::from_secs(1);
+        for (reply, kept) in [
+            (
+                "NOPERM this user has no permissions to access one of the keys used as arguments",
+                "one of the keys",
+            ),
+            (
+                "NOPERM this user has no permissions to access one of the channels used as arguments",
+                "one of the channels",
+            ),
+            ("NOPERM this user has no permissions to run the 'evalsha' command", "'evalsha'"),
+            (
+                "ERR The user executing the script can't access at least one of the keys \
+                 mentioned in the command arguments script: 6e8f06, on @user_script:1.",
+                "can't access at least one of the keys mentioned in the command arguments",
+            ),
+            (
+                "ERR The user executing the script can't publish to the channel mentioned in \
+                 the command script: 3f1665, on @user_script:1.",
+                "can't publish to the channel mentioned in the command",
+            ),
+            (
+                "ERR The user executing the script can't run this command or subcommand \
+                 script: d7e1e1, on @user_script:1.",
+                "can't run this command or subcommand",
+            ),
+        ] {
+            match classify(script_error(reply), t) {
+                Error::PermissionDenied(m) => {
+                    assert!(m.contains(kept), "{m}");
+                    assert!(!m.contains("@user_script"), "{m}");
+                }
+                other => panic!("{reply}: {other:?}"),
+            }
+        }
+        let e = denied_during(classify(script_error("NOPERM no"), t), || "doing x".into());
+        assert!(matches!(e, Error::PermissionDenied(ref m) if m == "NOPERM no (doing x)"));
+        let e = denied_during(Error::Closed, || unreachable!());
+        assert!(matches!(e, Error::Closed));
     }
 
     #[test]

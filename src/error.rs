@@ -144,6 +144,12 @@ pub enum Error {
         timeout: Duration,
     },
 
+    /// TLS failed: the server's certificate is not signed by a trusted CA or does not name the
+    /// host, the server does not speak TLS on that port, or no root certificates are available.
+    /// Not transient: fix the configuration (see `ClientBuilder::tls_root_ca_pem`, feature `tls`).
+    #[error("TLS failed: {0}")]
+    Tls(String),
+
     /// Redis did not answer in time. The operation may or may not have been applied.
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),

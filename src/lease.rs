@@ -358,7 +358,10 @@ impl Client {
             .next_connected()
             .zrange(k.leases(), 0, -1, None, false, None, false)
             .await
-            .map_err(|e| crate::conn::classify(e, inner.conn.timeout()))?;
+            .map_err(|e| {
+                let e = crate::conn::classify(e, inner.conn.timeout());
+                crate::conn::denied_during(e, || format!("reading {}", k.leases()))
+            })?;
         // Members that are not lease ids are foreign data: skipped, never touched.
         let mut ids: Vec<LeaseId> = members.iter().filter_map(|s| s.parse().ok()).collect();
         ids.sort();

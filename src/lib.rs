@@ -40,6 +40,7 @@
 //! | `conn`, `script`, `reply` | all Redis I/O: EVALSHA with NOSCRIPT reload, error mapping |
 //! | `durability` | [`Durability`]: `WAIT` for replicas after every grant (Sentinel, replicas) |
 //! | `keys` | the key layout |
+//! | `tls` | from a URL to fred's configuration; TLS through rustls (feature `tls`) |
 //! | [`metrics`] | metric names |
 //! | `testing` | throwaway `redis-server`, cluster and sentinel processes (feature `testing`) |
 //!
@@ -82,6 +83,7 @@ mod session;
 mod supervisor;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tls;
 mod waiter;
 
 pub use barrier::Barrier;
@@ -106,3 +108,8 @@ pub use session::{OnDrop, Session, SessionEnd, SessionOptions, SessionState};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Compiles the examples of docs/acl.md as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/acl.md")]
+pub struct AclDoctests;

@@ -8,6 +8,8 @@ use fred::prelude::{ClientLike, KeysInterface, LuaInterface};
 pub use leasehold::testing::RedisServer;
 use leasehold::Client;
 
+pub mod tls;
+
 pub fn server() -> RedisServer {
     RedisServer::start().unwrap_or_else(|e| panic!("cannot start redis-server for tests: {e}"))
 }

@@ -48,6 +48,10 @@ pub struct Cli {
         default_value = "default"
     )]
     pub namespace: String,
+    /// CA certificate (PEM file) to trust for a rediss:// URL instead of the system's roots.
+    #[cfg(feature = "tls")]
+    #[arg(long, global = true, env = "LEASEHOLD_CACERT", value_name = "FILE")]
+    pub cacert: Option<std::path::PathBuf>,
     /// Machine-readable output: one JSON object per line (see the README for the fields).
     #[arg(long, global = true)]
     pub json: bool,
@@ -106,20 +110,29 @@ impl Failure {
 pub type Outcome = Result<u8, Failure>;
 
 pub async fn connect(cli: &Cli) -> Result<Client, Failure> {
-    Client::builder()
+    #[allow(unused_mut)]
+    let mut builder = Client::builder()
         .url(&cli.url)
         .namespace(&cli.namespace)
         .connect_timeout(Duration::from_secs(3))
-        .command_timeout(Duration::from_secs(5))
-        .build()
-        .await
-        .map_err(|e| match e {
-            Error::InvalidNamespace { .. } | Error::InvalidArgument(_) => Failure::from(e),
-            e => Failure::new(
-                EXIT_UNREACHABLE,
-                format!("cannot reach Redis at {}: {e}", cli.url),
-            ),
-        })
+        .command_timeout(Duration::from_secs(5));
+    #[cfg(feature = "tls")]
+    if let Some(path) = &cli.cacert {
+        let pem = std::fs::read(path).map_err(|e| {
+            Failure::new(
+                EXIT_USAGE,
+                format!("cannot read --cacert {}: {e}", path.display()),
+            )
+        })?;
+        builder = builder.tls_root_ca_pem(pem);
+    }
+    builder.build().await.map_err(|e| match e {
+        Error::InvalidNamespace { .. } | Error::InvalidArgument(_) => Failure::from(e),
+        e => Failure::new(
+            EXIT_UNREACHABLE,
+            format!("cannot reach Redis at {}: {e}", cli.url),
+        ),
+    })
 }
 
 /// SIGINT and SIGTERM, listened for from the start of the program: a signal that arrives
