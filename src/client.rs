@@ -298,6 +298,7 @@ impl ClientBuilder {
             Some(config) => crate::tls::config_with_roots(config, roots)?,
             None => crate::tls::config_from_url(&self.url, roots)?,
         };
+        let sentinel_config = config.clone();
         let mut builder = Builder::from_config(config);
         builder
             .with_connection_config(|c| {
@@ -353,7 +354,10 @@ impl ClientBuilder {
         if core.conn.pool().is_clustered() {
             forward_topology_changes(core.conn.pool(), &tx);
         }
-        tokio::spawn(Supervisor::new(core.clone(), subscriber, rx, doorbell.clone()).run());
+        let sentinels = crate::failover::watch(&sentinel_config, &tx).await;
+        tokio::spawn(
+            Supervisor::new(core.clone(), subscriber, rx, doorbell.clone(), sentinels).run(),
+        );
         Ok(Client {
             inner: Arc::new(ClientInner {
                 core,

@@ -163,6 +163,11 @@ impl Keepalive {
         }
     }
 
+    /// The next instant a lease's local validity runs out.
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
+        self.expiry.first().map(|(t, _)| *t)
+    }
+
     /// Leases to renew now: all whose renewal is due, plus those due within TTL/6 (renewing a
     /// little early lets one call serve many sessions). They are marked in flight; at most
     /// `max` are taken. Returns the ids and the timeout the call should use.

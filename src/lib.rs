@@ -38,6 +38,7 @@
 //! | `supervisor` | the one task per client that drives it |
 //! | `doorbell` | routing of wake-ups to waiters |
 //! | `conn`, `script`, `reply` | all Redis I/O: EVALSHA with NOSCRIPT reload, error mapping |
+//! | `failover` | listening to Sentinel for `+switch-master`, so a failover is followed at once |
 //! | `durability` | [`Durability`]: `WAIT` for replicas after every grant (Sentinel, replicas) |
 //! | `keys` | the key layout |
 //! | `tls` | from a URL to fred's configuration; TLS through rustls (feature `tls`) |
@@ -66,6 +67,7 @@ mod double_barrier;
 mod durability;
 mod election;
 mod error;
+mod failover;
 mod inspect;
 mod keepalive;
 mod keys;

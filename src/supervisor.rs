@@ -19,6 +19,7 @@ use tokio::sync::{broadcast::error::RecvError, mpsc};
 use crate::client::Core;
 use crate::doorbell::Doorbell;
 use crate::error::{Error, Result};
+use crate::failover::SentinelWatch;
 use crate::keepalive::{Event, Keepalive, MAX_BATCH};
 use crate::lease::{LeaseId, RenewReply};
 use crate::metrics as m;
@@ -54,6 +55,8 @@ pub(crate) enum Op {
     /// moved was unsubscribed by the server without fred telling us: subscribe again where it
     /// lives now, and have every waiter re-check.
     TopologyChanged,
+    /// A sentinel announced that our service's primary switched (see `failover.rs`).
+    Failover,
 }
 
 type Task = Pin<Box<dyn Future<Output = TaskDone> + Send>>;
@@ -65,6 +68,8 @@ enum TaskDone {
         recv: Instant,
         result: Result<RenewReply>,
     },
+    /// The connections were re-established after a failover.
+    Reconnected,
     Other,
 }
 
@@ -84,6 +89,11 @@ pub(crate) struct Supervisor {
     wake_channel: String,
     /// Replication id of the server that answered the last renewal.
     replid: Option<String>,
+    /// Connections listening to the sentinels for failovers (empty unless Sentinel).
+    sentinels: Vec<SentinelWatch>,
+    /// After a failover, until the connections point at the new primary: a renewal now could
+    /// still reach the old one and extend a lease the new one may not have.
+    renewals_paused: bool,
 }
 
 impl Supervisor {
@@ -92,8 +102,11 @@ impl Supervisor {
         subscriber: SubscriberClient,
         ops: mpsc::UnboundedReceiver<Op>,
         doorbell: Arc<Doorbell>,
+        sentinels: Vec<SentinelWatch>,
     ) -> Supervisor {
         Supervisor {
+            sentinels,
+            renewals_paused: false,
             subscriber,
             ops,
             doorbell,
@@ -111,7 +124,11 @@ impl Supervisor {
         let mut reconnects = self.subscriber.reconnect_rx();
         let mut subscribed = true;
         loop {
-            let deadline = self.keepalive.next_deadline();
+            let deadline = if self.renewals_paused {
+                self.keepalive.next_expiry()
+            } else {
+                self.keepalive.next_deadline()
+            };
             tokio::select! {
                 op = self.ops.recv() => match op {
                     Some(op) => self.handle(op),
@@ -172,6 +189,7 @@ impl Supervisor {
                 }
             }
             Op::TopologyChanged => self.resubscribe(false),
+            Op::Failover => self.failover(),
             Op::Cleanup {
                 script,
                 keys,
@@ -250,7 +268,7 @@ impl Supervisor {
         for ev in self.keepalive.expire(now) {
             self.apply(ev);
         }
-        loop {
+        while !self.renewals_paused {
             let (ids, timeout) = self.keepalive.take_due(now, MAX_BATCH);
             if ids.is_empty() {
                 break;
@@ -299,7 +317,38 @@ impl Supervisor {
         self.replid = Some(replid.to_owned());
     }
 
+    /// The primary switched: every session is in jeopardy until a renewal on the new primary
+    /// confirms it. Renewals wait for the reconnection (fred asks the sentinels again), then all
+    /// run at once. The sentinels each announce the switch; repeats during a reconnection are
+    /// ignored.
+    fn failover(&mut self) {
+        if self.renewals_paused {
+            return;
+        }
+        self.renewals_paused = true;
+        for ev in self.keepalive.suspect_all(Instant::now(), &[]) {
+            counter!(m::SESSION_JEOPARDY, "reason" => "failover").increment(1);
+            self.apply(ev);
+        }
+        let (core, subscriber) = (self.core.clone(), self.subscriber.clone());
+        self.tasks.push(Box::pin(async move {
+            let reconnect = async {
+                let _ = core.conn.pool().force_reconnection().await;
+                let _ = subscriber.force_reconnection().await;
+            };
+            // Bounded: if the sentinels cannot be reached, renewals resume (and fail, and the
+            // sessions run out) rather than stay paused.
+            let _ = tokio::time::timeout(core.conn.timeout() * 2, reconnect).await;
+            TaskDone::Reconnected
+        }));
+    }
+
     fn on_task(&mut self, done: TaskDone) {
+        if let TaskDone::Reconnected = done {
+            self.renewals_paused = false;
+            self.keepalive.all_due(Instant::now());
+            return;
+        }
         let TaskDone::Renewed {
             ids,
             sent,
@@ -420,6 +469,9 @@ impl Supervisor {
         let drain = async { while self.tasks.next().await.is_some() {} };
         if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
             tracing::warn!("leasehold client shut down with background cleanups still pending");
+        }
+        for sentinel in std::mem::take(&mut self.sentinels) {
+            sentinel.stop().await;
         }
         let _ = self.subscriber.quit().await;
         let _ = self.core.conn.pool().quit().await;
