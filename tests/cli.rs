@@ -352,3 +352,48 @@ async fn bad_arguments_exit_128_and_an_unreachable_redis_exits_2_quickly() {
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("Error: cannot reach Redis"));
     assert!(t.elapsed() < secs(5), "{:?}", t.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_replicas_refuses_a_lock_no_replica_acknowledged() {
+    let server = server();
+    // No replica: nothing can be acknowledged, so not even the session is granted.
+    let (code, out, err) = output(
+        &server,
+        "cw",
+        &[
+            "--wait-replicas",
+            "1",
+            "--wait-timeout",
+            "50ms",
+            "lock",
+            "x",
+            "--",
+            "true",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(
+        err.contains("\"cw\"") && err.contains("0 of 1 replicas"),
+        "message names the namespace and the shortfall: {err}"
+    );
+    // With a replica in sync the same command runs.
+    let port = server.port().to_string();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]).unwrap();
+    let deadline = std::time::Instant::now() + secs(10);
+    while !replica
+        .command(&["INFO", "replication"])
+        .is_ok_and(|i| i.contains("master_link_status:up"))
+    {
+        assert!(std::time::Instant::now() < deadline, "replica never synced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, out, err) = output(
+        &server,
+        "cw",
+        &["--wait-replicas", "1", "lock", "x", "--", "echo", "ran"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(out.contains("ran"));
+}

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use leasehold::{Client, Error};
+use leasehold::{Client, Durability, Error};
 
 /// Exit codes.
 pub const EXIT_ERROR: u8 = 1;
@@ -52,6 +52,13 @@ pub struct Cli {
     #[cfg(feature = "tls")]
     #[arg(long, global = true, env = "LEASEHOLD_CACERT", value_name = "FILE")]
     pub cacert: Option<std::path::PathBuf>,
+    /// Count a grant only once N replicas acknowledged it (WAIT after each lock, lease grant and
+    /// renewal); fewer acknowledgements fail the acquire. See the README's "Deploying".
+    #[arg(long, global = true, env = "LEASEHOLD_WAIT_REPLICAS", value_name = "N")]
+    pub wait_replicas: Option<u32>,
+    /// How long to wait for the replicas of --wait-replicas.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub wait_timeout: Duration,
     /// Machine-readable output: one JSON object per line (see the README for the fields).
     #[arg(long, global = true)]
     pub json: bool,
@@ -110,12 +117,14 @@ impl Failure {
 pub type Outcome = Result<u8, Failure>;
 
 pub async fn connect(cli: &Cli) -> Result<Client, Failure> {
-    #[allow(unused_mut)]
     let mut builder = Client::builder()
         .url(&cli.url)
         .namespace(&cli.namespace)
         .connect_timeout(Duration::from_secs(3))
         .command_timeout(Duration::from_secs(5));
+    if let Some(n) = cli.wait_replicas {
+        builder = builder.durability(Durability::replicas(n).timeout(cli.wait_timeout));
+    }
     #[cfg(feature = "tls")]
     if let Some(path) = &cli.cacert {
         let pem = std::fs::read(path).map_err(|e| {
