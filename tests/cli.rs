@@ -378,16 +378,7 @@ async fn wait_replicas_refuses_a_lock_no_replica_acknowledged() {
         "message names the namespace and the shortfall: {err}"
     );
     // With a replica in sync the same command runs.
-    let port = server.port().to_string();
-    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]).unwrap();
-    let deadline = std::time::Instant::now() + secs(10);
-    while !replica
-        .command(&["INFO", "replication"])
-        .is_ok_and(|i| i.contains("master_link_status:up"))
-    {
-        assert!(std::time::Instant::now() < deadline, "replica never synced");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let _replica = start_replica(&server);
     let (code, out, err) = output(
         &server,
         "cw",

@@ -74,21 +74,9 @@ struct Refs {
     labels: BTreeSet<String>,
 }
 
+/// Keywords other than the grouping ones below.
 const KEYWORDS: &[&str] = &[
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "bool",
-    "and",
-    "or",
-    "unless",
-    "offset",
-    "atan2",
-    "inf",
-    "nan",
+    "bool", "and", "or", "unless", "offset", "atan2", "inf", "nan",
 ];
 /// Aggregation operators: followed by `(` or by `by (…)` / `without (…)`.
 const AGGREGATIONS: &[&str] = &[
@@ -170,7 +158,9 @@ fn scan(expr: &str, refs: &mut Refs) {
                 if brackets > 0 {
                 } else if braces > 0 || parens.last() == Some(&true) {
                     refs.labels.insert(word);
-                } else if KEYWORDS.contains(&word.to_ascii_lowercase().as_str()) {
+                } else if KEYWORDS.contains(&word.to_ascii_lowercase().as_str())
+                    || GROUPING.contains(&word.to_ascii_lowercase().as_str())
+                {
                     grouping_next = GROUPING.contains(&word.to_ascii_lowercase().as_str());
                 } else if next != Some(&'(') && !AGGREGATIONS.contains(&word.as_str()) {
                     refs.metrics.insert(word);

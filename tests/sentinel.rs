@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use leasehold::testing::{RedisSentinel, RedisServer};
+use leasehold::testing::RedisSentinel;
 use leasehold::{Client, Durability, Error, SessionEnd, SessionOptions, SessionState};
 use support::*;
 
@@ -17,29 +17,18 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-async fn durable_client(url: &str, ns: &str) -> leasehold::Result<Client> {
+fn builder(url: &str, ns: &str) -> leasehold::ClientBuilder {
     Client::builder()
         .url(url)
         .namespace(ns)
         .command_timeout(Duration::from_secs(2))
+}
+
+async fn durable_client(url: &str, ns: &str) -> leasehold::Result<Client> {
+    builder(url, ns)
         .durability(Durability::replicas(1).timeout(ms(200)))
         .build()
         .await
-}
-
-fn start_replica(primary: &RedisServer) -> RedisServer {
-    let port = primary.port().to_string();
-    let replica =
-        RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]).expect("start a replica");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !replica
-        .command(&["INFO", "replication"])
-        .is_ok_and(|i| i.contains("master_link_status:up"))
-    {
-        assert!(Instant::now() < deadline, "replica never synced");
-        std::thread::sleep(ms(20));
-    }
-    replica
 }
 
 #[tokio::test]
@@ -295,13 +284,7 @@ async fn killing_the_primary_never_gives_a_lock_to_two_durable_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_durability_a_lease_lost_in_a_failover_is_reported_at_once() {
     let mut setup = RedisSentinel::start(1).expect("sentinel setup");
-    let client = Client::builder()
-        .url(setup.url())
-        .namespace("nodur")
-        .command_timeout(Duration::from_secs(2))
-        .build()
-        .await
-        .unwrap();
+    let client = builder(&setup.url(), "nodur").build().await.unwrap();
     let long = SessionOptions::default().ttl(Duration::from_secs(30));
     let kept = client.session_with(long.clone()).await.unwrap();
     let old = setup.primary().unwrap();
@@ -363,10 +346,8 @@ async fn a_demoted_primary_is_left_for_the_new_one_and_durable_holds_survive() {
         .await
         .unwrap();
     let guard = session.mutex("m").unwrap().lock().await.unwrap();
-    let old = setup.primary().unwrap();
-    setup.force_failover().unwrap();
-    let new = setup
-        .wait_failover(old, Duration::from_secs(30))
+    let (_, new) = setup
+        .force_failover(Duration::from_secs(30))
         .expect("failover");
     let switched = Instant::now();
     // Another session of another client gets in line behind the holder on the new primary.
@@ -428,21 +409,13 @@ async fn a_demoted_primary_is_left_for_the_new_one_and_durable_holds_survive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switch_announced_by_sentinel_is_followed_at_once() {
     let setup = RedisSentinel::start(1).expect("sentinel setup");
-    let client = Client::builder()
-        .url(setup.url())
-        .namespace("switch")
-        .command_timeout(Duration::from_secs(2))
-        .build()
-        .await
-        .unwrap();
+    let client = builder(&setup.url(), "switch").build().await.unwrap();
     let session = client
         .session_with(SessionOptions::default().ttl(Duration::from_secs(30)))
         .await
         .unwrap();
-    let old = setup.primary().unwrap();
-    setup.force_failover().unwrap();
-    let new = setup
-        .wait_failover(old, Duration::from_secs(30))
+    let (_, new) = setup
+        .force_failover(Duration::from_secs(30))
         .expect("failover");
     let switched = Instant::now();
     // Take fresh locks until one lands on the new primary.

@@ -147,15 +147,16 @@ impl RedisSentinel {
         Ok(new)
     }
 
-    /// Ask a sentinel for a failover now (`SENTINEL FAILOVER`): the old primary stays up and is
-    /// demoted to a replica.
-    pub fn force_failover(&self) -> io::Result<()> {
+    /// Ask a sentinel for a failover now (`SENTINEL FAILOVER`; the old primary stays up and is
+    /// demoted to a replica) and wait until a replica has taken over. Returns the indexes of
+    /// the old and the new primary.
+    pub fn force_failover(&self, limit: Duration) -> io::Result<(usize, usize)> {
+        let old = self.primary()?;
         let reply = sentinel_command(self.sentinels[0].port, &["SENTINEL", "FAILOVER", SERVICE])?;
-        if reply.starts_with("+OK") {
-            Ok(())
-        } else {
-            Err(io::Error::other(reply))
+        if !reply.starts_with("+OK") {
+            return Err(io::Error::other(reply));
         }
+        Ok((old, self.wait_failover(old, limit)?))
     }
 }
 

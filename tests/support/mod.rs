@@ -14,6 +14,22 @@ pub fn server() -> RedisServer {
     RedisServer::start().unwrap_or_else(|e| panic!("cannot start redis-server for tests: {e}"))
 }
 
+/// A replica of `primary`, in sync when this returns.
+pub fn start_replica(primary: &RedisServer) -> RedisServer {
+    let port = primary.port().to_string();
+    let replica =
+        RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]).expect("start a replica");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !replica
+        .command(&["INFO", "replication"])
+        .is_ok_and(|i| i.contains("master_link_status:up"))
+    {
+        assert!(Instant::now() < deadline, "replica never synced");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    replica
+}
+
 pub async fn client(server: &RedisServer, namespace: &str) -> Client {
     Client::builder()
         .url(server.url())
