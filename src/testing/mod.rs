@@ -12,10 +12,12 @@
 //! ```
 
 mod cluster;
+mod proxy;
 mod sentinel;
 mod server;
 
 pub use cluster::{keyslot, RedisCluster};
+pub use proxy::Proxy;
 pub use sentinel::RedisSentinel;
 pub use server::RedisServer;
 
