@@ -10,7 +10,7 @@ use crate::names::check_name;
 use crate::reply::Reply;
 use crate::script::script;
 use crate::session::{Session, SessionEnd};
-use crate::waiter::release_op;
+use crate::waiter::{release_op, written_nothing};
 
 const KIND: &str = "double barrier";
 /// Re-check interval while waiting, in case a message was lost.
@@ -135,7 +135,16 @@ impl DoubleBarrier {
             let step = tokio::select! {
                 biased;
                 end = session.done() => return Err(session.lost(end)),
-                s = self.step(script!("dbarrier_enter"), args) => s?,
+                s = self.step(script!("dbarrier_enter"), args) => match s {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Refused before any write: nothing to withdraw (see waiter::contend).
+                        if !recheck && written_nothing(&e) {
+                            withdraw.0 = None;
+                        }
+                        return Err(e);
+                    }
+                },
             };
             match step {
                 Step::Done => {
