@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::client::{Client, Core};
 use crate::error::{Error, Result};
 use crate::metrics as m;
-use crate::names::check_ttl;
+use crate::names::{check_ttl, MAX_TTL};
 use crate::reply::Reply;
 use crate::script::script;
 
@@ -86,7 +86,7 @@ pub enum Attachment {
 }
 
 impl Attachment {
-    fn parse(s: &str) -> Option<Attachment> {
+    pub(crate) fn parse(s: &str) -> Option<Attachment> {
         if let Some(rest) = s.strip_prefix("z ") {
             let (member, key) = rest.split_once(' ')?;
             Some(Attachment::Member {
@@ -192,15 +192,9 @@ impl Core {
             }
             Err(e) => return Err(e),
         };
-        let granted = Reply::new("lease grant").uint(&v)?;
+        let ttl = parse_grant(v)?;
         counter!(m::LEASES_GRANTED).increment(1);
-        Ok((
-            Lease {
-                id,
-                ttl: Duration::from_millis(granted),
-            },
-            sent,
-        ))
+        Ok((Lease { id, ttl }, sent))
     }
 
     /// Take over a live lease for a new session (see `lua/lease_adopt.lua`): renews it,
@@ -216,8 +210,7 @@ impl Core {
                 vec![id.to_string(), self.id.clone()],
             )
             .await?;
-        let ttl = Reply::new("lease adopt").int(&v)?;
-        Ok(u64::try_from(ttl).ok().map(Duration::from_millis))
+        parse_adopt(v)
     }
 
     /// Revoke a lease. Returns whether it was alive.
@@ -242,6 +235,30 @@ impl Core {
     }
 }
 
+/// A TTL a lease script granted, in ms: `None` for a negative figure (the lease is gone). The
+/// keepalive computes instants from it, so one beyond [`MAX_TTL`] is refused, not trusted.
+fn lease_ttl(r: &Reply, v: &Value) -> Result<Option<Duration>> {
+    let Ok(ms) = u64::try_from(r.int(v)?) else {
+        return Ok(None);
+    };
+    let ttl = Duration::from_millis(ms);
+    if !(Duration::from_millis(1)..=MAX_TTL).contains(&ttl) {
+        return Err(r.bad(format!("lease TTL of {ms} ms")));
+    }
+    Ok(Some(ttl))
+}
+
+/// The reply of `lua/lease_grant.lua`: the lease's TTL.
+pub(crate) fn parse_grant(v: Value) -> Result<Duration> {
+    let r = Reply::new("lease grant");
+    lease_ttl(&r, &v)?.ok_or_else(|| r.bad("negative TTL"))
+}
+
+/// The reply of `lua/lease_adopt.lua`: the lease's TTL, or `None` when it is gone.
+pub(crate) fn parse_adopt(v: Value) -> Result<Option<Duration>> {
+    lease_ttl(&Reply::new("lease adopt"), &v)
+}
+
 /// The reply of `lua/lease_renew.lua` for `n` ids.
 pub(crate) fn parse_renew(v: Value, n: usize) -> Result<RenewReply> {
     let r = Reply::new("lease renew");
@@ -253,7 +270,7 @@ pub(crate) fn parse_renew(v: Value, n: usize) -> Result<RenewReply> {
         .ok_or_else(|| r.bad("server time out of range"))?;
     let ttls = items[4..4 + n]
         .iter()
-        .map(|v| Ok(u64::try_from(r.int(v)?).ok().map(Duration::from_millis)))
+        .map(|v| lease_ttl(&r, v))
         .collect::<Result<_>>()?;
     Ok(RenewReply {
         server_us,
