@@ -350,7 +350,8 @@ impl Client {
     }
 
     /// Renew a lease once; returns the TTL it was renewed for, or
-    /// [`Error::LeaseNotFound`] when it is gone.
+    /// [`Error::LeaseNotFound`] when it is gone (or its hash holds data leasehold cannot read:
+    /// such a lease is never renewed).
     pub async fn keep_alive_once(&self, id: LeaseId) -> Result<Duration> {
         let inner = &self.inner;
         let reply = inner.renew(&[id], 0, inner.conn.timeout()).await?;
