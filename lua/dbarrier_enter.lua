@@ -15,6 +15,8 @@ expect_type(READY, 'string')
 expect_type(AK, 'set')
 if not lease_left(lease) then return { 'lost' } end
 local live = owners(Q)
+-- A round flag with nobody in the round is stale (foreign data, or written by hand).
+if #live == 0 and redis.call('EXISTS', READY) == 1 then redis.call('DEL', READY) end
 if not redis.call('ZSCORE', Q, member) then
   if recheck or tombstoned(AK, member) then return { 'gone' } end
   if redis.call('EXISTS', READY) == 1 or #live >= count then return { 'full', #live } end

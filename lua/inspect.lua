@@ -12,7 +12,7 @@ local kind = kind_of(Q)
 if kind == 'rwlock' or kind == 'semaphore' then
   -- owners() prunes; on a read path we compute without it.
   local size = 1
-  if kind == 'semaphore' then size = tonumber(redis.call('GET', semaphore_size_key(Q))) or 0 end
+  if kind == 'semaphore' then size = semaphore_size(Q) end
   local live_ahead, writer_ahead, used = 0, false, 0
   for _, m in ipairs(redis.call('ZRANGE', Q, 0, 999)) do
     if lease_left(lease_of(m) or '') then
@@ -45,7 +45,9 @@ for i = 1, #rows, 2 do
   if redis.call('TYPE', lk)['ok'] == 'hash' then
     f = redis.call('HMGET', lk, 'client', 'host', 'pid', 'label')
   end
-  out[#out + 1] = { m, rows[i + 1], holders[m] and 1 or 0, left, f[1] or '', f[2] or '',
+  -- A score that is not a revision (foreign data) is shown as 0.
+  local token = uint_of(rows[i + 1]) or 0
+  out[#out + 1] = { m, int(token), holders[m] and 1 or 0, left, f[1] or '', f[2] or '',
     f[3] or '', f[4] or '' }
 end
 return out

@@ -9,4 +9,4 @@ local f = redis.call('HMGET', K, 'v', 'lease', 'crev', 'mrev', 'ver')
 if not f[1] then return nil end
 local lease = f[2] or ''
 if lease ~= '' and not lease_left(lease) then return nil end
-return { f[1], lease, f[3] or '0', f[4] or '0', f[5] or '0' }
+return { f[1], lease, kv_counter(K, f[3]), kv_counter(K, f[4]), kv_counter(K, f[5]) }

@@ -28,7 +28,8 @@ while n < limit do
           out[1] = 1
           return out
         end
-        for _, x in ipairs({ name, f[1], lease, f[3] or '0', f[4] or '0', f[5] or '0' }) do
+        for _, x in ipairs({ name, f[1], lease, kv_counter(k, f[3]), kv_counter(k, f[4]),
+            kv_counter(k, f[5]) }) do
           out[#out + 1] = x
         end
         n = n + 1

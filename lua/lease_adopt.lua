@@ -11,8 +11,8 @@ local LK, AK = KEYS[3], KEYS[4]
 local id = ARGV[1]
 expect_lease_keys(id)
 if not lease_left(id) or redis.call('EXISTS', LK) == 0 then return -1 end
-local ttl = tonumber(redis.call('HGET', LK, 'ttl'))
-if not ttl or ttl <= 0 then return -1 end
+local ttl = ttl_of(redis.call('HGET', LK, 'ttl'))
+if not ttl then return -1 end
 redis.call('PEXPIRE', LK, int(ttl))
 redis.call('ZADD', REG, 'XX', int(NOW_MS + ttl), id)
 redis.call('HSET', LK, 'client', ARGV[2])

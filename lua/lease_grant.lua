@@ -5,10 +5,10 @@
 expect_base()
 local LK, AK = KEYS[3], KEYS[4]
 local id, ttl = ARGV[1], tonumber(ARGV[2])
-if not ttl or ttl <= 0 or ttl ~= math.floor(ttl) then fail('ARG', 'ttl must be a positive number of ms') end
+if not ttl_of(ARGV[2]) then fail('ARG', 'ttl must be a whole number of ms from 1 to ' .. MAX_TTL_MS) end
 expect_lease_keys(id)
 if redis.call('EXISTS', LK) == 1 then
-  local cur = tonumber(redis.call('HGET', LK, 'ttl'))
+  local cur = ttl_of(redis.call('HGET', LK, 'ttl'))
   if not cur then fail('CORRUPT', 'lease has no numeric ttl field: ' .. LK) end
   return cur
 end

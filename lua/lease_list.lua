@@ -13,8 +13,8 @@ for i = 1, #ARGV do
   if left and redis.call('TYPE', lk)['ok'] == 'hash' then
     local f = redis.call('HMGET', lk, 'ttl', 'client', 'host', 'pid', 'label', 'granted')
     local count = attached_count(ak)
-    out[#out + 1] = { id, tonumber(f[1]) or -1, left, f[2] or '', f[3] or '', f[4] or '',
-      f[5] or '', tonumber(f[6]) or -1, count }
+    out[#out + 1] = { id, ttl_of(f[1]) or -1, left, f[2] or '', f[3] or '', f[4] or '',
+      f[5] or '', uint_of(f[6]) or -1, count }
   end
 end
 return out

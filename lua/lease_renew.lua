@@ -3,6 +3,9 @@
 -- KEYS: rev, leases, then lease:<id>, attached:<id> for each id in ARGV order
 -- ARGV: sweep limit, id...
 -- Returns {server seconds, server microseconds, swept, replication id, ttl_ms or -1 per id}.
+-- A lease whose hash leasehold cannot read (foreign data: another type, a TTL that is not one)
+-- is reported gone rather than renewed forever, and never fails the batch: one session's
+-- corrupted lease must not stop the others' renewals.
 -- The replication id tells the client when it is talking to another history (a promoted
 -- replica, a server restarted empty): its leases may be gone and its sessions are re-checked.
 expect_base()
@@ -13,8 +16,6 @@ for i = 1, n do
   if KEYS[1 + 2 * i] ~= lease_key(id) or KEYS[2 + 2 * i] ~= attached_key(id) then
     fail('ARG', 'keys do not match lease ' .. id)
   end
-  expect_type(KEYS[1 + 2 * i], 'hash')
-  expect_type(KEYS[2 + 2 * i], 'set')
 end
 -- pcall: a Redis user without +info still renews, without this early failover signal.
 local info = redis.pcall('INFO', 'replication')
@@ -23,17 +24,17 @@ local out = { T[1], T[2], 0, replid }
 for i = 1, n do
   local id, lk = ARGV[1 + i], KEYS[1 + 2 * i]
   local ttl = -1
-  if lease_left(id) and redis.call('EXISTS', lk) == 1 then
-    ttl = tonumber(redis.call('HGET', lk, 'ttl'))
-    if not ttl or ttl <= 0 then
-      -- A lease hash we cannot read is treated as gone rather than renewed forever.
-      ttl = -1
-    else
+  if lease_left(id) and redis.call('TYPE', lk)['ok'] == 'hash' then
+    local t = ttl_of(redis.call('HGET', lk, 'ttl'))
+    if t then
+      ttl = t
       redis.call('PEXPIRE', lk, int(ttl))
       redis.call('ZADD', REG, 'XX', int(NOW_MS + ttl), id)
     end
   end
   out[4 + i] = ttl
 end
-out[3] = sweep(tonumber(ARGV[1]) or 0)
+-- The renewals above stand even if the sweep fails on data nobody foresaw.
+local swept_ok, swept = pcall(sweep, tonumber(ARGV[1]) or 0)
+out[3] = swept_ok and swept or 0
 return out

@@ -11,11 +11,11 @@ expect_lease_keys(id)
 local left = lease_left(id)
 if not left or redis.call('EXISTS', LK) == 0 then return nil end
 local f = redis.call('HMGET', LK, 'ttl', 'client', 'host', 'pid', 'label', 'granted')
-local out = { tonumber(f[1]) or -1, left, f[2] or '', f[3] or '', f[4] or '', f[5] or '',
-  tonumber(f[6]) or -1, attached_count(AK) }
-if ARGV[2] == '1' then
+local out = { ttl_of(f[1]) or -1, left, f[2] or '', f[3] or '', f[4] or '', f[5] or '',
+  uint_of(f[6]) or -1, attached_count(AK) }
+if ARGV[2] == '1' and redis.call('TYPE', AK)['ok'] == 'set' then
   for _, e in ipairs(redis.call('SMEMBERS', AK)) do
-    if string.sub(e, 1, 2) ~= 'w ' then out[#out + 1] = e end
+    if is_attachment(e) then out[#out + 1] = e end
   end
 end
 return out

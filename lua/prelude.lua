@@ -32,6 +32,36 @@ local function int(n)
   return string.format('%d', n)
 end
 
+-- Largest integer a Lua number holds exactly: revisions and times stay below it.
+local MAX_SAFE = 9007199254740991
+-- Longest lease TTL (MAX_TTL in src/names.rs).
+local MAX_TTL_MS = 86400000
+
+-- Foreign data may put anything where a number belongs, and Lua's tonumber accepts "nan",
+-- "inf", "1e300" and " 12": these helpers accept only what leasehold itself writes.
+
+-- `s` as a whole number in 0..MAX_SAFE written in digits, or nil.
+local function uint_of(s)
+  if type(s) ~= 'string' or #s > 16 or not string.match(s, '^%d+$') then return nil end
+  local n = tonumber(s)
+  if n > MAX_SAFE then return nil end
+  return n
+end
+
+-- A lease TTL field as a number of ms in 1..MAX_TTL_MS, or nil.
+local function ttl_of(s)
+  local n = uint_of(s)
+  if n and n >= 1 and n <= MAX_TTL_MS then return n end
+  return nil
+end
+
+-- A UUID in the hyphenated form lease ids are written in (src/lease.rs).
+local UUID = '^' .. string.rep('%x', 8) .. '%-' .. string.rep('%x', 4) .. '%-' ..
+  string.rep('%x', 4) .. '%-' .. string.rep('%x', 4) .. '%-' .. string.rep('%x', 12) .. '$'
+local function is_lease_id(s)
+  return type(s) == 'string' and string.match(s, UUID) ~= nil
+end
+
 -- Raise unless `key` is absent or of Redis type `want`.
 local function expect_type(key, want)
   local got = redis.call('TYPE', key)['ok']
@@ -45,7 +75,7 @@ local function expect_base()
   expect_type(REV, 'string')
   expect_type(REG, 'zset')
   local cur = redis.call('GET', REV)
-  if cur and not tonumber(cur) then
+  if cur and not uint_of(cur) then
     fail('CORRUPT', 'revision counter is not a number: ' .. REV)
   end
 end
@@ -79,12 +109,16 @@ local function expect_lease_keys(id)
   expect_type(KEYS[4], 'set')
 end
 
--- Milliseconds the lease has left by the registry, or nil when it is not alive.
+-- Milliseconds the lease has left by the registry, or nil when it is not alive. A registry
+-- member that is not a lease id is foreign data and never alive; a score beyond any TTL (say
+-- +inf) counts as MAX_TTL_MS, so callers always get a number they can return.
 local function lease_left(id)
+  if not is_lease_id(id) then return nil end
   local s = redis.call('ZSCORE', REG, id)
   if not s then return nil end
   local left = tonumber(s) - NOW_MS
-  if left <= 0 then return nil end
+  if not (left > 0) then return nil end
+  if left > MAX_TTL_MS then return MAX_TTL_MS end
   return left
 end
 
@@ -99,6 +133,8 @@ end
 
 -- Doorbell: one channel per client process; the lease hash names the client that renews it.
 local function ring(lease, msg)
+  -- A queue member without a lease part (foreign data) has no doorbell.
+  if not lease then return end
   local lk = lease_key(lease)
   if redis.call('TYPE', lk)['ok'] ~= 'hash' then return end
   local client = redis.call('HGET', lk, 'client')
@@ -164,6 +200,14 @@ local function election_keys(q)
     P .. 'election-changes:' .. name
 end
 
+-- The revision (ms part) of the log's last entry id: 0 when the log is empty, nil when a
+-- foreign entry's id is beyond any revision (no entry can be appended after it).
+local function log_top(lk)
+  local last = redis.call('XREVRANGE', lk, '+', '-', 'COUNT', 1)[1]
+  if not last then return 0, nil end
+  return uint_of(string.match(last[1], '^(%d+)%-')), last
+end
+
 -- The election scripts get KEYS rev, leases, election:<name>, election-values:<name>,
 -- election-log:<name>: check them.
 local function expect_election_keys()
@@ -173,6 +217,7 @@ local function expect_election_keys()
   expect_type(q, 'zset')
   expect_type(vk, 'hash')
   expect_type(lk, 'stream')
+  if not log_top(lk) then fail('CORRUPT', 'log entry id beyond any revision: ' .. lk) end
 end
 
 -- Fields of a log entry as a table.
@@ -193,7 +238,10 @@ local function election_sync(q)
   local value = ''
   if head then value = redis.call('HGET', vk, head) or '' end
   local token = int(score or 0)
-  local last = redis.call('XREVRANGE', lk, '+', '-', 'COUNT', 1)[1]
+  local top, last = log_top(lk)
+  -- A foreign entry no revision can follow: leave the log alone (callers that write check
+  -- this up front; a revoke or sweep must not fail on it).
+  if not top then return end
   local prev = '0-0'
   if last then
     prev = last[1]
@@ -203,6 +251,12 @@ local function election_sync(q)
     return
   end
   local rev = next_rev()
+  if rev <= top then
+    -- A foreign entry ahead of the counter: entry ids must keep rising, so revisions jump.
+    rev = top + 1
+    redis.call('SET', REV, int(rev))
+    rev_bumped = rev
+  end
   redis.call('XADD', lk, 'MAXLEN', '~', LOG_CAP, int(rev) .. '-0',
     'member', member, 'value', value, 'token', token, 'prev', prev)
   if head then
@@ -227,16 +281,29 @@ local function semaphore_size_key(q)
   return P .. 'semaphore-size:' .. string.sub(q, #P + #'semaphore:' + 1)
 end
 
+-- The size of semaphore queue `q`; 0 (admit nobody) when the size key holds foreign data,
+-- so a revoke or sweep never fails half-way on it.
+local function semaphore_size(q)
+  local sk = semaphore_size_key(q)
+  if redis.call('TYPE', sk)['ok'] ~= 'string' then return 0 end
+  return uint_of(redis.call('GET', sk)) or 0
+end
+
 local function permits_of(member)
   return tonumber(string.match(member, '^[^.]+%.(%d+)%.')) or 1
+end
+
+-- Delete `key` if it holds a string (leasehold's own side keys); foreign data stays.
+local function del_string(key)
+  if redis.call('TYPE', key)['ok'] == 'string' then redis.call('DEL', key) end
 end
 
 -- A queue's last entry went: remove its side keys (semaphore size, double-barrier round flag).
 local function queue_emptied(q, kind)
   if kind == 'semaphore' then
-    redis.call('DEL', semaphore_size_key(q))
+    del_string(semaphore_size_key(q))
   elseif kind == 'dbarrier' then
-    redis.call('DEL', P .. 'dbarrier-ready:' .. string.sub(q, #P + #'dbarrier:' + 1))
+    del_string(P .. 'dbarrier-ready:' .. string.sub(q, #P + #'dbarrier:' + 1))
   end
 end
 
@@ -246,15 +313,7 @@ end
 local function owners(q)
   local kind = kind_of(q)
   local size = 1
-  if kind == 'semaphore' then
-    local sk = semaphore_size_key(q)
-    -- Foreign data at the size key: admit nobody rather than fail half-way (revoke, sweep).
-    if redis.call('TYPE', sk)['ok'] == 'string' then
-      size = tonumber(redis.call('GET', sk)) or 0
-    else
-      size = 0
-    end
-  end
+  if kind == 'semaphore' then size = semaphore_size(q) end
   local list, set, dead = {}, {}, {}
   local live_ahead, writer_ahead, used = 0, false, 0
   local start, done = 0, false
@@ -312,6 +371,14 @@ end
 local KEYS_INDEX = P .. 'keys'
 local KV = 'key:'
 
+-- A revision or version field of key hash `k` as leasehold wrote it; a missing field reads as
+-- 0, anything else is refused (only read paths call this, before any write).
+local function kv_counter(k, s)
+  if not s then return '0' end
+  if not uint_of(s) then fail('CORRUPT', 'key has a revision that is not a number: ' .. k) end
+  return s
+end
+
 -- Attachment entries, in {ns}:attached:<lease> (no TTL: the registry is authoritative, and
 -- every registry entry is swept in the end):
 --   "z <member> <key>"  a member of the zset <key> (mutex queue entry, candidacy, permit, ...)
@@ -350,12 +417,18 @@ local function leave_unjoined(q, akey, member)
   redis.call('SREM', akey, 'z ' .. member .. ' ' .. q)
 end
 
--- Attachments other than tombstones.
+-- An attachment entry leasehold wrote ("z <member> <key>" or "k <key>"), not a tombstone or
+-- foreign data.
+local function is_attachment(e)
+  return string.match(e, '^z [^ ]+ .') ~= nil or string.match(e, '^k .') ~= nil
+end
+
+-- Attachments other than tombstones (and foreign entries).
 local function attached_count(akey)
   if redis.call('TYPE', akey)['ok'] ~= 'set' then return 0 end
   local n = 0
   for _, e in ipairs(redis.call('SMEMBERS', akey)) do
-    if string.sub(e, 1, 2) ~= 'w ' then n = n + 1 end
+    if is_attachment(e) then n = n + 1 end
   end
   return n
 end
@@ -371,7 +444,7 @@ end
 -- A participant left or died: when none are left the round is over.
 local function dbarrier_changed(q)
   local ready, ch = dbarrier_keys(q)
-  if redis.call('ZCARD', q) == 0 then redis.call('DEL', ready) end
+  if redis.call('ZCARD', q) == 0 then del_string(ready) end
   publish(ch, int(rev_bumped or 0))
 end
 
@@ -433,6 +506,10 @@ local function drop_kv(key, lease)
   end
 end
 
+-- The kinds of queue whose entries are attached to leases (queue items are not).
+local LEASED_QUEUES = { mutex = true, rwlock = true, semaphore = true, election = true,
+  dbarrier = true }
+
 local function detach_entry(entry, lease)
   local kind = string.sub(entry, 1, 1)
   if kind == 'z' then
@@ -440,6 +517,9 @@ local function detach_entry(entry, lease)
     if not sp then return end
     local member = string.sub(entry, 3, sp - 1)
     local key = string.sub(entry, sp + 1)
+    -- Only this lease's own entries, in its own kinds of queue: a foreign entry naming a
+    -- job queue must not make a revoke delete jobs.
+    if lease_of(member) ~= lease or not LEASED_QUEUES[kind_of(key)] then return end
     if not owned(key) or redis.call('TYPE', key)['ok'] ~= 'zset' then return end
     leave_queue(key, member)
   elseif kind == 'k' then
@@ -461,8 +541,10 @@ local function drop_lease(id, why)
       detach_entry(e, id)
       n = n + 1
     end
+    redis.call('DEL', ak)
   end
-  redis.call('DEL', lk, ak)
+  -- Foreign data at the lease's keys stays where it is.
+  if redis.call('TYPE', lk)['ok'] == 'hash' then redis.call('DEL', lk) end
   redis.call('ZREM', REG, id)
   return n
 end

@@ -15,7 +15,9 @@ expect_type(Q, 'zset')
 expect_type(SK, 'string')
 expect_type(AK, 'set')
 local cur = redis.call('GET', SK)
-if cur and not tonumber(cur) then fail('CORRUPT', 'semaphore size is not a number: ' .. SK) end
+if cur and not (uint_of(cur) and uint_of(cur) >= 1) then
+  fail('CORRUPT', 'semaphore size is not a number: ' .. SK)
+end
 if not lease_left(lease) then return { 'lost' } end
 if not redis.call('ZSCORE', Q, member) then
   -- Re-checking a wait whose entry was removed (revoked, adopted): stop, do not re-queue.

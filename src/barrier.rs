@@ -103,9 +103,7 @@ impl Barrier {
             .conn
             .eval(script!("barrier_check"), self.keys(), vec![])
             .await?;
-        let r = Reply::new("barrier check");
-        let items = r.array_min(v, 2)?;
-        Ok((r.int(&items[0])? == 1).then(|| Duration::from_millis(r.uint(&items[1]).unwrap_or(0))))
+        parse_check(v)
     }
 
     /// Block while the barrier is held; returns at once when it is not. Wakes on release (one
@@ -124,6 +122,13 @@ impl Barrier {
             }
         }
     }
+}
+
+/// `{1, ms left on the holder's lease}` or `{0, 0}`: `Some(left)` while held.
+pub(crate) fn parse_check(v: fred::types::Value) -> Result<Option<Duration>> {
+    let r = Reply::new("barrier check");
+    let items = r.array_min(v, 2)?;
+    Ok((r.int(&items[0])? == 1).then(|| Duration::from_millis(r.uint(&items[1]).unwrap_or(0))))
 }
 
 impl Session {

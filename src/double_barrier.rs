@@ -10,7 +10,7 @@ use crate::names::check_name;
 use crate::reply::Reply;
 use crate::script::script;
 use crate::session::{Session, SessionEnd};
-use crate::waiter::release_op;
+use crate::waiter::{release_op, written_nothing};
 
 const KIND: &str = "double barrier";
 /// Re-check interval while waiting, in case a message was lost.
@@ -42,7 +42,7 @@ pub struct DoubleBarrier {
     entered: Arc<StdMutex<Option<String>>>,
 }
 
-enum Step {
+pub(crate) enum Step {
     Done,
     Wait(Duration),
     Full(u64),
@@ -84,16 +84,7 @@ impl DoubleBarrier {
     ) -> Result<Step> {
         let client = &self.session.inner.client.inner;
         let v = client.conn.eval(script, self.keys(), args).await?;
-        let r = Reply::new("double barrier");
-        let items = r.array_min(v, 1)?;
-        match r.string(&items[0])?.as_str() {
-            "ready" | "done" => Ok(Step::Done),
-            "wait" if items.len() >= 3 => Ok(Step::Wait(Duration::from_millis(r.uint(&items[2])?))),
-            "full" if items.len() >= 2 => Ok(Step::Full(r.uint(&items[1])?)),
-            "gone" => Ok(Step::Gone),
-            "lost" => Ok(Step::Lost),
-            other => Err(r.bad(format!("unknown status {other:?}"))),
-        }
+        parse_step(v)
     }
 
     fn entered(&self) -> Option<String> {
@@ -135,7 +126,16 @@ impl DoubleBarrier {
             let step = tokio::select! {
                 biased;
                 end = session.done() => return Err(session.lost(end)),
-                s = self.step(script!("dbarrier_enter"), args) => s?,
+                s = self.step(script!("dbarrier_enter"), args) => match s {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Refused before any write: nothing to withdraw (see waiter::contend).
+                        if !recheck && written_nothing(&e) {
+                            withdraw.0 = None;
+                        }
+                        return Err(e);
+                    }
+                },
             };
             match step {
                 Step::Done => {
@@ -208,6 +208,20 @@ impl DoubleBarrier {
 }
 
 /// How long to wait for a message: until the first participant's lease would expire.
+/// `{'ready'} | {'done'} | {'wait', n, ms} | {'full', n} | {'gone'} | {'lost'}`.
+pub(crate) fn parse_step(v: fred::types::Value) -> Result<Step> {
+    let r = Reply::new("double barrier");
+    let items = r.array_min(v, 1)?;
+    match r.string(&items[0])?.as_str() {
+        "ready" | "done" => Ok(Step::Done),
+        "wait" if items.len() >= 3 => Ok(Step::Wait(Duration::from_millis(r.uint(&items[2])?))),
+        "full" if items.len() >= 2 => Ok(Step::Full(r.uint(&items[1])?)),
+        "gone" => Ok(Step::Gone),
+        "lost" => Ok(Step::Lost),
+        other => Err(r.bad(format!("unknown status {other:?}"))),
+    }
+}
+
 fn wait_for(left: Duration) -> Duration {
     if left.is_zero() {
         RECHECK

@@ -302,7 +302,7 @@ impl Session {
     }
 }
 
-struct LogPage {
+pub(crate) struct LogPage {
     /// Time left on the current leader's lease (zero: no leader).
     leader_left: Duration,
     gap: bool,
@@ -311,7 +311,7 @@ struct LogPage {
     events: Vec<LeaderEvent>,
 }
 
-fn parse_log(v: Value) -> Result<LogPage> {
+pub(crate) fn parse_log(v: Value) -> Result<LogPage> {
     let r = Reply::new("election observe");
     let items = r.array_min(v, 2)?;
     let rows = &items[2..];

@@ -80,25 +80,30 @@ impl Client {
             .conn
             .eval(script!("inspect"), keys, vec![])
             .await?;
-        let r = Reply::new("inspect");
-        r.array(v)?
-            .into_iter()
-            .map(|row| {
-                let f = r.array_min(row, 8)?;
-                let contender = r.string(&f[0])?;
-                let left = r.uint(&f[3])?;
-                Ok(QueueEntry {
-                    lease: contender.split_once('.').and_then(|(l, _)| l.parse().ok()),
-                    contender,
-                    fencing_token: r.uint(&f[1])?,
-                    holder: r.int(&f[2])? == 1,
-                    remaining: (left > 0).then(|| Duration::from_millis(left)),
-                    client_id: r.string(&f[4])?,
-                    host: r.string(&f[5])?,
-                    pid: r.string(&f[6])?.parse().ok(),
-                    label: r.string(&f[7])?,
-                })
-            })
-            .collect()
+        parse_inspect(v)
     }
+}
+
+/// Rows of `{member, revision, holder, ms left, client, host, pid, label}`.
+pub(crate) fn parse_inspect(v: fred::types::Value) -> Result<Vec<QueueEntry>> {
+    let r = Reply::new("inspect");
+    r.array(v)?
+        .into_iter()
+        .map(|row| {
+            let f = r.array_min(row, 8)?;
+            let contender = r.string(&f[0])?;
+            let left = r.uint(&f[3])?;
+            Ok(QueueEntry {
+                lease: contender.split_once('.').and_then(|(l, _)| l.parse().ok()),
+                contender,
+                fencing_token: r.uint(&f[1])?,
+                holder: r.int(&f[2])? == 1,
+                remaining: (left > 0).then(|| Duration::from_millis(left)),
+                client_id: r.string(&f[4])?,
+                host: r.string(&f[5])?,
+                pid: r.string(&f[6])?.parse().ok(),
+                label: r.string(&f[7])?,
+            })
+        })
+        .collect()
 }

@@ -2,6 +2,8 @@
 //! long as a lease, enough for service registration and membership. Scripts: `lua/kv_put.lua`,
 //! `lua/kv_get.lua`, `lua/kv_delete.lua`, `lua/kv_range.lua`.
 
+use fred::types::Value;
+
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::lease::LeaseId;
@@ -90,13 +92,7 @@ impl Client {
             lease.map(|l| l.to_string()).unwrap_or_default(),
         ];
         let v = self.inner.conn.eval(script!("kv_put"), keys, args).await?;
-        let r = Reply::new("key put");
-        let items = r.array_min(v, 1)?;
-        match r.string(&items[0])?.as_str() {
-            "ok" if items.len() >= 2 => Ok(Some(r.uint(&items[1])?)),
-            "lost" => Ok(None),
-            other => Err(r.bad(format!("unknown status {other:?}"))),
-        }
+        parse_put(v)
     }
 
     /// Read one key; `None` when absent or when its lease is no longer alive.
@@ -109,12 +105,7 @@ impl Client {
             .conn
             .eval(script!("kv_get"), keys, vec![])
             .await?;
-        if v.is_null() {
-            return Ok(None);
-        }
-        let r = Reply::new("key get");
-        let f = r.array_min(v, 5)?;
-        Ok(Some(key_value(&r, key.to_owned(), &f)?))
+        parse_get(key, v)
     }
 
     /// Delete a key. Returns whether a live key was there.
@@ -162,26 +153,52 @@ impl Client {
             .conn
             .eval(script!("kv_range"), keys, args)
             .await?;
-        let r = Reply::new("key range");
-        let items = r.array_min(v, 1)?;
-        let more = r.int(&items[0])? == 1;
-        let rows = &items[1..];
-        if rows.len() % 6 != 0 {
-            return Err(r.bad(format!(
-                "{} fields is not a whole number of rows",
-                rows.len()
-            )));
-        }
-        let kvs = rows
-            .chunks(6)
-            .map(|row| key_value(&r, r.string(&row[0])?, &row[1..]))
-            .collect::<Result<_>>()?;
-        Ok(KeyRange { kvs, more })
+        parse_range(v)
     }
 }
 
+/// `{'ok', revision}`, or `{'lost'}` (`None`: the lease is not alive).
+pub(crate) fn parse_put(v: Value) -> Result<Option<u64>> {
+    let r = Reply::new("key put");
+    let items = r.array_min(v, 1)?;
+    match r.string(&items[0])?.as_str() {
+        "ok" if items.len() >= 2 => Ok(Some(r.uint(&items[1])?)),
+        "lost" => Ok(None),
+        other => Err(r.bad(format!("unknown status {other:?}"))),
+    }
+}
+
+/// nil, or `{value, lease, crev, mrev, ver}`.
+pub(crate) fn parse_get(key: &str, v: Value) -> Result<Option<KeyValue>> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    let r = Reply::new("key get");
+    let f = r.array_min(v, 5)?;
+    Ok(Some(key_value(&r, key.to_owned(), &f)?))
+}
+
+/// `{more, name, value, lease, crev, mrev, ver, name, ...}`.
+pub(crate) fn parse_range(v: Value) -> Result<KeyRange> {
+    let r = Reply::new("key range");
+    let items = r.array_min(v, 1)?;
+    let more = r.int(&items[0])? == 1;
+    let rows = &items[1..];
+    if rows.len() % 6 != 0 {
+        return Err(r.bad(format!(
+            "{} fields is not a whole number of rows",
+            rows.len()
+        )));
+    }
+    let kvs = rows
+        .chunks(6)
+        .map(|row| key_value(&r, r.string(&row[0])?, &row[1..]))
+        .collect::<Result<_>>()?;
+    Ok(KeyRange { kvs, more })
+}
+
 /// `f` = value, lease, crev, mrev, ver.
-fn key_value(r: &Reply, key: String, f: &[fred::types::Value]) -> Result<KeyValue> {
+fn key_value(r: &Reply, key: String, f: &[Value]) -> Result<KeyValue> {
     let lease = r.string(&f[1])?;
     Ok(KeyValue {
         key,

@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fred::interfaces::SortedSetsInterface;
+use fred::interfaces::{KeysInterface, SortedSetsInterface};
 use fred::types::Value;
 use metrics::counter;
 use uuid::Uuid;
@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::client::{Client, Core};
 use crate::error::{Error, Result};
 use crate::metrics as m;
-use crate::names::check_ttl;
+use crate::names::{check_ttl, MAX_TTL};
 use crate::reply::Reply;
 use crate::script::script;
 
@@ -86,7 +86,7 @@ pub enum Attachment {
 }
 
 impl Attachment {
-    fn parse(s: &str) -> Option<Attachment> {
+    pub(crate) fn parse(s: &str) -> Option<Attachment> {
         if let Some(rest) = s.strip_prefix("z ") {
             let (member, key) = rest.split_once(' ')?;
             Some(Attachment::Member {
@@ -160,24 +160,11 @@ impl Core {
             .conn
             .eval_within(script!("lease_renew"), keys, args, timeout)
             .await?;
-        let r = Reply::new("lease renew");
-        let items = r.array_min(v, 4 + ids.len())?;
-        let server_us = r.uint(&items[0])? * 1_000_000 + r.uint(&items[1])?;
-        let swept = r.uint(&items[2])?;
-        let replid = r.string(&items[3])?;
-        if swept > 0 {
-            counter!(m::LEASES_EXPIRED).increment(swept);
+        let reply = parse_renew(v, ids.len())?;
+        if reply.swept > 0 {
+            counter!(m::LEASES_EXPIRED).increment(reply.swept);
         }
-        let ttls = items[4..4 + ids.len()]
-            .iter()
-            .map(|v| Ok(u64::try_from(r.int(v)?).ok().map(Duration::from_millis)))
-            .collect::<Result<_>>()?;
-        Ok(RenewReply {
-            server_us,
-            swept,
-            ttls,
-            replid,
-        })
+        Ok(reply)
     }
 
     /// Grant a lease with this client's metadata. Returns it with the instant the call was sent.
@@ -205,15 +192,9 @@ impl Core {
             }
             Err(e) => return Err(e),
         };
-        let granted = Reply::new("lease grant").uint(&v)?;
+        let ttl = parse_grant(v)?;
         counter!(m::LEASES_GRANTED).increment(1);
-        Ok((
-            Lease {
-                id,
-                ttl: Duration::from_millis(granted),
-            },
-            sent,
-        ))
+        Ok((Lease { id, ttl }, sent))
     }
 
     /// Take over a live lease for a new session (see `lua/lease_adopt.lua`): renews it,
@@ -229,8 +210,7 @@ impl Core {
                 vec![id.to_string(), self.id.clone()],
             )
             .await?;
-        let ttl = Reply::new("lease adopt").int(&v)?;
-        Ok(u64::try_from(ttl).ok().map(Duration::from_millis))
+        parse_adopt(v)
     }
 
     /// Revoke a lease. Returns whether it was alive.
@@ -255,6 +235,97 @@ impl Core {
     }
 }
 
+/// A TTL a lease script granted, in ms: `None` for a negative figure (the lease is gone). The
+/// keepalive computes instants from it, so one beyond [`MAX_TTL`] is refused, not trusted.
+fn lease_ttl(r: &Reply, v: &Value) -> Result<Option<Duration>> {
+    let Ok(ms) = u64::try_from(r.int(v)?) else {
+        return Ok(None);
+    };
+    let ttl = Duration::from_millis(ms);
+    if !(Duration::from_millis(1)..=MAX_TTL).contains(&ttl) {
+        return Err(r.bad(format!("lease TTL of {ms} ms")));
+    }
+    Ok(Some(ttl))
+}
+
+/// The reply of `lua/lease_grant.lua`: the lease's TTL.
+pub(crate) fn parse_grant(v: Value) -> Result<Duration> {
+    let r = Reply::new("lease grant");
+    lease_ttl(&r, &v)?.ok_or_else(|| r.bad("negative TTL"))
+}
+
+/// The reply of `lua/lease_adopt.lua`: the lease's TTL, or `None` when it is gone.
+pub(crate) fn parse_adopt(v: Value) -> Result<Option<Duration>> {
+    lease_ttl(&Reply::new("lease adopt"), &v)
+}
+
+/// The reply of `lua/lease_renew.lua` for `n` ids.
+pub(crate) fn parse_renew(v: Value, n: usize) -> Result<RenewReply> {
+    let r = Reply::new("lease renew");
+    let items = r.array_min(v, n.saturating_add(4))?;
+    let server_us = r
+        .uint(&items[0])?
+        .checked_mul(1_000_000)
+        .and_then(|us| us.checked_add(r.uint(&items[1]).ok()?))
+        .ok_or_else(|| r.bad("server time out of range"))?;
+    let ttls = items[4..4 + n]
+        .iter()
+        .map(|v| lease_ttl(&r, v))
+        .collect::<Result<_>>()?;
+    Ok(RenewReply {
+        server_us,
+        swept: r.uint(&items[2])?,
+        ttls,
+        replid: r.string(&items[3])?,
+    })
+}
+
+/// The reply of `lua/lease_ttl.lua`: nil, or the lease's fields then its attachments.
+pub(crate) fn parse_ttl(id: LeaseId, v: Value) -> Result<Option<LeaseInfo>> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    let r = Reply::new("lease time-to-live");
+    let f = r.array_min(v, 8)?;
+    let attached = f[8..]
+        .iter()
+        .map(|v| {
+            let s = r.string(v)?;
+            Attachment::parse(&s).ok_or_else(|| r.bad(format!("attachment {s:?}")))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Some(LeaseInfo {
+        id,
+        granted_ttl: millis(&r, &f[0])?,
+        remaining: millis(&r, &f[1])?,
+        client_id: r.string(&f[2])?,
+        host: r.string(&f[3])?,
+        pid: r.string(&f[4])?.parse().ok(),
+        label: r.string(&f[5])?,
+        granted_at: granted_at(&r, &f[6])?,
+        attached_count: usize::try_from(r.uint(&f[7])?).unwrap_or(usize::MAX),
+        attached,
+    }))
+}
+
+/// One row of `lua/lease_list.lua`.
+pub(crate) fn parse_list_row(row: Value) -> Result<LeaseInfo> {
+    let r = Reply::new("lease list");
+    let f = r.array_min(row, 9)?;
+    Ok(LeaseInfo {
+        id: r.string(&f[0])?.parse().map_err(|_| r.bad("lease id"))?,
+        granted_ttl: millis(&r, &f[1])?,
+        remaining: millis(&r, &f[2])?,
+        client_id: r.string(&f[3])?,
+        host: r.string(&f[4])?,
+        pid: r.string(&f[5])?.parse().ok(),
+        label: r.string(&f[6])?,
+        granted_at: granted_at(&r, &f[7])?,
+        attached_count: usize::try_from(r.uint(&f[8])?).unwrap_or(usize::MAX),
+        attached: Vec::new(),
+    })
+}
+
 fn millis(r: &Reply, v: &Value) -> Result<Duration> {
     Ok(Duration::from_millis(u64::try_from(r.int(v)?).unwrap_or(0)))
 }
@@ -262,7 +333,7 @@ fn millis(r: &Reply, v: &Value) -> Result<Duration> {
 fn granted_at(r: &Reply, v: &Value) -> Result<Option<SystemTime>> {
     Ok(u64::try_from(r.int(v)?)
         .ok()
-        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)))
+        .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms))))
 }
 
 /// Page size for [`Client::leases`].
@@ -279,7 +350,8 @@ impl Client {
     }
 
     /// Renew a lease once; returns the TTL it was renewed for, or
-    /// [`Error::LeaseNotFound`] when it is gone.
+    /// [`Error::LeaseNotFound`] when it is gone (or its hash holds data leasehold cannot read:
+    /// such a lease is never renewed).
     pub async fn keep_alive_once(&self, id: LeaseId) -> Result<Duration> {
         let inner = &self.inner;
         let reply = inner.renew(&[id], 0, inner.conn.timeout()).await?;
@@ -321,30 +393,7 @@ impl Client {
             .conn
             .eval(script!("lease_ttl"), keys, args)
             .await?;
-        if v.is_null() {
-            return Ok(None);
-        }
-        let r = Reply::new("lease time-to-live");
-        let f = r.array_min(v, 8)?;
-        let attached = f[8..]
-            .iter()
-            .map(|v| {
-                let s = r.string(v)?;
-                Attachment::parse(&s).ok_or_else(|| r.bad(format!("attachment {s:?}")))
-            })
-            .collect::<Result<_>>()?;
-        Ok(Some(LeaseInfo {
-            id,
-            granted_ttl: millis(&r, &f[0])?,
-            remaining: millis(&r, &f[1])?,
-            client_id: r.string(&f[2])?,
-            host: r.string(&f[3])?,
-            pid: r.string(&f[4])?.parse().ok(),
-            label: r.string(&f[5])?,
-            granted_at: granted_at(&r, &f[6])?,
-            attached_count: r.uint(&f[7])? as usize,
-            attached,
-        }))
+        parse_ttl(id, v)
     }
 
     /// Every live lease of the namespace with its metadata, oldest first (etcd's `Leases`,
@@ -352,16 +401,31 @@ impl Client {
     pub async fn leases(&self) -> Result<Vec<LeaseInfo>> {
         let inner = &self.inner;
         let k = &inner.keys;
-        let members: Vec<String> = inner
-            .conn
-            .pool()
-            .next_connected()
+        let redis = inner.conn.pool().next_connected();
+        let members: Vec<String> = match redis
             .zrange(k.leases(), 0, -1, None, false, None, false)
             .await
-            .map_err(|e| {
+        {
+            Ok(members) => members,
+            // Not through a script, so Redis's own refusal: name the key as the scripts do.
+            Err(e) if e.details().starts_with("WRONGTYPE") => {
+                let found: String = redis
+                    .r#type(k.leases())
+                    .await
+                    .unwrap_or_else(|_| "other type".into());
+                return Err(Error::WrongType {
+                    key: k.leases(),
+                    found,
+                    expected: "zset".into(),
+                });
+            }
+            Err(e) => {
                 let e = crate::conn::classify(e, inner.conn.timeout());
-                crate::conn::denied_during(e, || format!("reading {}", k.leases()))
-            })?;
+                return Err(crate::conn::denied_during(e, || {
+                    format!("reading {}", k.leases())
+                }));
+            }
+        };
         // Members that are not lease ids are foreign data: skipped, never touched.
         let mut ids: Vec<LeaseId> = members.iter().filter_map(|s| s.parse().ok()).collect();
         ids.sort();
@@ -377,19 +441,7 @@ impl Client {
             }
             let v = inner.conn.eval(script!("lease_list"), keys, args).await?;
             for row in r.array(v)? {
-                let f = r.array_min(row, 9)?;
-                out.push(LeaseInfo {
-                    id: r.string(&f[0])?.parse().map_err(|_| r.bad("lease id"))?,
-                    granted_ttl: millis(&r, &f[1])?,
-                    remaining: millis(&r, &f[2])?,
-                    client_id: r.string(&f[3])?,
-                    host: r.string(&f[4])?,
-                    pid: r.string(&f[5])?.parse().ok(),
-                    label: r.string(&f[6])?,
-                    granted_at: granted_at(&r, &f[7])?,
-                    attached_count: r.uint(&f[8])? as usize,
-                    attached: Vec::new(),
-                });
+                out.push(parse_list_row(row)?);
             }
         }
         Ok(out)

@@ -78,6 +78,8 @@ mod mutex;
 mod names;
 mod queue;
 mod reply;
+#[cfg(test)]
+mod reply_fuzz;
 mod rwlock;
 mod script;
 mod semaphore;

@@ -163,7 +163,7 @@ impl Drop for Unreceived {
 }
 
 /// `{priority, member}` or nil.
-fn parse_pop(v: fred::types::Value) -> Result<Option<(String, String)>> {
+pub(crate) fn parse_pop(v: fred::types::Value) -> Result<Option<(String, String)>> {
     if v.is_null() {
         return Ok(None);
     }
@@ -173,7 +173,7 @@ fn parse_pop(v: fred::types::Value) -> Result<Option<(String, String)>> {
 }
 
 /// A member is "<20-digit revision> <value>".
-fn item_value(member: &str) -> String {
+pub(crate) fn item_value(member: &str) -> String {
     member
         .split_once(' ')
         .map(|(_, v)| v.to_owned())

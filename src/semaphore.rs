@@ -165,7 +165,7 @@ impl Semaphore {
 }
 
 /// The semaphore's own reply adds `{'size', existing}`; everything else is a [`Turn`].
-fn parse_acquire(v: fred::types::Value, mismatch: &AtomicU64) -> Result<Turn> {
+pub(crate) fn parse_acquire(v: fred::types::Value, mismatch: &AtomicU64) -> Result<Turn> {
     let r = Reply::new("semaphore acquire");
     if let fred::types::Value::Array(items) = &v {
         if items.len() >= 2 && r.string(&items[0])? == "size" {

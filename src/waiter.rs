@@ -12,6 +12,7 @@ use metrics::{counter, histogram};
 
 use crate::error::{Error, Result};
 use crate::metrics as m;
+use crate::names::MAX_TTL;
 use crate::reply::Reply;
 use crate::script::{script, LuaScript};
 use crate::session::{Session, SessionEnd};
@@ -79,7 +80,17 @@ where
         let turn = tokio::select! {
             biased;
             end = session.done() => return Err(session.lost(end)),
-            t = ask(recheck) => t?,
+            t = ask(recheck) => match t {
+                Ok(t) => t,
+                Err(e) => {
+                    // The scripts raise these before their first write: a first ask that
+                    // failed so queued nothing, and a withdrawal would only add a tombstone.
+                    if !recheck && written_nothing(&e) {
+                        pending.armed = false;
+                    }
+                    return Err(e);
+                }
+            },
         };
         match turn {
             Turn::Held(token) => {
@@ -104,7 +115,9 @@ where
             }
             Turn::Wait(blocker_left) => {
                 recheck = true;
-                let deadline = Instant::now() + blocker_left + Duration::from_millis(2);
+                // No lease outlives MAX_TTL; a larger figure (foreign data) must not overflow.
+                let deadline =
+                    Instant::now() + blocker_left.min(MAX_TTL) + Duration::from_millis(2);
                 tokio::select! {
                     biased;
                     end = session.done() => return Err(session.lost(end)),
@@ -114,6 +127,14 @@ where
             }
         }
     }
+}
+
+/// Errors a script raises before its first write (see `lua/prelude.lua`).
+pub(crate) fn written_nothing(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::WrongType { .. } | Error::CorruptData { .. } | Error::InvalidArgument(_)
+    )
 }
 
 struct Withdraw<'a, W: Fn() -> Op> {

@@ -136,6 +136,8 @@ fn the_documented_line_grants_exactly_what_leasehold_uses() {
         "ssubscribe",
         "sunsubscribe",
         "zrange",
+        // The registry's type, when the lease listing finds foreign data there.
+        "type",
         "publish",
         "spublish",
         "wait",
