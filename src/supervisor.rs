@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fred::clients::SubscriberClient;
-use fred::interfaces::{ClientLike, EventInterface};
+use fred::interfaces::{ClientLike, ClusterInterface, EventInterface};
 use fred::types::Message;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use metrics::{counter, histogram};
@@ -222,14 +222,33 @@ impl Supervisor {
             self.keepalive.all_due(Instant::now());
         }
         let (sub, doorbell) = (self.subscriber.clone(), self.doorbell.clone());
+        let clustered = sub.is_clustered();
         self.tasks.push(Box::pin(async move {
-            if let Err(e) = sub.resubscribe_all().await {
-                tracing::warn!(error = %e, "doorbell resubscribe failed");
+            // On a cluster, a slot migration can still be settling: a shard channel subscribed
+            // on the old owner just before it lets go is dropped again without notice. So
+            // subscribe once now and once more a second later, each time from a fresh slot map.
+            let rounds = if clustered { 2 } else { 1 };
+            for round in 0..rounds {
+                if round > 0 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                for attempt in 1..=5u32 {
+                    if clustered {
+                        let _ = sub.sync_cluster().await;
+                    }
+                    match sub.resubscribe_all().await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, attempt, "doorbell resubscribe failed");
+                            tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+                        }
+                    }
+                }
+                // Rings sent while we were not subscribed are lost: every waiter and observer
+                // re-checks.
+                doorbell.ring_all();
+                doorbell.bump_all_channels();
             }
-            // Rings sent while we were disconnected are lost: once subscribed again, every
-            // waiter and observer re-checks.
-            doorbell.ring_all();
-            doorbell.bump_all_channels();
             TaskDone::Other
         }));
     }
