@@ -338,6 +338,8 @@ enum Fault {
     ScriptFlush,
     /// Every client's traffic delayed by 20 ms each way for this long.
     Latency(Duration),
+    /// Every client's connections reset at once (they reconnect).
+    CutConnections,
 }
 
 struct Run {
@@ -417,6 +419,11 @@ impl Run {
             Fault::RestartRedis => self.server.restart().unwrap(),
             Fault::ScriptFlush => {
                 self.server.command(&["SCRIPT", "FLUSH"]).unwrap();
+            }
+            Fault::CutConnections => {
+                for p in &self.proxies_ctl {
+                    p.cut();
+                }
             }
             Fault::Latency(d) => {
                 for p in &self.proxies_ctl {
@@ -501,6 +508,11 @@ async fn redis_restarted_empty() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn script_flush_mid_run() {
     schedule(Fault::ScriptFlush).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_connection_cut() {
+    schedule(Fault::CutConnections).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -598,12 +610,13 @@ async fn long_run() {
         }
         tokio::time::sleep(secs(1.0 + rand(3000) as f64 / 1000.0)).await;
         let d = secs(0.2 + rand(3500) as f64 / 1000.0);
-        let fault = match rand(6) {
+        let fault = match rand(7) {
             0 => Fault::PartitionClient(d),
             1 => Fault::PauseClient(d),
             2 => Fault::PauseRedis(d),
             3 => Fault::RestartRedis,
             4 => Fault::ScriptFlush,
+            5 => Fault::CutConnections,
             _ => Fault::Latency(d),
         };
         let kind = format!("{fault:?}");
