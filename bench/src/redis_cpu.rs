@@ -25,12 +25,16 @@ const PRELUDE: &str = include_str!("../../lua/prelude.lua");
 /// Calls in flight at once in each phase.
 const CONCURRENCY: usize = 16;
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Measured {
     calls: u64,
     usec_per_call: f64,
     cpu_us_per_op: f64,
     ops_per_sec: f64,
+    /// Commands the scripts called (Redis counts each under its own name), per operation:
+    /// the total and the breakdown.
+    inner_per_op: f64,
+    inner: String,
 }
 
 struct Row {
@@ -70,9 +74,12 @@ pub async fn run(env: &Env) -> Result<Table> {
         .collect();
     let client = env.leasehold_client("cpu", 8).await?;
     let raw = RawShared::connect(&env.redis_url).await?;
+    // Once unmeasured, so every script is loaded (the first calls answer NOSCRIPT) and no
+    // reload is counted.
+    one_rep(env, &client, &raw, 32).await?;
     for rep in 0..env.plan.reps {
         eprintln!("  redis cpu: rep {}/{}", rep + 1, env.plan.reps);
-        let measured = one_rep(env, &client, &raw).await?;
+        let measured = one_rep(env, &client, &raw, env.plan.cpu_calls).await?;
         for (row, m) in table_rows.iter_mut().zip(measured) {
             row.reps.push(m);
         }
@@ -85,6 +92,7 @@ pub async fn run(env: &Env) -> Result<Table> {
         "usec_per_call (commandstats)",
         "Redis process CPU per op",
         "ops/s at 16 in flight",
+        "commands run inside, per op",
     ]);
     for row in &table_rows {
         let med = |f: fn(&Measured) -> f64| stats::median(row.reps.iter().map(f));
@@ -95,14 +103,22 @@ pub async fn run(env: &Env) -> Result<Table> {
             format!("{:.1} µs", med(|m| m.usec_per_call)),
             format!("{:.1} µs", med(|m| m.cpu_us_per_op)),
             stats::thousands(med(|m| m.ops_per_sec)),
+            match row.reps.last() {
+                Some(m) if m.inner_per_op > 0.05 => format!("{:.1}: {}", m.inner_per_op, m.inner),
+                _ => "0".to_owned(),
+            },
         ]);
     }
     Ok(table)
 }
 
 /// Every operation once, each in isolation, `n` times.
-async fn one_rep(env: &Env, client: &leasehold::Client, raw: &RawShared) -> Result<Vec<Measured>> {
-    let n = env.plan.cpu_calls;
+async fn one_rep(
+    env: &Env,
+    client: &leasehold::Client,
+    raw: &RawShared,
+    n: usize,
+) -> Result<Vec<Measured>> {
     let opts = leasehold::SessionOptions::new().ttl(crate::libs::TTL);
     let name = |i: usize| format!("cpu-{}", i);
     let mut out = Vec::new();
@@ -320,13 +336,29 @@ async fn phase<T>(
     let value = work.await?;
     let wall = t0.elapsed();
     let cpu1 = env.admin.cpu_seconds().await?;
-    let stat = env
-        .admin
-        .commandstats()
-        .await?
-        .get(command)
-        .copied()
-        .unwrap_or_default();
+    let all = env.admin.commandstats().await?;
+    let stat = all.get(command).copied().unwrap_or_default();
+    // Everything else is what the scripts called, except this function's own CONFIG RESETSTAT
+    // and its two INFO cpu (INFO commandstats is not counted in its own reply).
+    let mut inner: Vec<(String, f64)> = all
+        .iter()
+        .filter(|(k, _)| k.as_str() != command && k.as_str() != "config|resetstat")
+        .map(|(k, s)| {
+            let own = if k == "info" { 2 } else { 0 };
+            (
+                k.to_uppercase(),
+                s.calls.saturating_sub(own) as f64 / ops as f64,
+            )
+        })
+        .filter(|(_, n)| *n >= 0.05)
+        .collect();
+    inner.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let inner_per_op = inner.iter().map(|(_, n)| n).sum();
+    let inner = inner
+        .iter()
+        .map(|(k, n)| format!("{k} {}", trim(*n)))
+        .collect::<Vec<_>>()
+        .join(", ");
     Ok((
         value,
         Measured {
@@ -334,6 +366,17 @@ async fn phase<T>(
             usec_per_call: stat.usec_per_call(),
             cpu_us_per_op: (cpu1 - cpu0) * 1e6 / ops as f64,
             ops_per_sec: ops as f64 / wall.as_secs_f64(),
+            inner_per_op,
+            inner,
         },
     ))
+}
+
+/// `2`, `1.5`: whole numbers without decimals.
+fn trim(n: f64) -> String {
+    if (n - n.round()).abs() < 0.05 {
+        format!("{:.0}", n)
+    } else {
+        format!("{n:.1}")
+    }
 }
