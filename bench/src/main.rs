@@ -1,0 +1,463 @@
+//! leasehold's benchmark suite: leasehold side by side with a raw `SET NX PX` lock, rslock and
+//! etcd, in one run, against servers it starts itself. Prints markdown.
+//!
+//! ```sh
+//! cargo run --release --manifest-path bench/Cargo.toml            # full run, ~8-10 min
+//! cargo run --release --manifest-path bench/Cargo.toml -- --quick # ~1 min, smaller numbers
+//! ```
+//!
+//! Needs `redis-server` and `etcd` on `PATH` (or `LEASEHOLD_REDIS_SERVER`, `ETCD_BIN`); both
+//! are started on free loopback ports in temporary directories and stopped at the end.
+//! BENCHMARKS.md at the repository root has a full run and how to read it.
+
+mod handoff;
+mod keepalive;
+mod libs;
+mod recorder;
+mod redis_cpu;
+mod rss;
+mod servers;
+mod stats;
+mod sys;
+mod uncontended;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+
+use crate::libs::Lib;
+use crate::stats::Table;
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How much of everything to do.
+pub struct Plan {
+    pub quick: bool,
+    /// Repetitions of each measurement; tables show the median.
+    pub reps: usize,
+    /// Uncontended: repetitions (more: its 1-task points are the most sensitive to other load
+    /// on the machine, and cheap), time before counting, and time counted, per point.
+    pub uncontended_reps: usize,
+    pub warmup: Duration,
+    pub point: Duration,
+    /// Handoff: samples wanted per repetition, and the time limit of one repetition.
+    pub handoffs: usize,
+    pub handoff_time_cap: Duration,
+    /// Redis CPU: calls of each operation per repetition.
+    pub cpu_calls: usize,
+    /// Client RSS: total lock+unlock cycles.
+    pub rss_cycles: u64,
+    /// Keepalive: sessions, locks per session, window, and the per-lock model's run time.
+    pub ka_sessions: usize,
+    pub ka_locks_per_session: usize,
+    pub ka_window: Duration,
+    pub model_time: Duration,
+}
+
+impl Plan {
+    fn full() -> Plan {
+        Plan {
+            quick: false,
+            reps: 3,
+            uncontended_reps: 5,
+            warmup: Duration::from_millis(300),
+            point: Duration::from_secs(2),
+            handoffs: 200,
+            handoff_time_cap: Duration::from_secs(25),
+            cpu_calls: 5000,
+            rss_cycles: 1_000_000,
+            ka_sessions: 10_000,
+            ka_locks_per_session: 10,
+            ka_window: Duration::from_secs(60),
+            model_time: Duration::from_secs(5),
+        }
+    }
+
+    /// About a minute: one repetition, short points, a tenth of the keepalive load.
+    fn quick() -> Plan {
+        Plan {
+            quick: true,
+            reps: 1,
+            uncontended_reps: 1,
+            warmup: Duration::from_millis(100),
+            point: Duration::from_millis(500),
+            handoffs: 50,
+            handoff_time_cap: Duration::from_secs(3),
+            cpu_calls: 1000,
+            rss_cycles: 50_000,
+            ka_sessions: 1000,
+            ka_locks_per_session: 10,
+            ka_window: Duration::from_secs(10),
+            model_time: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What every scenario gets: the plan, the servers, the statistics.
+pub struct Env {
+    pub plan: Plan,
+    pub redis_url: String,
+    pub etcd_endpoint: String,
+    pub admin: servers::Admin,
+    pub totals: &'static recorder::Totals,
+    server_pids: Vec<u32>,
+}
+
+impl Env {
+    pub fn etcd_pid(&self) -> u32 {
+        self.server_pids[1]
+    }
+
+    /// A leasehold client on the suite's Redis.
+    pub async fn leasehold_client(
+        &self,
+        namespace: &str,
+        pool: usize,
+    ) -> Result<leasehold::Client> {
+        Ok(leasehold::Client::builder()
+            .url(&self.redis_url)
+            .namespace(namespace)
+            .pool_size(pool)
+            .build()
+            .await?)
+    }
+}
+
+/// Run `f(0..n)`, `concurrency` at a time, in the calling task; outputs in index order.
+pub async fn run_all<T, E, F, Fut>(n: usize, concurrency: usize, f: F) -> Result<Vec<T>>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = std::result::Result<T, E>>,
+    Error: From<E>,
+{
+    let mut out: Vec<(usize, T)> = stream::iter(0..n)
+        .map(|i| {
+            let fut = f(i);
+            async move { fut.await.map(|v| (i, v)).map_err(Error::from) }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await?;
+    out.sort_by_key(|(i, _)| *i);
+    Ok(out.into_iter().map(|(_, v)| v).collect())
+}
+
+const SCENARIOS: [&str; 5] = ["uncontended", "handoff", "cpu", "rss", "keepalive"];
+
+fn usage() -> String {
+    format!(
+        "usage: leasehold-bench [--quick] [--only SCENARIO[,SCENARIO…]]\n\
+         scenarios: {}\n\
+         Starts its own redis-server and etcd on free loopback ports; prints markdown.",
+        SCENARIOS.join(", ")
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<()> {
+    let mut plan = Plan::full();
+    let mut only: Vec<String> = SCENARIOS.iter().map(|s| s.to_string()).collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => plan = Plan::quick(),
+            "--only" => {
+                let list = it.next().ok_or_else(usage)?;
+                only = list.split(',').map(str::to_owned).collect();
+                if let Some(bad) = only.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
+                    return Err(format!("unknown scenario {bad:?}\n{}", usage()).into());
+                }
+            }
+            "-h" | "--help" => {
+                println!("{}", usage());
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument {other:?}\n{}", usage()).into()),
+        }
+    }
+    let wants = |s: &str| only.iter().any(|o| o == s);
+
+    // Before any client exists, so every metric handle lands in it.
+    let totals = recorder::install();
+    let started = Instant::now();
+    let load_at_start = sys::loadavg();
+    eprintln!("starting redis-server and etcd");
+    let redis = leasehold::testing::RedisServer::start()?;
+    let etcd = servers::Etcd::start().await?;
+    let admin = servers::Admin::connect(&redis.url()).await?;
+    let env = Env {
+        redis_url: redis.url(),
+        etcd_endpoint: etcd.endpoint.clone(),
+        server_pids: vec![
+            redis.pid().ok_or("redis-server is not running")?,
+            etcd.pid(),
+        ],
+        admin,
+        totals,
+        plan,
+    };
+
+    let command = format!(
+        "cargo run --release --manifest-path bench/Cargo.toml --{}",
+        args.iter().map(|a| format!(" {a}")).collect::<String>()
+    );
+    println!("# leasehold benchmarks\n");
+    let mut head = Table::new(&["", ""]);
+    head.row(vec!["command".into(), format!("`{command}`")]);
+    head.row(vec!["date".into(), sys::utc_now()]);
+    head.row(vec![
+        "machine".into(),
+        format!(
+            "{} cores, Linux {}, load average at start {load_at_start}",
+            sys::cores(),
+            sys::kernel()
+        ),
+    ]);
+    head.row(vec![
+        "Redis".into(),
+        format!(
+            "{} on loopback, no persistence (`--save '' --appendonly no`)",
+            env.admin.version().await?
+        ),
+    ]);
+    head.row(vec![
+        "etcd".into(),
+        format!(
+            "{} on loopback, one member, defaults (fsync per write, data in a temp dir)",
+            etcd.version().await?
+        ),
+    ]);
+    head.row(vec![
+        "repetitions".into(),
+        if env.plan.quick {
+            "1 (`--quick`: indicative only)".into()
+        } else {
+            format!(
+                "{} ({} for scenario 1); tables show the median",
+                env.plan.reps, env.plan.uncontended_reps
+            )
+        },
+    ]);
+    println!("{head}");
+
+    let mut targets = Targets::default();
+
+    if wants("uncontended") {
+        let meter = sys::LoadMeter::start(&env.server_pids);
+        eprintln!("scenario 1: uncontended lock+unlock");
+        let out = uncontended::run(&env).await?;
+        section(
+            "1. Uncontended lock + unlock on distinct locks",
+            &format!(
+                "Each task cycles lock + unlock on its own lock name for {:.1} s (after {:.1} s \
+                 warm-up). raw and leasehold use pools of 8 connections, rslock its one \
+                 multiplexed connection; leasehold and etcd use one session/lease per task.",
+                env.plan.point.as_secs_f64(),
+                env.plan.warmup.as_secs_f64()
+            ),
+            &out.table,
+            meter.finish(),
+        );
+        targets.uncontended = Some(out);
+    }
+    if wants("handoff") {
+        let meter = sys::LoadMeter::start(&env.server_pids);
+        eprintln!("scenario 2: handoff");
+        let out = handoff::run(&env).await?;
+        section(
+            "2. Handoff latency and fairness (one lock, hold 10 ms, work 30 ms outside)",
+            &format!(
+                "Time from a holder starting its release to a different, already waiting \
+                 contender holding the lock; up to {} handoffs per repetition (at most {} s), \
+                 counts per repetition shown. Fairness: acquisitions per contender, max/min. \
+                 rslock polls with its default retry (3 tries, random 0-200 ms apart).",
+                env.plan.handoffs,
+                env.plan.handoff_time_cap.as_secs()
+            ),
+            &out.table,
+            meter.finish(),
+        );
+        targets.handoff = Some(out);
+    }
+    if wants("cpu") {
+        let meter = sys::LoadMeter::start(&env.server_pids);
+        eprintln!("scenario 3: Redis CPU per call");
+        let table = redis_cpu::run(&env).await?;
+        section(
+            "3. Redis CPU per call, each operation alone",
+            &format!(
+                "`CONFIG RESETSTAT`, {} operations of one kind (16 in flight), then `INFO \
+                 commandstats` and `INFO cpu`. usec_per_call is the time inside the command; \
+                 process CPU per op also counts reading, replying, pub/sub and the event loop.",
+                stats::thousands(env.plan.cpu_calls as f64)
+            ),
+            &table,
+            meter.finish(),
+        );
+    }
+    if wants("rss") {
+        let meter = sys::LoadMeter::start(&env.server_pids);
+        eprintln!("scenario 5b: client RSS over lock cycles");
+        let out = rss::run(&env).await?;
+        section(
+            "5b. Client memory over lock cycles",
+            "One client (pool of 8), 64 tasks with a session and a lock each; VmRSS of the \
+             bench process sampled at every 5 % of the cycles.",
+            &out.table,
+            meter.finish(),
+        );
+        targets.rss = Some(out);
+    }
+    if wants("keepalive") {
+        let meter = sys::LoadMeter::start(&env.server_pids);
+        eprintln!("scenario 4 and 5a: keepalive scaling, Redis memory");
+        let out = keepalive::run(&env).await?;
+        let load = meter.finish();
+        section(
+            "4. Keepalive scaling",
+            &format!(
+                "One client, {} sessions with TTL 10 s, {} locks each, then a {} s window.",
+                stats::thousands(env.plan.ka_sessions as f64),
+                env.plan.ka_locks_per_session,
+                env.plan.ka_window.as_secs()
+            ),
+            &out.keepalive,
+            load,
+        );
+        section(
+            "5a. Redis memory per session and per lock",
+            "From the keepalive scenario's setup: `INFO memory` used_memory before and after \
+             opening the sessions and after taking the locks; `MEMORY USAGE … SAMPLES 0` of \
+             single keys.",
+            &out.memory,
+            load,
+        );
+        targets.keepalive = Some(out);
+    }
+
+    println!("## Targets\n");
+    println!("{}", targets.table());
+    let mut tail = Table::new(&["", ""]);
+    tail.row(vec!["load average at end".into(), sys::loadavg()]);
+    tail.row(vec![
+        "total time".into(),
+        format!("{:.0} s", started.elapsed().as_secs_f64()),
+    ]);
+    println!("{tail}");
+    drop(env);
+    drop(etcd);
+    drop(redis);
+    Ok(())
+}
+
+fn section(title: &str, how: &str, table: &Table, load: sys::Load) {
+    println!("## {title}\n\n{how}\n\n{table}\n_{load}_\n");
+}
+
+/// Each scenario's figures that the targets are judged on.
+#[derive(Default)]
+struct Targets {
+    uncontended: Option<uncontended::Outcome>,
+    handoff: Option<handoff::Outcome>,
+    rss: Option<rss::Outcome>,
+    keepalive: Option<keepalive::Outcome>,
+}
+
+impl Targets {
+    fn table(&self) -> Table {
+        let mut t = Table::new(&["target", "figure", "holds?"]);
+        let mut add = |what: &str, figure: String, ok: bool| {
+            t.row(vec![
+                what.to_owned(),
+                figure,
+                if ok { "yes" } else { "**no**" }.to_owned(),
+            ]);
+        };
+        if let Some(u) = &self.uncontended {
+            let lh = |n| u.rate(Lib::Leasehold, n);
+            let (raw1, rs1, rs64) = (
+                lh(1) / u.rate(Lib::Raw, 1),
+                lh(1) / u.rate(Lib::Rslock, 1),
+                lh(64) / u.rate(Lib::Rslock, 64),
+            );
+            add(
+                "uncontended, 1 task: leasehold ≥ 0.9× raw",
+                format!("{raw1:.2}×"),
+                raw1 >= 0.9,
+            );
+            add(
+                "uncontended, 1 task: leasehold ≥ 0.9× rslock",
+                format!("{rs1:.2}×"),
+                rs1 >= 0.9,
+            );
+            add(
+                "uncontended, 64 tasks: leasehold ≥ 0.8× rslock",
+                format!("{rs64:.2}×"),
+                rs64 >= 0.8,
+            );
+        }
+        if let Some(h) = &self.handoff {
+            for &(lib, c, p50, p99, fairness) in &h.results {
+                if lib != Lib::Leasehold {
+                    continue;
+                }
+                add(
+                    &format!("handoff, {c} contenders: p50 ≤ 0.5 ms"),
+                    stats::ms(p50),
+                    p50 <= Duration::from_micros(500),
+                );
+                add(
+                    &format!("handoff, {c} contenders: p99 ≤ 2 ms"),
+                    stats::ms(p99),
+                    p99 <= Duration::from_millis(2),
+                );
+                add(
+                    &format!("fairness, {c} contenders: max/min ≤ 1.2"),
+                    handoff::ratio(fairness),
+                    fairness <= 1.2,
+                );
+            }
+        }
+        if let Some(k) = &self.keepalive {
+            add(
+                "keepalive: ≤ 10 renewal calls/s",
+                format!("{:.2}/s", k.calls_per_sec),
+                k.calls_per_sec <= 10.0,
+            );
+            add(
+                "keepalive: client CPU ≤ 5 % of a core",
+                format!("{:.2} %", k.client_cpu * 100.0),
+                k.client_cpu <= 0.05,
+            );
+            add(
+                "keepalive: 0 sessions lost",
+                k.lost.to_string(),
+                k.lost == 0,
+            );
+        }
+        if let Some(r) = &self.rss {
+            let mib = |b: u64| b as f64 / (1 << 20) as f64;
+            add(
+                "client RSS flat (end within 5 % / 2 MiB of the 5 % sample)",
+                format!(
+                    "{:.1} → {:.1} MiB (max {:.1})",
+                    mib(r.first),
+                    mib(r.last),
+                    mib(r.max)
+                ),
+                r.flat(),
+            );
+        }
+        t
+    }
+}
