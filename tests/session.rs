@@ -266,6 +266,37 @@ async fn on_drop_orphan_leaves_the_lease_to_its_ttl() {
     );
 }
 
+/// Nobody renews any more, so no renewal sweeps on the way: the client sweeps the leases it
+/// left to expire itself, with what was attached to them.
+#[tokio::test]
+async fn orphaned_leases_are_swept_when_no_session_is_left() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "s12").await;
+    let ttl = secs(1);
+    let orphaned = client
+        .session_with(SessionOptions::new().ttl(ttl))
+        .await
+        .unwrap();
+    let dropped = client
+        .session_with(SessionOptions::new().ttl(ttl).on_drop(OnDrop::Orphan))
+        .await
+        .unwrap();
+    let guard = orphaned.mutex("a").unwrap().lock().await.unwrap();
+    dropped.put("k", "v").await.unwrap();
+    orphaned.orphan();
+    drop((guard, orphaned, dropped));
+    assert_eq!(client.live_sessions(), 0);
+    assert_eq!(zcard(&raw, "{s12}:leases").await, 2, "left to expire");
+    // Expired after TTL (plus a renewal attempt timeout and drift), swept within a second.
+    assert!(
+        eventually(secs(3), || async { zcard(&raw, "{s12}:leases").await == 0 }).await,
+        "registry still holds {}",
+        zcard(&raw, "{s12}:leases").await
+    );
+    assert_eq!(keys(&raw, "{s12}:*").await, vec!["{s12}:rev".to_owned()]);
+}
+
 #[tokio::test]
 async fn close_revokes_and_is_idempotent() {
     let server = server();
