@@ -377,7 +377,7 @@ impl Session {
         let client = &self.inner.client.inner;
         let id = self.inner.lease;
         client.send(Op::Stop { id });
-        match client.revoke(id).await {
+        match client.revoke_unused(id).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 client.send(Op::Orphan {

@@ -249,7 +249,7 @@ impl Supervisor {
     fn spawn_revoke(&mut self, id: LeaseId, ttl: Duration) {
         let core = self.core.clone();
         self.tasks.push(Box::pin(async move {
-            match core.revoke(id).await {
+            match core.revoke_unused(id).await {
                 Ok(_) => TaskDone::Other,
                 Err(e) => {
                     tracing::debug!(lease = %id, error = %e, "background revoke failed; the lease will expire by its TTL");
