@@ -132,13 +132,14 @@ local function owned(key)
 end
 
 -- Doorbell: one channel per client process; the lease hash names the client that renews it.
-local function ring(lease, msg)
+-- No message when that client is `unless_client` (it told us it needs none).
+local function ring(lease, msg, unless_client)
   -- A queue member without a lease part (foreign data) has no doorbell.
   if not lease then return end
   local lk = lease_key(lease)
   if redis.call('TYPE', lk)['ok'] ~= 'hash' then return end
   local client = redis.call('HGET', lk, 'client')
-  if client then
+  if client and client ~= unless_client then
     publish(P .. 'wake:' .. client, msg)
   end
 end
@@ -529,10 +530,11 @@ local function detach_entry(entry, lease)
 end
 
 -- Delete a lease and everything attached to it; tell its owner why (`why` = 'r' revoked,
--- 'x' expired). Returns the number of attachments released.
-local function drop_lease(id, why)
+-- 'x' expired), unless the owner is `caller`: a client revoking a lease it has stopped using.
+-- Returns the number of attachments released.
+local function drop_lease(id, why, caller)
   local lk, ak = lease_key(id), attached_key(id)
-  ring(id, why .. ' ' .. id)
+  ring(id, why .. ' ' .. id, caller)
   local n = 0
   if redis.call('TYPE', ak)['ok'] == 'set' then
     -- Take the lease out of the registry first, so hand-overs see it dead.

@@ -41,6 +41,14 @@ pub(crate) fn attempt_timeout(ttl: Duration) -> Duration {
     (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
 }
 
+/// An instant by which a lease that nobody renews any more has surely expired on the server,
+/// when its last renewal (or grant) call was sent before `now`: that call may still be
+/// carried out up to its attempt timeout later, and the server clock may run up to `DRIFT`
+/// slower than ours.
+pub(crate) fn surely_expired(now: Instant, ttl: Duration) -> Instant {
+    now + attempt_timeout(ttl) + ttl.mul_f64(1.0 + DRIFT) + MARGIN_FIXED
+}
+
 /// Detects the server clock running ahead of the local monotonic clock, from the `TIME` that
 /// renewal replies carry.
 #[derive(Debug, Default)]

@@ -187,7 +187,7 @@ impl Core {
             Err(e @ Error::NotReplicated { .. }) => {
                 // The primary has the lease but a failover could lose it: nobody will use it,
                 // so take it back rather than leave it to its TTL.
-                let _ = self.revoke(id).await;
+                let _ = self.revoke_unused(id).await;
                 return Err(e);
             }
             Err(e) => return Err(e),
@@ -215,11 +215,21 @@ impl Core {
 
     /// Revoke a lease. Returns whether it was alive.
     pub(crate) async fn revoke(&self, id: LeaseId) -> Result<bool> {
+        self.revoke_with(id, None).await
+    }
+
+    /// Revoke a lease whose session has already ended in this client (closed, dropped, lost):
+    /// nobody here needs to hear of it, so this client's doorbell is not rung (another client
+    /// that adopted the lease still is). Saves a pub/sub message per dropped session.
+    pub(crate) async fn revoke_unused(&self, id: LeaseId) -> Result<bool> {
+        self.revoke_with(id, Some(&self.id)).await
+    }
+
+    async fn revoke_with(&self, id: LeaseId, caller: Option<&str>) -> Result<bool> {
         let keys = self.keys.for_lease(id);
-        let v = self
-            .conn
-            .eval(script!("lease_revoke"), keys, vec![id.to_string()])
-            .await?;
+        let mut args = vec![id.to_string()];
+        args.extend(caller.map(str::to_owned));
+        let v = self.conn.eval(script!("lease_revoke"), keys, args).await?;
         let alive = Reply::new("lease revoke").int(&v)? == 1;
         if alive {
             counter!(m::LEASES_REVOKED).increment(1);

@@ -371,24 +371,35 @@ impl Session {
     /// Revoke the lease and stop renewing it: everything attached is released at once and
     /// [`done`](Self::done) resolves with [`SessionEnd::Closed`] (unless it had already ended).
     /// Calling it again, or on a lost session, is harmless. An error means Redis could not be
-    /// told; the lease then runs out by its TTL.
+    /// told; the lease then runs out by its TTL (and is swept after).
     pub async fn close(&self) -> Result<()> {
         end_status(&self.inner.status, SessionEnd::Closed);
         let client = &self.inner.client.inner;
-        client.send(Op::Stop {
-            id: self.inner.lease,
-        });
-        client.revoke(self.inner.lease).await.map(|_| ())
+        let id = self.inner.lease;
+        client.send(Op::Stop { id });
+        match client.revoke_unused(id).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                client.send(Op::Orphan {
+                    id,
+                    ttl: self.inner.ttl,
+                });
+                Err(e)
+            }
+        }
     }
 
     /// Stop renewing without revoking (etcd's `Orphan`): the lease and everything attached stay
-    /// on the server until the TTL runs out. [`done`](Self::done) resolves at once with
+    /// on the server until the TTL runs out (then the client sweeps them away, unless another
+    /// process's renewal did first). [`done`](Self::done) resolves at once with
     /// [`SessionEnd::Orphaned`].
     pub fn orphan(&self) {
-        end_status(&self.inner.status, SessionEnd::Orphaned);
-        self.inner.client.inner.send(Op::Stop {
-            id: self.inner.lease,
-        });
+        if end_status(&self.inner.status, SessionEnd::Orphaned) {
+            self.inner.client.inner.send(Op::Orphan {
+                id: self.inner.lease,
+                ttl: self.inner.ttl,
+            });
+        }
     }
 
     /// A fair, fenced mutex named `name`, attached to this session's lease.
@@ -409,21 +420,24 @@ impl Drop for SessionInner {
         let client = &self.client.inner;
         let live = client.live_sessions.fetch_sub(1, Ordering::SeqCst) - 1;
         gauge!(m::SESSIONS_LIVE).decrement(1.0);
-        let ended = matches!(
-            self.status.borrow().state,
-            SessionState::Ended(SessionEnd::Closed | SessionEnd::Orphaned)
-        );
-        let end = match self.on_drop {
-            OnDrop::Revoke => SessionEnd::Closed,
-            OnDrop::Orphan => SessionEnd::Orphaned,
+        let (id, ttl) = (self.lease, self.ttl);
+        let state = self.status.borrow().state;
+        let op = match (state, self.on_drop) {
+            // close() or orphan() already told the supervisor.
+            (SessionState::Ended(SessionEnd::Closed | SessionEnd::Orphaned), _) => Op::Stop { id },
+            // Also when lost: the lease may still be on the server (harmless if not).
+            (_, OnDrop::Revoke) => Op::Revoke { id, ttl },
+            (SessionState::Ended(_), OnDrop::Orphan) => Op::Stop { id },
+            (_, OnDrop::Orphan) => Op::Orphan { id, ttl },
         };
-        end_status(&self.status, end);
-        let id = self.lease;
-        if !ended && self.on_drop == OnDrop::Revoke {
-            client.send(Op::Revoke { id });
-        } else {
-            client.send(Op::Stop { id });
-        }
+        end_status(
+            &self.status,
+            match self.on_drop {
+                OnDrop::Revoke => SessionEnd::Closed,
+                OnDrop::Orphan => SessionEnd::Orphaned,
+            },
+        );
+        client.send(op);
         tracing::debug!(namespace = client.keys.namespace(), lease = %id, live, "session dropped");
     }
 }

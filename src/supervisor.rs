@@ -2,8 +2,14 @@
 //! batched calls (decisions in [`crate::keepalive`]), routes doorbell messages to waiters and
 //! sessions, and runs background cleanups (dropped guards, dropped sessions). It ends, after a
 //! bounded drain, when the last handle of its client is gone.
+//!
+//! Every renewal call also sweeps expired leases (any client's: a crashed process cannot sweep
+//! its own). A lease this client leaves to expire (orphaned, or a revoke that failed) is
+//! remembered until a sweep that ran after it surely expired, and if no renewal comes along
+//! to do it, a sweep-only call is made for it: a process whose last sessions were orphaned
+//! leaves nothing behind in Redis.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,7 +26,7 @@ use crate::client::Core;
 use crate::doorbell::Doorbell;
 use crate::error::{Error, Result};
 use crate::failover::SentinelWatch;
-use crate::keepalive::{Event, Keepalive, MAX_BATCH};
+use crate::keepalive::{surely_expired, Event, Keepalive, MAX_BATCH};
 use crate::lease::{LeaseId, RenewReply};
 use crate::metrics as m;
 use crate::script::LuaScript;
@@ -36,10 +42,13 @@ pub(crate) enum Op {
         valid_until: Instant,
         status: Arc<StatusCell>,
     },
-    /// Stop renewing (closed, orphaned or dropped with `OnDrop::Orphan`).
+    /// Stop renewing (closed, or lost).
     Stop { id: LeaseId },
+    /// Stop renewing and leave the lease to expire (orphaned, dropped with `OnDrop::Orphan`,
+    /// or a `close()` whose revoke failed); sweep it once it has.
+    Orphan { id: LeaseId, ttl: Duration },
     /// Stop renewing and revoke in the background (last handle dropped).
-    Revoke { id: LeaseId },
+    Revoke { id: LeaseId, ttl: Duration },
     /// Nobody in this process watches `channel` any more: unsubscribe (unless someone started
     /// watching it again meanwhile).
     Unsubscribe { channel: String },
@@ -70,6 +79,11 @@ enum TaskDone {
     },
     /// The connections were re-established after a failover.
     Reconnected,
+    /// A background revoke failed: the lease is left to expire.
+    RevokeFailed {
+        id: LeaseId,
+        ttl: Duration,
+    },
     Other,
 }
 
@@ -77,6 +91,18 @@ enum TaskDone {
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Expired leases swept per renewal call.
 const SWEEP_LIMIT: usize = 64;
+/// Sweep-only calls for orphaned leases are at least this far apart (after any call that
+/// swept): a lease that has expired may be swept a little late, it holds nothing any more.
+const ORPHAN_SWEEP_GAP: Duration = Duration::from_secs(1);
+/// Timeout of a sweep-only call.
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A session whose lease the supervisor renews.
+struct Tracked {
+    /// Shared with the session's handles.
+    status: Arc<StatusCell>,
+    ttl: Duration,
+}
 
 pub(crate) struct Supervisor {
     core: Arc<Core>,
@@ -84,7 +110,14 @@ pub(crate) struct Supervisor {
     ops: mpsc::UnboundedReceiver<Op>,
     doorbell: Arc<Doorbell>,
     keepalive: Keepalive,
-    sessions: HashMap<LeaseId, Arc<StatusCell>>,
+    sessions: HashMap<LeaseId, Tracked>,
+    /// Leases this client left to expire, each with the instant by which it surely has. A call
+    /// that swept everything expired when it was sent removes those due before.
+    orphans: BTreeSet<(Instant, LeaseId)>,
+    /// When the last call that sweeps (any renewal call) was sent.
+    last_sweep: Instant,
+    /// A sweep-only call is in flight.
+    sweeping: bool,
     tasks: FuturesUnordered<Task>,
     wake_channel: String,
     /// Replication id of the server that answered the last renewal.
@@ -112,6 +145,9 @@ impl Supervisor {
             doorbell,
             keepalive: Keepalive::default(),
             sessions: HashMap::new(),
+            orphans: BTreeSet::new(),
+            last_sweep: Instant::now(),
+            sweeping: false,
             tasks: FuturesUnordered::new(),
             wake_channel: core.keys.wake(&core.id),
             replid: None,
@@ -127,7 +163,7 @@ impl Supervisor {
             let deadline = if self.renewals_paused {
                 self.keepalive.next_expiry()
             } else {
-                self.keepalive.next_deadline()
+                earliest(self.keepalive.next_deadline(), self.orphan_sweep_at())
             };
             tokio::select! {
                 op = self.ops.recv() => match op {
@@ -162,16 +198,21 @@ impl Supervisor {
                 status,
             } => {
                 self.keepalive.insert(id, ttl, valid_until, sent);
-                self.sessions.insert(id, status);
+                self.sessions.insert(id, Tracked { status, ttl });
             }
             Op::Stop { id } => {
                 self.keepalive.remove(id);
                 self.sessions.remove(&id);
             }
-            Op::Revoke { id } => {
+            Op::Orphan { id, ttl } => {
                 self.keepalive.remove(id);
                 self.sessions.remove(&id);
-                self.spawn_revoke(id);
+                self.orphaned(id, ttl);
+            }
+            Op::Revoke { id, ttl } => {
+                self.keepalive.remove(id);
+                self.sessions.remove(&id);
+                self.spawn_revoke(id, ttl);
             }
             Op::Unsubscribe { channel } => {
                 if !self.doorbell.channel_watched(&channel) {
@@ -205,14 +246,33 @@ impl Supervisor {
         }
     }
 
-    fn spawn_revoke(&mut self, id: LeaseId) {
+    fn spawn_revoke(&mut self, id: LeaseId, ttl: Duration) {
         let core = self.core.clone();
         self.tasks.push(Box::pin(async move {
-            if let Err(e) = core.revoke(id).await {
-                tracing::debug!(lease = %id, error = %e, "background revoke failed; the lease will expire by its TTL");
+            match core.revoke_unused(id).await {
+                Ok(_) => TaskDone::Other,
+                Err(e) => {
+                    tracing::debug!(lease = %id, error = %e, "background revoke failed; the lease will expire by its TTL");
+                    TaskDone::RevokeFailed { id, ttl }
+                }
             }
-            TaskDone::Other
         }));
+    }
+
+    /// Nobody renews `id` any more and it was not revoked: have it swept once it has surely
+    /// expired, if no renewal call does it first.
+    fn orphaned(&mut self, id: LeaseId, ttl: Duration) {
+        self.orphans
+            .insert((surely_expired(Instant::now(), ttl), id));
+    }
+
+    /// When to send a sweep-only call for orphaned leases, if one is needed.
+    fn orphan_sweep_at(&self) -> Option<Instant> {
+        if self.sweeping {
+            return None;
+        }
+        let (expired, _) = self.orphans.first()?;
+        Some((*expired).max(self.last_sweep + ORPHAN_SWEEP_GAP))
     }
 
     fn resubscribe(&mut self, renew_all: bool) {
@@ -294,10 +354,15 @@ impl Supervisor {
             }
             self.spawn_renew(ids, timeout);
         }
+        if !self.renewals_paused && self.orphan_sweep_at().is_some_and(|t| t <= now) {
+            self.sweeping = true;
+            self.spawn_renew(Vec::new(), SWEEP_TIMEOUT);
+        }
     }
 
     /// One batched renewal call (with no ids: a sweep only).
     fn spawn_renew(&mut self, ids: Vec<LeaseId>, timeout: Duration) {
+        self.last_sweep = Instant::now();
         let core = self.core.clone();
         self.tasks.push(Box::pin(async move {
             let sent = Instant::now();
@@ -363,10 +428,17 @@ impl Supervisor {
     }
 
     fn on_task(&mut self, done: TaskDone) {
-        if let TaskDone::Reconnected = done {
-            self.renewals_paused = false;
-            self.keepalive.all_due(Instant::now());
-            return;
+        match done {
+            TaskDone::Reconnected => {
+                self.renewals_paused = false;
+                self.keepalive.all_due(Instant::now());
+                return;
+            }
+            TaskDone::RevokeFailed { id, ttl } => {
+                self.orphaned(id, ttl);
+                return;
+            }
+            _ => {}
         }
         let TaskDone::Renewed {
             ids,
@@ -380,11 +452,18 @@ impl Supervisor {
         counter!(m::RENEW_CALLS).increment(1);
         histogram!(m::RENEW_LATENCY).record((recv - sent).as_secs_f64());
         histogram!(m::RENEW_BATCH).record(ids.len() as f64);
+        if ids.is_empty() {
+            self.sweeping = false;
+        }
         match result {
             Ok(reply) => {
                 if reply.swept >= SWEEP_LIMIT as u64 {
                     // A backlog of expired leases (a crashed process had many): keep sweeping.
-                    self.spawn_renew(Vec::new(), Duration::from_secs(5));
+                    self.spawn_renew(Vec::new(), SWEEP_TIMEOUT);
+                } else {
+                    // Everything expired when this call was sent is gone: so are the orphans
+                    // that had surely expired by then.
+                    self.orphans = self.orphans.split_off(&(sent, LeaseId::MAX));
                 }
                 self.check_server_history(&reply.replid, &ids);
                 let step = self.keepalive.clock.observe(reply.server_us, sent, recv);
@@ -396,8 +475,8 @@ impl Supervisor {
                     );
                     // Leases renewed before the step expire that much earlier on the server.
                     for (id, valid_until) in self.keepalive.shorten(step, &ids) {
-                        if let Some(cell) = self.sessions.get(&id) {
-                            cell.send_modify(|s| s.valid_until = valid_until);
+                        if let Some(t) = self.sessions.get(&id) {
+                            t.status.send_modify(|s| s.valid_until = valid_until);
                         }
                     }
                 }
@@ -433,12 +512,12 @@ impl Supervisor {
                 headroom,
             } => {
                 histogram!(m::RENEW_HEADROOM).record(headroom.as_secs_f64());
-                let Some(cell) = self.sessions.get(&id) else {
+                let Some(t) = self.sessions.get(&id) else {
                     return;
                 };
                 let now = Instant::now();
                 let mut expired = false;
-                cell.send_if_modified(|s| {
+                t.status.send_if_modified(|s| {
                     if matches!(s.state, SessionState::Ended(_)) {
                         return false;
                     }
@@ -460,8 +539,8 @@ impl Supervisor {
                 }
             }
             Event::Jeopardy { id } => {
-                if let Some(cell) = self.sessions.get(&id) {
-                    cell.send_if_modified(|s| {
+                if let Some(t) = self.sessions.get(&id) {
+                    t.status.send_if_modified(|s| {
                         if s.state != SessionState::Alive {
                             return false;
                         }
@@ -472,13 +551,14 @@ impl Supervisor {
             }
             Event::Lost { id, end } => {
                 counter!(m::SESSION_LOST, "reason" => end.label()).increment(1);
-                if let Some(cell) = self.sessions.remove(&id) {
-                    end_status(&cell, end);
+                let tracked = self.sessions.remove(&id);
+                if let Some(t) = &tracked {
+                    end_status(&t.status, end);
                 }
                 tracing::warn!(lease = %id, reason = %end, "session lost");
-                if end == SessionEnd::Expired {
+                if let (SessionEnd::Expired, Some(t)) = (end, tracked) {
                     // The server may still hold the lease; free what it holds once we can.
-                    self.spawn_revoke(id);
+                    self.spawn_revoke(id, t.ttl);
                 }
             }
         }
@@ -494,6 +574,13 @@ impl Supervisor {
         }
         let _ = self.subscriber.quit().await;
         let _ = self.core.conn.pool().quit().await;
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

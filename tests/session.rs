@@ -266,6 +266,78 @@ async fn on_drop_orphan_leaves_the_lease_to_its_ttl() {
     );
 }
 
+/// Nobody renews any more, so no renewal sweeps on the way: the client sweeps the leases it
+/// left to expire itself, with what was attached to them.
+#[tokio::test]
+async fn orphaned_leases_are_swept_when_no_session_is_left() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "s12").await;
+    let ttl = secs(1);
+    let orphaned = client
+        .session_with(SessionOptions::new().ttl(ttl))
+        .await
+        .unwrap();
+    let dropped = client
+        .session_with(SessionOptions::new().ttl(ttl).on_drop(OnDrop::Orphan))
+        .await
+        .unwrap();
+    let guard = orphaned.mutex("a").unwrap().lock().await.unwrap();
+    dropped.put("k", "v").await.unwrap();
+    orphaned.orphan();
+    drop((guard, orphaned, dropped));
+    assert_eq!(client.live_sessions(), 0);
+    assert_eq!(zcard(&raw, "{s12}:leases").await, 2, "left to expire");
+    // Expired after TTL (plus a renewal attempt timeout and drift), swept within a second.
+    assert!(
+        eventually(secs(3), || async { zcard(&raw, "{s12}:leases").await == 0 }).await,
+        "registry still holds {}",
+        zcard(&raw, "{s12}:leases").await
+    );
+    assert_eq!(keys(&raw, "{s12}:*").await, vec!["{s12}:rev".to_owned()]);
+}
+
+/// Revoking a session that already ended here (dropped, closed) does not ring this client's
+/// doorbell: nothing needs to hear of it, and a session-per-request service would otherwise
+/// send itself a pub/sub message per request. A revoke from outside still rings.
+#[tokio::test]
+async fn revoking_an_ended_session_does_not_ring_its_own_doorbell() {
+    use fred::prelude::{EventInterface, PubsubInterface};
+
+    let server = server();
+    let client = client(&server, "s13").await;
+    let listener = raw(&server).await;
+    let mut messages = listener.message_rx();
+    let wake = format!("{{s13}}:wake:{}", client.id());
+    listener.ssubscribe(wake).await.unwrap();
+
+    let dropped = client.session().await.unwrap();
+    let dropped_lease = dropped.lease();
+    drop(dropped);
+    let closed = client.session().await.unwrap();
+    closed.close().await.unwrap();
+    assert!(
+        eventually(secs(2), || async {
+            client.time_to_live(dropped_lease).await.unwrap().is_none()
+        })
+        .await,
+        "revoked in the background"
+    );
+
+    let live = client.session().await.unwrap();
+    client.revoke(live.lease()).await.unwrap();
+    // Messages arrive in order: the first is the outside revoke's.
+    let first = tokio::time::timeout(secs(2), messages.recv())
+        .await
+        .expect("the outside revoke rings")
+        .unwrap();
+    assert_eq!(
+        first.value.as_str().unwrap(),
+        format!("r {}", live.lease()).as_str()
+    );
+    assert_eq!(live.done().await, SessionEnd::Revoked);
+}
+
 #[tokio::test]
 async fn close_revokes_and_is_idempotent() {
     let server = server();
