@@ -26,7 +26,7 @@ fn builder(url: &str, ns: &str) -> leasehold::ClientBuilder {
 
 async fn durable_client(url: &str, ns: &str) -> leasehold::Result<Client> {
     builder(url, ns)
-        .durability(Durability::replicas(1).timeout(ms(200)))
+        .durability(Durability::replicas(1).timeout(ms(500)))
         .build()
         .await
 }
@@ -368,17 +368,27 @@ async fn a_demoted_primary_is_left_for_the_new_one_and_durable_holds_survive() {
         "grants acknowledged again {:?} after the switch",
         switched.elapsed()
     );
-    let waiter = spawn_lock(waiter_session.mutex("m").unwrap());
+    // A replica that has just resynced may still miss a WAIT now and then: such an acquire
+    // fails cleanly (transient) and is retried, as a caller would.
+    let waiter = {
+        let m = waiter_session.mutex("m").unwrap();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match m.lock().await {
+                    Ok(g) => return g.fencing_token(),
+                    Err(e) if e.is_transient() && Instant::now() < deadline => {
+                        tokio::time::sleep(ms(50)).await
+                    }
+                    Err(e) => panic!("waiter: {e}"),
+                }
+            }
+        })
+    };
     // The holder still owns the lock on the new primary, and its session never ended.
     assert!(
         eventually(Duration::from_secs(15), || async {
-            let owner = guard.is_owner().await;
-            println!(
-                "DBG {:?} {owner:?} {:?}",
-                switched.elapsed(),
-                session.state()
-            );
-            matches!(owner, Ok(true))
+            matches!(guard.is_owner().await, Ok(true))
         })
         .await,
         "the holder's lock is on the new primary"
@@ -390,10 +400,9 @@ async fn a_demoted_primary_is_left_for_the_new_one_and_durable_holds_survive() {
     assert!(session.is_valid());
     let first = guard.fencing_token();
     guard.unlock().await.unwrap();
-    let token = tokio::time::timeout(Duration::from_secs(10), waiter)
+    let token = tokio::time::timeout(Duration::from_secs(25), waiter)
         .await
         .expect("handoff on the new primary")
-        .unwrap()
         .unwrap();
     assert!(token > first);
     assert!(setup.servers()[new]
