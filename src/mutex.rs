@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::names::check_name;
 use crate::script::script;
 use crate::session::Session;
-use crate::waiter::{contend, entry_guard_methods, lock_keys, parse_turn, release_op, Entry};
+use crate::waiter::{acquire, entry_guard_methods, Entry};
 
 const KIND: &str = "mutex";
 
@@ -97,29 +97,19 @@ impl Mutex {
     async fn acquire(&self, try_only: bool) -> Result<MutexGuard> {
         let session = &self.session;
         let contender = session.new_contender("");
-        let client = &session.inner.client.inner;
         let args = vec![
             session.lease().to_string(),
             contender.clone(),
             if try_only { "1" } else { "0" }.to_owned(),
         ];
-        let token = contend(
+        let token = acquire(
             session,
+            &self.key,
             &contender,
             KIND,
-            || release_op(session, &self.key, &contender, 0),
-            |recheck| {
-                let mut args = args.clone();
-                args.push(if recheck { "1" } else { "0" }.to_owned());
-                async move {
-                    let keys = lock_keys(session, &self.key);
-                    let v = client
-                        .conn
-                        .eval(script!("mutex_acquire"), keys, args)
-                        .await?;
-                    parse_turn("mutex acquire", v)
-                }
-            },
+            script!("mutex_acquire"),
+            "mutex acquire",
+            args,
         )
         .await?;
         match token {

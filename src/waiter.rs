@@ -137,6 +137,39 @@ pub(crate) fn written_nothing(e: &Error) -> bool {
     )
 }
 
+/// The acquire of every lock kind whose script answers a plain turn (mutex, rwlock): queue
+/// `contender` on `queue` with `script` (ARGV: `args`, then the re-check flag) and wait for its
+/// turn, withdrawing the entry if the wait is dropped or fails.
+pub(crate) async fn acquire(
+    session: &Session,
+    queue: &str,
+    contender: &str,
+    kind: &'static str,
+    script: &'static LuaScript,
+    what: &'static str,
+    args: Vec<String>,
+) -> Result<Option<u64>> {
+    let client = &session.inner.client.inner;
+    contend(
+        session,
+        contender,
+        kind,
+        || release_op(session, queue, contender, 0),
+        |recheck| {
+            let mut args = args.clone();
+            args.push(if recheck { "1" } else { "0" }.to_owned());
+            async move {
+                let v = client
+                    .conn
+                    .eval(script, lock_keys(session, queue), args)
+                    .await?;
+                parse_turn(what, v)
+            }
+        },
+    )
+    .await
+}
+
 struct Withdraw<'a, W: Fn() -> Op> {
     session: &'a Session,
     withdraw: &'a W,
