@@ -113,7 +113,7 @@ impl DoubleBarrier {
         // Withdraws this participant if the wait is dropped or fails before the round starts.
         let mut withdraw = WithdrawOnDrop(Some((
             session.clone(),
-            release_op(session, &key, &member, 0),
+            release_op(session, &key, &member, 0, KIND),
         )));
         let mut recheck = false;
         loop {

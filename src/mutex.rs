@@ -1,6 +1,7 @@
 //! A fair, fenced mutex attached to a session (etcd's `concurrency.Mutex`, with its sharp
-//! edges removed). Scripts: `lua/mutex_acquire.lua`, then `lua/lock_release.lua` and
-//! `lua/lock_check.lua`, shared with the other locks (see [`crate::waiter`]).
+//! edges removed). Scripts: `lua/mutex_acquire.lua` and `lua/mutex_release.lua` (the lock hot
+//! path, kept lean), and `lua/lock_check.lua`, shared with the other locks (see
+//! [`crate::waiter`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -107,7 +108,7 @@ impl Mutex {
             &self.key,
             &contender,
             KIND,
-            script!("mutex_acquire"),
+            script!(core "mutex_acquire"),
             "mutex acquire",
             args,
         )

@@ -1,6 +1,6 @@
 //! Lua scripts: each file under `lua/` is one atomic operation, compiled in with the shared
-//! prelude (`lua/prelude.lua`) in front. A script is declared next to the Rust that calls it:
-//! `src/mutex.rs` runs `lua/mutex_acquire.lua` as `script!("mutex_acquire")`.
+//! preludes (`lua/prelude.lua`, `lua/prelude_queues.lua`) in front. A script is declared next
+//! to the Rust that calls it: `src/kv.rs` runs `lua/kv_put.lua` as `script!("kv_put")`.
 
 use fred::types::scripts::Script;
 
@@ -40,19 +40,27 @@ impl LuaScript {
     }
 }
 
-/// `script!("mutex_acquire")` is `lua/prelude.lua` + `lua/mutex_acquire.lua`, hashed once.
+/// `script!("election_campaign")` is `lua/prelude.lua` + `lua/prelude_queues.lua` +
+/// `lua/election_campaign.lua`, hashed once. `script!(core "mutex_acquire")` leaves out the
+/// queue prelude: Redis runs a script's whole text on every call, so the lock hot path
+/// (`mutex_acquire`, `mutex_release`) carries only the helpers it uses.
 macro_rules! script {
-    ($name:literal) => {{
+    ($name:literal) => {
+        $crate::script::script!(@build $name, concat!(
+            include_str!("../lua/prelude.lua"),
+            include_str!("../lua/prelude_queues.lua"),
+            include_str!(concat!("../lua/", $name, ".lua"))
+        ))
+    };
+    (core $name:literal) => {
+        $crate::script::script!(@build $name, concat!(
+            include_str!("../lua/prelude.lua"),
+            include_str!(concat!("../lua/", $name, ".lua"))
+        ))
+    };
+    (@build $name:literal, $source:expr) => {{
         static SCRIPT: std::sync::LazyLock<$crate::script::LuaScript> =
-            std::sync::LazyLock::new(|| {
-                $crate::script::LuaScript::new(
-                    $name,
-                    concat!(
-                        include_str!("../lua/prelude.lua"),
-                        include_str!(concat!("../lua/", $name, ".lua"))
-                    ),
-                )
-            });
+            std::sync::LazyLock::new(|| $crate::script::LuaScript::new($name, $source));
         &*SCRIPT
     }};
 }

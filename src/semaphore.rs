@@ -131,7 +131,7 @@ impl Semaphore {
             session,
             &contender,
             KIND,
-            || release_op(session, &self.key, &contender, 0),
+            || release_op(session, &self.key, &contender, 0, KIND),
             |recheck| {
                 let (keys, mut args, mismatch) = (keys.clone(), args.clone(), &mismatch);
                 args.push(if recheck { "1" } else { "0" }.to_owned());

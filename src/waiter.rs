@@ -154,7 +154,7 @@ pub(crate) async fn acquire(
         session,
         contender,
         kind,
-        || release_op(session, queue, contender, 0),
+        || release_op(session, queue, contender, 0, kind),
         |recheck| {
             let mut args = args.clone();
             args.push(if recheck { "1" } else { "0" }.to_owned());
@@ -195,10 +195,26 @@ pub(crate) fn lock_keys(session: &Session, queue: &str) -> Vec<String> {
     ]
 }
 
-/// Background removal of `contender`'s entry (at `revision`, 0 = any) from `queue`.
-pub(crate) fn release_op(session: &Session, queue: &str, contender: &str, revision: u64) -> Op {
+/// The script that removes an entry from a `kind` queue: the mutex has its own lean one.
+fn release_script(kind: &str) -> &'static LuaScript {
+    if kind == "mutex" {
+        script!(core "mutex_release")
+    } else {
+        script!("lock_release")
+    }
+}
+
+/// Background removal of `contender`'s entry (at `revision`, 0 = any) from `queue`, a `kind`
+/// queue.
+pub(crate) fn release_op(
+    session: &Session,
+    queue: &str,
+    contender: &str,
+    revision: u64,
+    kind: &str,
+) -> Op {
     Op::Cleanup {
-        script: script!("lock_release"),
+        script: release_script(kind),
         keys: lock_keys(session, queue),
         args: vec![
             session.lease().to_string(),
@@ -293,7 +309,7 @@ impl Entry {
     /// Release now. `Ok(false)`: it was no longer held. On error the release is retried in
     /// the background when the entry drops.
     pub(crate) async fn release(&mut self) -> Result<bool> {
-        let script: &LuaScript = script!("lock_release");
+        let script = release_script(self.kind);
         let client = &self.session.inner.client.inner;
         let args = vec![
             self.session.lease().to_string(),
@@ -337,6 +353,7 @@ impl Drop for Entry {
                 &self.queue,
                 &self.contender,
                 self.token,
+                self.kind,
             ));
         }
     }

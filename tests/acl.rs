@@ -119,10 +119,24 @@ fn the_documented_line_grants_exactly_what_leasehold_uses() {
                     Some(q @ ('\'' | '"')) => rest[1..].split(q).next().unwrap().to_lowercase(),
                     // A command chosen at run time: the publish command (sharded or not).
                     _ if rest.starts_with("PUBLISH") => "publish".to_owned(),
+                    // The prelude's `typed` helper, which passes its command on.
+                    _ if rest.starts_with("...)") => continue,
                     _ => panic!("{path:?}: a command through a variable: {:.40}", rest),
                 };
                 used.insert(name);
             }
+        }
+        // typed(key, want, 'COMMAND', ...): the prelude's redis.pcall with a typed error.
+        for (at, _) in lua.match_indices("typed(") {
+            let args: Vec<&str> = lua[at + "typed(".len()..].splitn(4, ',').collect();
+            let command = args.get(2).map(|a| a.trim()).unwrap_or_default();
+            if command.starts_with("...)") {
+                continue; // its definition
+            }
+            match command.strip_prefix('\'').and_then(|c| c.strip_suffix('\'')) {
+                Some(name) => used.insert(name.to_lowercase()),
+                None => panic!("{path:?}: typed() with a command through a variable: {command}"),
+            };
         }
     }
     // Outside scripts: the commands leasehold itself sends (pub/sub either way, the lease

@@ -342,13 +342,19 @@ async fn is_owner_asks_the_server() {
 /// (unlock consumes the guard) do not stop us.
 #[tokio::test]
 async fn repeated_release_reports_not_held_and_spares_the_new_holder() {
+    // The mutex's own lean script, and the one every lock kind shares.
+    repeated_release("mutex_release", "m11").await;
+    repeated_release("lock_release", "m11b").await;
+}
+
+async fn repeated_release(script: &str, ns: &str) {
     let server = server();
     let raw = raw(&server).await;
-    let client = client(&server, "m11").await;
+    let client = client(&server, ns).await;
     let a = client.session().await.unwrap();
     let ga = a.mutex("r").unwrap().lock().await.unwrap();
     let entries: Vec<(String, f64)> =
-        cmd(&raw, "ZRANGE", &["{m11}:mutex:r", "0", "-1", "WITHSCORES"])
+        cmd(&raw, "ZRANGE", &[&format!("{{{ns}}}:mutex:r"), "0", "-1", "WITHSCORES"])
             .await
             .unwrap();
     let (contender, _) = entries[0].clone();
@@ -359,12 +365,12 @@ async fn repeated_release_reports_not_held_and_spares_the_new_holder() {
         async move {
             let v = eval_script(
                 &raw,
-                "lock_release",
+                script,
                 vec![
-                    "{m11}:rev".into(),
-                    "{m11}:leases".into(),
-                    "{m11}:mutex:r".into(),
-                    format!("{{m11}}:attached:{lease}"),
+                    format!("{{{ns}}}:rev"),
+                    format!("{{{ns}}}:leases"),
+                    format!("{{{ns}}}:mutex:r"),
+                    format!("{{{ns}}}:attached:{lease}"),
                 ],
                 vec![lease, contender, rev.to_string()],
             )
@@ -375,7 +381,7 @@ async fn repeated_release_reports_not_held_and_spares_the_new_holder() {
     };
     let token = ga.fencing_token();
     assert_eq!(release(token + 1).await, 0, "wrong revision: not touched");
-    assert_eq!(zcard(&raw, "{m11}:mutex:r").await, 1);
+    assert_eq!(zcard(&raw, &format!("{{{ns}}}:mutex:r")).await, 1);
     assert_eq!(release(token).await, 1, "first release");
     assert_eq!(release(token).await, 0, "retried release: not held");
     let b = client.session().await.unwrap();

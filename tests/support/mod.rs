@@ -78,7 +78,7 @@ pub async fn exists(raw: &fred::clients::Client, key: &str) -> bool {
     n == 1
 }
 
-/// Run a leasehold script straight from `lua/`, as the library does (prelude + operation).
+/// Run a leasehold script straight from `lua/`, as the library does (preludes + operation).
 pub async fn eval_script(
     raw: &fred::clients::Client,
     name: &str,
@@ -86,9 +86,10 @@ pub async fn eval_script(
     args: Vec<String>,
 ) -> Result<fred::types::Value, fred::error::Error> {
     let root = env!("CARGO_MANIFEST_DIR");
-    let prelude = std::fs::read_to_string(format!("{root}/lua/prelude.lua")).unwrap();
-    let body = std::fs::read_to_string(format!("{root}/lua/{name}.lua")).unwrap();
-    raw.eval(format!("{prelude}{body}"), keys, args).await
+    let read = |file: &str| std::fs::read_to_string(format!("{root}/lua/{file}.lua")).unwrap();
+    // The lean scripts (src/script.rs) leave the queue prelude out; with it they run the same.
+    let source = read("prelude") + &read("prelude_queues") + &read(name);
+    raw.eval(source, keys, args).await
 }
 
 /// Poll `cond` every 10 ms until it holds or `limit` passes; returns whether it held.
