@@ -16,7 +16,7 @@ local Q, AK = KEYS[3], KEYS[4]
 local lease, member, try, recheck = ARGV[1], ARGV[2], ARGV[3] == '1', ARGV[4] == '1'
 if lease_of(member) ~= lease or AK ~= attached_key(lease) then fail('ARG', 'contender does not match lease ' .. lease) end
 read_rev()
-if not lease_left(lease) then return { 'lost' } end
+if not own_lease_left(lease) then return { 'lost' } end
 if recheck then
   -- Re-checking a wait whose entry was removed (revoked, adopted): stop, do not re-queue.
   local rev = tonumber(typed(Q, 'zset', 'ZSCORE', Q, member))

@@ -2,7 +2,8 @@
 -- (MutexGuard::unlock, dropping a guard or a pending wait; see src/waiter.rs). Only the entry
 -- with this contender id *and* this revision is touched, so a retried or late release can never
 -- remove a newer holder. The other lock kinds release through lua/lock_release.lua; this one is
--- the lock hot path: core prelude only, each key touched once before the first write.
+-- the lock hot path: core prelude only, each key touched once before the first write, and an
+-- uncontended release reads the queue once.
 -- KEYS: rev, leases, mutex:<name>, attached:<lease>
 -- ARGV: lease id, contender, revision (0 = whatever revision this contender has)
 -- Returns 1 when the entry was the live owner, 0 when it was not held (absent, only waiting,
@@ -12,8 +13,14 @@ local lease, member, want = ARGV[1], ARGV[2], uint_of(ARGV[3])
 if lease_of(member) ~= lease or AK ~= attached_key(lease) then fail('ARG', 'contender does not match lease ' .. lease) end
 if not want then fail('ARG', 'revision must be a number') end
 read_rev()
-local alive = lease_left(lease)
-local score = tonumber(typed(Q, 'zset', 'ZSCORE', Q, member))
+local alive = own_lease_left(lease)
+-- The front of the queue: a holder finds itself here.
+local front = typed(Q, 'zset', 'ZRANGE', Q, 0, 15, 'WITHSCORES')
+local score
+for i = 1, #front, 2 do
+  if front[i] == member then score = tonumber(front[i + 1]) break end
+end
+if not score and #front == 32 then score = tonumber(redis.call('ZSCORE', Q, member)) end
 if not score then
   -- A withdrawal that overtook its own request: make sure the request cannot queue later.
   if want == 0 and alive then tombstone(AK, member) end
@@ -21,15 +28,19 @@ if not score then
 end
 if want ~= 0 and score ~= want then return 0 end
 typed(AK, 'set', 'SREM', AK, 'z ' .. member .. ' ' .. Q)
--- Whether it owned: the first live entry (dead ones ahead are pruned on the way).
-local head, _, head_score, more = live_head(Q, true, 64)
 redis.call('ZREM', Q, member)
 touch_rev()
-if head == member or more then
-  handoff(Q, score)
-elseif head and head_score > score then
-  -- Our own lease had lapsed, so the walk pruned us: the head behind us owns now; tell it.
-  ring(lease_of(head), 'c ' .. head)
+local owned = alive ~= nil
+-- Alone in the queue: nobody to hand over to.
+if #front == 2 then return owned and 1 or 0 end
+-- The first live entry left (dead ones ahead are pruned on the way).
+local head, _, head_score = live_head(Q, true, 64)
+if head and head_score < score then
+  -- A live entry ahead of it owns, and still does: it was only waiting.
+  return 0
 end
-if head == member then return 1 end
+-- No live entry was ahead of it: it owned (if its lease is alive), and a live head behind it
+-- owns now. (Past the walk's limit of dead entries head is nil, and waiters re-check at once.)
+if head then ring_turn(Q, head) end
+if owned then return 1 end
 return 0

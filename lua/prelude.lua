@@ -18,8 +18,8 @@
 local REV, REG = KEYS[1], KEYS[2]
 local P = string.sub(REV, 1, -4) -- "{ns}:"
 local T = redis.call('TIME')
-local NOW_MS = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
 local NOW_US = tonumber(T[1]) * 1000000 + tonumber(T[2])
+local NOW_MS = math.floor(NOW_US / 1000)
 
 -- Sharded pub/sub (Redis >= 7) keeps a doorbell message on the shard that owns the namespace
 -- instead of broadcasting it to every node of a cluster; the client subscribes to match
@@ -53,26 +53,11 @@ local function uint_of(s)
   return n
 end
 
--- A lease TTL field as a number of ms in 1..MAX_TTL_MS, or nil.
-local function ttl_of(s)
-  local n = uint_of(s)
-  if n and n >= 1 and n <= MAX_TTL_MS then return n end
-  return nil
-end
-
 -- A UUID in the hyphenated form lease ids are written in (src/lease.rs).
 -- (A literal: building it with string.rep cost every call of every script.)
 local UUID = '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$'
 local function is_lease_id(s)
   return type(s) == 'string' and string.match(s, UUID) ~= nil
-end
-
--- Raise unless `key` is absent or of Redis type `want`.
-local function expect_type(key, want)
-  local got = redis.call('TYPE', key)['ok']
-  if got ~= 'none' and got ~= want then
-    fail('WRONGTYPE', got .. ' ' .. want .. ' ' .. key)
-  end
 end
 
 -- Run a command on `key` as redis.call does, except that a key holding another type than
@@ -101,12 +86,6 @@ local function read_rev()
   rev_now = tonumber(cur or '0')
 end
 
--- Validate the revision counter and the registry.
-local function expect_base()
-  read_rev()
-  expect_type(REG, 'zset')
-end
-
 -- Next store revision: max(old + 1, server time in microseconds), so it keeps rising even when
 -- a restart or failover lost the counter.
 local rev_bumped = nil
@@ -131,19 +110,15 @@ end
 local function lease_key(id) return P .. 'lease:' .. id end
 local function attached_key(id) return P .. 'attached:' .. id end
 
--- The single-lease scripts get KEYS rev, leases, lease:<id>, attached:<id>: check them.
-local function expect_lease_keys(id)
-  if KEYS[3] ~= lease_key(id) or KEYS[4] ~= attached_key(id) then
-    fail('ARG', 'keys do not match lease ' .. id)
-  end
-  expect_type(KEYS[3], 'hash')
-  expect_type(KEYS[4], 'set')
-end
-
 -- Milliseconds the lease has left by the registry, or nil when it is not alive. A registry
 -- member that is not a lease id is foreign data and never alive; a score beyond any TTL (say
 -- +inf) counts as MAX_TTL_MS, so callers always get a number they can return.
+-- The hot scripts check their caller's lease first and remember the answer (own_lease_left),
+-- so that finding the caller at the head of a queue costs no second lookup. They do not write
+-- the registry, which would make it stale.
+local own_id, own_left = nil, nil
 local function lease_left(id)
+  if id == own_id then return own_left end
   if not is_lease_id(id) then return nil end
   local s = typed(REG, 'zset', 'ZSCORE', REG, id)
   if not s then return nil end
@@ -153,24 +128,43 @@ local function lease_left(id)
   return left
 end
 
+local function own_lease_left(id)
+  own_left = lease_left(id)
+  own_id = id
+  return own_left
+end
+
 -- A contender (queue member) is "<lease id>.<suffix>".
 local function lease_of(member)
   return string.match(member, '^([^.]+)%.')
 end
 
-local function owned(key)
-  return string.sub(key, 1, #P) == P
-end
-
 -- Doorbell: one channel per client process; the lease hash names the client that renews it.
--- No message when that client is `unless_client` (it told us it needs none).
-local function ring(lease, msg, unless_client)
+-- No message when that client is `unless_client` (it told us it needs none). With `owner_msg`
+-- (an 'o <member>' ring, see ring_turn), that message goes instead when the client is one that
+-- understands it: the lease hash's owner_rings field names such a client (an older client
+-- that adopted the lease changes `client` only, and gets `msg`).
+local function ring(lease, msg, unless_client, owner_msg)
   -- A queue member without a lease part (foreign data) has no doorbell.
   if not lease then return end
   -- pcall: foreign data at the lease key (not a hash) means no doorbell, not an error.
-  local client = redis.pcall('HGET', lease_key(lease), 'client')
+  local f = redis.pcall('HMGET', lease_key(lease), 'client', 'owner_rings')
+  if type(f) ~= 'table' or f.err then return end
+  local client = f[1]
   if type(client) == 'string' and client ~= unless_client then
+    if owner_msg and f[2] == client then msg = owner_msg end
     publish(P .. 'wake:' .. client, msg)
+  end
+end
+
+-- Member `m` of queue `q` may have just become an owner: wake it. A mutex's live head owns it
+-- outright, so its waiter takes the lock without asking again ('o <member>'); other kinds'
+-- waiters re-check ('c <member>').
+local function ring_turn(q, m)
+  if string.sub(q, #P + 1, #P + 6) == 'mutex:' then
+    ring(lease_of(m), 'c ' .. m, nil, 'o ' .. m)
+  else
+    ring(lease_of(m), 'c ' .. m)
   end
 end
 
@@ -207,7 +201,7 @@ end
 -- Returns the live head's score, or nil when the queue has no live member.
 local function handoff(q, score)
   local m, _, s = live_head(q, true, 64)
-  if m and s >= score then ring(lease_of(m), 'c ' .. m) end
+  if m and s >= score then ring_turn(q, m) end
   return s
 end
 

@@ -2,6 +2,43 @@
 -- hot path (see src/script.rs): elections, shared-ownership queues (rwlock, semaphore,
 -- double barrier), keys put with a lease, leaving any kind of queue, revoke and sweep.
 
+-- Checks of the keys and arguments the scripts off the hot path are given.
+
+-- A lease TTL field as a number of ms in 1..MAX_TTL_MS, or nil.
+local function ttl_of(s)
+  local n = uint_of(s)
+  if n and n >= 1 and n <= MAX_TTL_MS then return n end
+  return nil
+end
+
+-- Raise unless `key` is absent or of Redis type `want`.
+local function expect_type(key, want)
+  local got = redis.call('TYPE', key)['ok']
+  if got ~= 'none' and got ~= want then
+    fail('WRONGTYPE', got .. ' ' .. want .. ' ' .. key)
+  end
+end
+
+-- Validate the revision counter and the registry.
+local function expect_base()
+  read_rev()
+  expect_type(REG, 'zset')
+end
+
+-- The single-lease scripts get KEYS rev, leases, lease:<id>, attached:<id>: check them.
+local function expect_lease_keys(id)
+  if KEYS[3] ~= lease_key(id) or KEYS[4] ~= attached_key(id) then
+    fail('ARG', 'keys do not match lease ' .. id)
+  end
+  expect_type(KEYS[3], 'hash')
+  expect_type(KEYS[4], 'set')
+end
+
+-- Whether `key` is in this namespace: keys named by data are only touched then.
+local function owned(key)
+  return string.sub(key, 1, #P) == P
+end
+
 -- Elections: {ns}:election:<name> is the queue (head = leader), with the candidates' values in
 -- {ns}:election-values:<name> and a log of leader changes in the stream
 -- {ns}:election-log:<name> (entry id = revision). Every script that may change who leads, or

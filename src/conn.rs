@@ -49,6 +49,11 @@ impl Conn {
         self.timeout
     }
 
+    /// Whether grants wait for replicas ([`Durability`]).
+    pub(crate) fn durable(&self) -> bool {
+        self.durability.is_some()
+    }
+
     /// Run `script` with the client's command timeout.
     pub(crate) async fn eval(
         &self,

@@ -1,11 +1,14 @@
 //! The per-client doorbell: one pub/sub channel per client process (`{ns}:wake:<client id>`),
-//! on which scripts publish `c <contender>` when a contender's turn has come. Waiters register
-//! here before they ask the server, so a ring that arrives before they start waiting is kept.
+//! on which scripts publish `c <contender>` when a contender's turn may have come (it re-checks
+//! with the server), or `o <contender>` when a mutex contender owns the lock now (it may take it
+//! without asking again). Waiters register here before they ask the server, so a ring that
+//! arrives before they start waiting is kept.
 //!
 //! Observers of shared channels (an election's `{ns}:election-changes:<name>`) register here
 //! too; each message bumps a counter they watch.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use tokio::sync::{mpsc, watch, Notify};
@@ -14,33 +17,41 @@ use crate::supervisor::Op;
 
 #[derive(Debug, Default)]
 pub(crate) struct Doorbell {
-    waiters: StdMutex<HashMap<String, Arc<Notify>>>,
+    waiters: StdMutex<HashMap<String, Arc<Bell>>>,
     channels: StdMutex<HashMap<String, (usize, watch::Sender<u64>)>>,
 }
 
 impl Doorbell {
     /// Register a waiter for `member`; it stays registered while the ticket lives.
     pub(crate) fn register(self: &Arc<Self>, member: &str) -> Ticket {
-        let notify = Arc::new(Notify::new());
-        self.lock().insert(member.to_owned(), notify.clone());
+        let bell = Arc::new(Bell::default());
+        self.lock().insert(member.to_owned(), bell.clone());
         Ticket {
-            bell: self.clone(),
+            doorbell: self.clone(),
             member: member.to_owned(),
-            notify,
+            bell,
         }
     }
 
     /// Wake the waiter registered for `member`, if any (it re-checks with the server).
     pub(crate) fn ring(&self, member: &str) {
-        if let Some(n) = self.lock().get(member) {
-            n.notify_one();
+        if let Some(b) = self.lock().get(member) {
+            b.notify.notify_one();
+        }
+    }
+
+    /// Wake the waiter registered for `member` and tell it that it owns its lock now.
+    pub(crate) fn ring_owner(&self, member: &str) {
+        if let Some(b) = self.lock().get(member) {
+            b.owner.store(true, Ordering::Release);
+            b.notify.notify_one();
         }
     }
 
     /// Wake every waiter: used when rings may have been missed (subscriber reconnected).
     pub(crate) fn ring_all(&self) {
-        for n in self.lock().values() {
-            n.notify_one();
+        for b in self.lock().values() {
+            b.notify.notify_one();
         }
     }
 
@@ -95,34 +106,47 @@ impl Doorbell {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Bell>>> {
         // A panic while holding this lock cannot leave the map inconsistent.
         self.waiters.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
+/// One waiter's bell: rung, and whether a ring said it owns.
+#[derive(Debug, Default)]
+pub(crate) struct Bell {
+    notify: Notify,
+    owner: AtomicBool,
+}
+
 /// A registered waiter; dropping it unregisters.
 #[derive(Debug)]
 pub(crate) struct Ticket {
-    bell: Arc<Doorbell>,
+    doorbell: Arc<Doorbell>,
     member: String,
-    notify: Arc<Notify>,
+    bell: Arc<Bell>,
 }
 
 impl Ticket {
     /// Resolves when the doorbell rang for this waiter (possibly before this call).
     pub(crate) async fn rung(&self) {
-        self.notify.notified().await
+        self.bell.notify.notified().await
+    }
+
+    /// Whether an `o` ring said this waiter owns its lock (a script saw it at the head of the
+    /// queue with its lease alive, after the waiter had queued).
+    pub(crate) fn told_owner(&self) -> bool {
+        self.bell.owner.load(Ordering::Acquire)
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut map = self.bell.lock();
+        let mut map = self.doorbell.lock();
         // Only our own registration: another waiter may have registered the same member since.
         if map
             .get(&self.member)
-            .is_some_and(|n| Arc::ptr_eq(n, &self.notify))
+            .is_some_and(|b| Arc::ptr_eq(b, &self.bell))
         {
             map.remove(&self.member);
         }
@@ -192,6 +216,9 @@ mod tests {
             .await
             .expect("kept ring");
         assert_eq!(bell.waiting(), 1);
+        assert!(!t.told_owner(), "a plain ring is not ownership");
+        bell.ring_owner("a.1");
+        assert!(t.told_owner());
         drop(t);
         assert_eq!(bell.waiting(), 0);
         bell.ring("a.1"); // no waiter: nothing happens

@@ -167,6 +167,7 @@ impl Election {
             session,
             &member,
             "election",
+            false,
             || self.withdraw_op(),
             |recheck| {
                 let args = vec![

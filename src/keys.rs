@@ -4,7 +4,7 @@
 //! ```text
 //! {ns}:rev                 revision counter (fencing tokens)
 //! {ns}:leases              zset  lease id -> server expiry (ms)
-//! {ns}:lease:<id>          hash  ttl, client, host, pid, label, granted
+//! {ns}:lease:<id>          hash  ttl, client, owner_rings, host, pid, label, granted
 //! {ns}:attached:<id>       set   what is attached to the lease
 //! {ns}:mutex:<name>        zset  contender -> revision (FIFO queue, head = owner)
 //! {ns}:election:<name>     zset  candidate -> revision (FIFO queue, head = leader)

@@ -131,6 +131,7 @@ impl Semaphore {
             session,
             &contender,
             KIND,
+            false,
             || release_op(session, &self.key, &contender, 0, KIND),
             |recheck| {
                 let (keys, mut args, mismatch) = (keys.clone(), args.clone(), &mismatch);

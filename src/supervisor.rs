@@ -313,8 +313,8 @@ impl Supervisor {
         }));
     }
 
-    /// Doorbell messages: `c <contender>` (your turn), `r <lease>` (revoked), `x <lease>`
-    /// (expired and swept).
+    /// Doorbell messages: `c <contender>` (your turn may have come), `o <contender>` (a mutex
+    /// contender owns now), `r <lease>` (revoked), `x <lease>` (expired and swept).
     fn on_message(&mut self, msg: Message) {
         if msg.channel != self.wake_channel {
             self.doorbell.channel_message(&msg.channel);
@@ -326,6 +326,7 @@ impl Supervisor {
         let (kind, arg) = text.split_once(' ').unwrap_or((&text, ""));
         match kind {
             "c" => self.doorbell.ring(arg),
+            "o" => self.doorbell.ring_owner(arg),
             "r" | "x" => {
                 if let Ok(id) = arg.parse::<LeaseId>() {
                     if self.keepalive.remove(id) {

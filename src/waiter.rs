@@ -22,8 +22,9 @@ use crate::supervisor::Op;
 pub(crate) enum Turn {
     /// It owns; the revision is its fencing token.
     Held(u64),
-    /// It waits; whoever blocks it has this long left on their lease.
-    Wait(Duration),
+    /// It waits; whoever blocks it has this long left on their lease. The revision is its
+    /// fencing token should an `o` ring say it owns (queues whose reply carries one).
+    Wait(Duration, Option<u64>),
     /// A try found it taken; nothing was queued.
     Refused,
     /// A re-check found the entry removed by someone else (its lease revoked or adopted by
@@ -42,7 +43,10 @@ pub(crate) fn parse_turn(op: &'static str, v: fred::types::Value) -> Result<Turn
         "held" | "leader" if items.len() >= 2 => Ok(Turn::Held(r.uint(&items[1])?)),
         "wait" if items.len() >= 3 => {
             let ms = items.last().map(|v| r.uint(v)).transpose()?.unwrap_or(0);
-            Ok(Turn::Wait(Duration::from_millis(ms)))
+            Ok(Turn::Wait(
+                Duration::from_millis(ms),
+                r.uint(&items[1]).ok(),
+            ))
         }
         "locked" => Ok(Turn::Refused),
         "gone" => Ok(Turn::Gone),
@@ -53,11 +57,13 @@ pub(crate) fn parse_turn(op: &'static str, v: fred::types::Value) -> Result<Turn
 
 /// Wait for `contender`'s turn. `ask(recheck)` runs the check script; `withdraw` builds the
 /// cleanup that removes the entry if the wait is dropped or fails. Returns `Ok(None)` when
-/// refused.
+/// refused. With `owner_rings`, an `o` ring (a mutex handed over to this contender) is taken
+/// as ownership at the revision of the last `Wait`, saving the re-check's round trip.
 pub(crate) async fn contend<A, F>(
     session: &Session,
     contender: &str,
     kind: &'static str,
+    owner_rings: bool,
     withdraw: impl Fn() -> Op,
     mut ask: A,
 ) -> Result<Option<u64>>
@@ -92,15 +98,16 @@ where
                 }
             },
         };
-        match turn {
-            Turn::Held(token) => {
-                pending.armed = false;
-                histogram!(m::LOCK_WAIT, "kind" => kind).record(started.elapsed().as_secs_f64());
-                if recheck {
-                    counter!(m::LOCK_HANDOFFS, "kind" => kind).increment(1);
-                }
-                return Ok(Some(token));
+        let held = |token: u64, handed_over: bool, pending: &mut Withdraw<'_, _>| {
+            pending.armed = false;
+            histogram!(m::LOCK_WAIT, "kind" => kind).record(started.elapsed().as_secs_f64());
+            if handed_over {
+                counter!(m::LOCK_HANDOFFS, "kind" => kind).increment(1);
             }
+            Ok(Some(token))
+        };
+        match turn {
+            Turn::Held(token) => return held(token, recheck, &mut pending),
             Turn::Refused => {
                 pending.armed = false;
                 return Ok(None);
@@ -113,7 +120,7 @@ where
                 pending.armed = false;
                 return Err(session.lost(SessionEnd::Revoked));
             }
-            Turn::Wait(blocker_left) => {
+            Turn::Wait(blocker_left, revision) => {
                 recheck = true;
                 // No lease outlives MAX_TTL; a larger figure (foreign data) must not overflow.
                 let deadline =
@@ -123,6 +130,13 @@ where
                     end = session.done() => return Err(session.lost(end)),
                     _ = ticket.rung() => {}
                     _ = tokio::time::sleep_until(deadline.into()) => {}
+                }
+                // The releasing script saw this entry at the head with its lease alive: it
+                // owns, exactly as a re-check would have answered (the session's own validity
+                // is what the guard goes by from here, as after any acquire).
+                if let (true, true, Some(token)) = (owner_rings, ticket.told_owner(), revision) {
+                    session.check()?;
+                    return held(token, true, &mut pending);
                 }
             }
         }
@@ -150,10 +164,14 @@ pub(crate) async fn acquire(
     args: Vec<String>,
 ) -> Result<Option<u64>> {
     let client = &session.inner.client.inner;
+    // Only mutex queues get `o` rings. With Durability, a grant counts only once replicas have
+    // it, which the re-check's WAIT makes sure of; a ring cannot.
+    let owner_rings = kind == "mutex" && !client.conn.durable();
     contend(
         session,
         contender,
         kind,
+        owner_rings,
         || release_op(session, queue, contender, 0, kind),
         |recheck| {
             let mut args = args.clone();
@@ -378,11 +396,11 @@ mod tests {
         ));
         assert!(matches!(
             turn(vec![s("wait"), Value::Integer(7), s("x"), Value::Integer(5)]),
-            Ok(Turn::Wait(d)) if d == Duration::from_millis(5)
+            Ok(Turn::Wait(d, Some(7))) if d == Duration::from_millis(5)
         ));
         assert!(matches!(
             turn(vec![s("wait"), Value::Integer(7), Value::Integer(9)]),
-            Ok(Turn::Wait(d)) if d == Duration::from_millis(9)
+            Ok(Turn::Wait(d, Some(7))) if d == Duration::from_millis(9)
         ));
         assert!(matches!(
             turn(vec![s("locked"), Value::Integer(0)]),

@@ -133,7 +133,10 @@ fn the_documented_line_grants_exactly_what_leasehold_uses() {
             if command.starts_with("...)") {
                 continue; // its definition
             }
-            match command.strip_prefix('\'').and_then(|c| c.strip_suffix('\'')) {
+            match command
+                .strip_prefix('\'')
+                .and_then(|c| c.strip_suffix('\''))
+            {
                 Some(name) => used.insert(name.to_lowercase()),
                 None => panic!("{path:?}: typed() with a command through a variable: {command}"),
             };

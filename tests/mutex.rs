@@ -353,10 +353,13 @@ async fn repeated_release(script: &str, ns: &str) {
     let client = client(&server, ns).await;
     let a = client.session().await.unwrap();
     let ga = a.mutex("r").unwrap().lock().await.unwrap();
-    let entries: Vec<(String, f64)> =
-        cmd(&raw, "ZRANGE", &[&format!("{{{ns}}}:mutex:r"), "0", "-1", "WITHSCORES"])
-            .await
-            .unwrap();
+    let entries: Vec<(String, f64)> = cmd(
+        &raw,
+        "ZRANGE",
+        &[&format!("{{{ns}}}:mutex:r"), "0", "-1", "WITHSCORES"],
+    )
+    .await
+    .unwrap();
     let (contender, _) = entries[0].clone();
     let release = |rev: u64| {
         let lease = a.lease().to_string();
@@ -525,4 +528,94 @@ async fn resuming_a_lease_releases_its_stale_lock_entries() {
         .await
         .expect("not blocked by the dead process's entry")
         .unwrap();
+}
+
+/// A handoff takes one script call: the release tells the waiter's client `o <contender>` (it
+/// owns now), and the waiter takes the lock without asking again. A waiter whose lease hash
+/// does not name its client under `owner_rings` (a lease granted by a leasehold from before
+/// `o` rings, which would ignore them) gets the plain `c <contender>` and re-checks.
+#[tokio::test]
+async fn a_handoff_costs_one_script_call_and_older_clients_get_the_plain_ring() {
+    use fred::prelude::{EventInterface, PubsubInterface};
+
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "m20").await;
+    let listener = support::raw(&server).await;
+    let mut messages = listener.message_rx();
+    listener
+        .ssubscribe(format!("{{m20}}:wake:{}", client.id()))
+        .await
+        .unwrap();
+    let evalsha_calls = || async {
+        let info: String = cmd(&raw, "INFO", &["commandstats"]).await.unwrap();
+        let line = info
+            .lines()
+            .find(|l| l.starts_with("cmdstat_evalsha:"))
+            .unwrap();
+        // Calls that ran: a script's first call fails with NOSCRIPT and is sent again.
+        let field = |name: &str| -> u64 {
+            let at = line
+                .find(&format!(",{name}="))
+                .unwrap_or(line.find(':').unwrap());
+            let rest = &line[at + name.len() + 2..];
+            rest.split(',').next().unwrap().parse().unwrap()
+        };
+        field("calls") - field("failed_calls")
+    };
+    for older in [false, true] {
+        let (a, b) = (
+            client.session().await.unwrap(),
+            client.session().await.unwrap(),
+        );
+        let holder = a.mutex("h").unwrap().lock().await.unwrap();
+        let mutex = b.mutex("h").unwrap();
+        let waiter = tokio::spawn(async move { mutex.lock().await });
+        assert!(
+            eventually(ms(5000), || async {
+                zcard(&raw, "{m20}:mutex:h").await == 2
+            })
+            .await
+        );
+        let queued: Vec<(String, u64)> =
+            cmd(&raw, "ZRANGE", &["{m20}:mutex:h", "1", "1", "WITHSCORES"])
+                .await
+                .unwrap();
+        let (contender, revision) = queued[0].clone();
+        if older {
+            let lease_key = format!("{{m20}}:lease:{}", b.lease());
+            let _: i64 = cmd(&raw, "HDEL", &[&lease_key, "owner_rings"])
+                .await
+                .unwrap();
+        }
+        let before = evalsha_calls().await;
+        holder.unlock().await.unwrap();
+        let guard = tokio::time::timeout(ms(5000), waiter)
+            .await
+            .expect("handed over")
+            .unwrap()
+            .unwrap();
+        let calls = evalsha_calls().await - before;
+        assert_eq!(
+            guard.fencing_token(),
+            revision,
+            "its own revision is its token"
+        );
+        let ring = tokio::time::timeout(ms(2000), messages.recv())
+            .await
+            .expect("the release rang")
+            .unwrap();
+        let (want_ring, want_calls) = if older { ("c", 2) } else { ("o", 1) };
+        assert_eq!(
+            ring.value.as_str().unwrap(),
+            format!("{want_ring} {contender}").as_str()
+        );
+        assert_eq!(
+            calls, want_calls,
+            "release, plus the re-check of an older client"
+        );
+        assert!(guard.is_owner().await.unwrap());
+        guard.unlock().await.unwrap();
+        assert_eq!(zcard(&raw, "{m20}:mutex:h").await, 0);
+    }
 }

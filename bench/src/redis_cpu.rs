@@ -19,8 +19,11 @@ use crate::libs::RawShared;
 use crate::stats::{self, Table};
 use crate::{Env, Result};
 
-/// leasehold's shared Lua prelude, as compiled into every one of its scripts.
+/// leasehold's core Lua prelude, compiled into every one of its scripts (the lock hot path
+/// carries only this one).
 const PRELUDE: &str = include_str!("../../lua/prelude.lua");
+/// The queue prelude, compiled in after the core one into every other script.
+const PRELUDE_QUEUES: &str = include_str!("../../lua/prelude_queues.lua");
 
 /// Calls in flight at once in each phase.
 const CONCURRENCY: usize = 16;
@@ -48,10 +51,10 @@ pub async fn run(env: &Env) -> Result<Table> {
         ("open a session (`lease_grant`)", "evalsha"),
         ("lock a free mutex (`mutex_acquire` → held)", "evalsha"),
         ("try_lock a held mutex (`mutex_acquire` → locked)", "evalsha"),
-        ("unlock, nobody waiting (`lock_release`)", "evalsha"),
+        ("unlock, nobody waiting (`mutex_release`)", "evalsha"),
         ("renew one lease (`lease_renew`, keep_alive_once)", "evalsha"),
         (
-            "handoff to a waiter (`lock_release` + the waiter's `mutex_acquire` re-check): per handoff",
+            "handoff to a waiter (`mutex_release` + the waiter's `mutex_acquire` re-check): per handoff",
             "evalsha",
         ),
         ("close a session holding 1 lock (`lease_revoke`)", "evalsha"),
@@ -60,7 +63,11 @@ pub async fn run(env: &Env) -> Result<Table> {
         ("raw: release (compare-and-delete `EVALSHA`)", "evalsha"),
         ("floor: an empty script (`return 0`)", "evalsha"),
         (
-            "floor: leasehold's prelude alone (`TIME`, define its helpers, `return 0`)",
+            "floor: the core prelude alone (`TIME`, define its helpers, `return 0`)",
+            "evalsha",
+        ),
+        (
+            "floor: both preludes (what every script off the lock path runs first)",
             "evalsha",
         ),
     ];
@@ -286,9 +293,13 @@ async fn one_rep(
     .await?;
     out.push(m);
 
-    // What every script pays before doing anything: EVALSHA itself, and leasehold's prelude
-    // (prepended to every script) run to its end without calling anything.
-    for body in [String::from("return 0"), format!("{PRELUDE}\nreturn 0")] {
+    // What every script pays before doing anything: EVALSHA itself, and leasehold's preludes
+    // (prepended to the scripts) run to their end without calling anything.
+    for body in [
+        String::from("return 0"),
+        format!("{PRELUDE}\nreturn 0"),
+        format!("{PRELUDE}{PRELUDE_QUEUES}\nreturn 0"),
+    ] {
         let script = Script::from_lua(body);
         script.load(raw.pool().next()).await?;
         let sha = script.sha1().to_string();
