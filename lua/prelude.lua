@@ -195,17 +195,6 @@ local function live_head(q, prune, limit)
   end
 end
 
--- A member with score `score` left queue `q` (released, revoked, expired or pruned): if the live
--- head now stands behind it, the head may have just become owner, so ring its doorbell.
--- One message per handoff; a head that already owned is never behind a member that left.
--- Returns the live head's score, or nil when the queue has no live member.
-local function handoff(q, score)
-  local m, _, s = live_head(q, true, 64)
-  if m and s >= score then ring_turn(q, m) end
-  return s
-end
-
-
 -- Attachment entries, in {ns}:attached:<lease> (no TTL: the registry is authoritative, and
 -- every registry entry is swept in the end):
 --   "z <member> <key>"  a member of the zset <key> (mutex queue entry, candidacy, permit, ...)

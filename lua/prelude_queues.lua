@@ -39,6 +39,16 @@ local function owned(key)
   return string.sub(key, 1, #P) == P
 end
 
+-- A member with score `score` left queue `q` (released, revoked, expired or pruned): if the live
+-- head now stands behind it, the head may have just become owner, so ring its doorbell.
+-- One message per handoff; a head that already owned is never behind a member that left.
+-- Returns the live head's score, or nil when the queue has no live member.
+local function handoff(q, score)
+  local m, _, s = live_head(q, true, 64)
+  if m and s >= score then ring_turn(q, m) end
+  return s
+end
+
 -- Elections: {ns}:election:<name> is the queue (head = leader), with the candidates' values in
 -- {ns}:election-values:<name> and a log of leader changes in the stream
 -- {ns}:election-log:<name> (entry id = revision). Every script that may change who leads, or
