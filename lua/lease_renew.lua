@@ -24,8 +24,9 @@ local out = { T[1], T[2], 0, replid }
 for i = 1, n do
   local id, lk = ARGV[1 + i], KEYS[1 + 2 * i]
   local ttl = -1
-  if lease_left(id) and redis.call('TYPE', lk)['ok'] == 'hash' then
-    local t = ttl_of(redis.call('HGET', lk, 'ttl'))
+  if lease_left(id) then
+    -- pcall: a lease key holding another type (foreign data) reads as no TTL: reported gone.
+    local t = ttl_of(redis.pcall('HGET', lk, 'ttl'))
     if t then
       ttl = t
       redis.call('PEXPIRE', lk, int(ttl))

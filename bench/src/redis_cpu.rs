@@ -54,7 +54,7 @@ pub async fn run(env: &Env) -> Result<Table> {
         ("unlock, nobody waiting (`mutex_release`)", "evalsha"),
         ("renew one lease (`lease_renew`, keep_alive_once)", "evalsha"),
         (
-            "handoff to a waiter (`mutex_release` + the waiter's `mutex_acquire` re-check): per handoff",
+            "handoff to a waiter (`mutex_release`; its `o` ring spares the waiter a re-check): per handoff",
             "evalsha",
         ),
         ("close a session holding 1 lock (`lease_revoke`)", "evalsha"),
@@ -218,7 +218,8 @@ async fn one_rep(
         Ok(b_held)
     })
     .await?;
-    // Two scripts per handoff: usec_per_call is per script, the rest per handoff.
+    // Scripts per handoff (one: the `o` ring spares the waiter its re-check; a waiter that was
+    // woken otherwise re-checks): usec_per_call is per script, the rest per handoff.
     m.usec_per_call *= m.calls as f64 / n as f64;
     out.push(m);
     for g in b_held {
