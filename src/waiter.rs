@@ -3,8 +3,10 @@
 //!
 //! A contender registers with the client's doorbell *before* asking the server, then asks;
 //! while it must wait, it sleeps until its doorbell rings, until the lease of whoever blocks it
-//! would expire, or until its own session ends, and asks again. A lost ring only delays.
-//! Dropping the wait (or failing) withdraws the entry in the background.
+//! would expire, or until its own session ends, and asks again. A mutex waiter whose ring says
+//! it owns (`o`, sent by the script that handed the lock over) does not ask again: that saves
+//! a round trip per handoff. A lost ring only delays. Dropping the wait (or failing) withdraws
+//! the entry in the background.
 
 use std::time::{Duration, Instant};
 
