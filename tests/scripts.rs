@@ -34,6 +34,45 @@ async fn operations_survive_script_flush() {
     assert!(client.leases().await.unwrap().len() >= 2);
 }
 
+/// After a SCRIPT FLUSH every call in flight meets NOSCRIPT at once; the client loads each
+/// script once, not once per call (after a failover that would be every task of every
+/// process compiling the same script).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_after_a_script_flush_load_each_script_once() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "f8").await;
+    let session = client.session().await.unwrap();
+    session
+        .mutex("warm")
+        .unwrap()
+        .lock()
+        .await
+        .unwrap()
+        .unlock()
+        .await
+        .unwrap();
+    let _: () = cmd(&raw, "SCRIPT", &["FLUSH"]).await.unwrap();
+    let _: () = cmd(&raw, "CONFIG", &["RESETSTAT"]).await.unwrap();
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let mutex = session.mutex(&format!("m{i}")).unwrap();
+            tokio::spawn(async move { mutex.lock().await?.unlock().await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let info: String = cmd(&raw, "INFO", &["commandstats"]).await.unwrap();
+    let loads = info
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_script|load:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse::<u64>().unwrap());
+    // mutex_acquire and mutex_release, once each.
+    assert_eq!(loads, 2, "{info}");
+}
+
 #[tokio::test]
 async fn redis_restart_loses_the_lease_but_tokens_keep_rising() {
     let mut server = server();
