@@ -178,6 +178,10 @@ impl Conn {
         args: Vec<String>,
     ) -> Result<Value, RedisError> {
         let sha = script.script.sha1().clone();
+        // Converted once: fred's keys and values share their bytes, so the copies kept for a
+        // retry after NOSCRIPT cost no string copies on the common path.
+        let keys: Vec<fred::types::Key> = keys.into_iter().map(Into::into).collect();
+        let args: Vec<Value> = args.into_iter().map(Into::into).collect();
         let noscript = |r: &Result<Value, RedisError>| matches!(r, Err(e) if e.details().starts_with("NOSCRIPT"));
         let seen = self.loads.count(script);
         let first = client

@@ -547,21 +547,10 @@ async fn a_handoff_costs_one_script_call_and_older_clients_get_the_plain_ring() 
         .ssubscribe(format!("{{m20}}:wake:{}", client.id()))
         .await
         .unwrap();
+    // Calls that ran: a script's first call fails with NOSCRIPT and is sent again.
     let evalsha_calls = || async {
-        let info: String = cmd(&raw, "INFO", &["commandstats"]).await.unwrap();
-        let line = info
-            .lines()
-            .find(|l| l.starts_with("cmdstat_evalsha:"))
-            .unwrap();
-        // Calls that ran: a script's first call fails with NOSCRIPT and is sent again.
-        let field = |name: &str| -> u64 {
-            let at = line
-                .find(&format!(",{name}="))
-                .unwrap_or(line.find(':').unwrap());
-            let rest = &line[at + name.len() + 2..];
-            rest.split(',').next().unwrap().parse().unwrap()
-        };
-        field("calls") - field("failed_calls")
+        let (calls, failed) = command_calls(&raw, "evalsha").await;
+        calls - failed
     };
     for older in [false, true] {
         let (a, b) = (

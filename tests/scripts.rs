@@ -63,14 +63,9 @@ async fn concurrent_calls_after_a_script_flush_load_each_script_once() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    let info: String = cmd(&raw, "INFO", &["commandstats"]).await.unwrap();
-    let loads = info
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_script|load:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse::<u64>().unwrap());
+    let (loads, _) = command_calls(&raw, "script|load").await;
     // mutex_acquire and mutex_release, once each.
-    assert_eq!(loads, 2, "{info}");
+    assert_eq!(loads, 2);
 }
 
 #[tokio::test]

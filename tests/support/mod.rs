@@ -92,6 +92,22 @@ pub async fn eval_script(
     raw.eval(source, keys, args).await
 }
 
+/// `(calls, failed_calls)` of `command` from `INFO commandstats` (`"evalsha"`,
+/// `"script|load"`), `(0, 0)` when it was never called since the last `CONFIG RESETSTAT`.
+pub async fn command_calls(raw: &fred::clients::Client, command: &str) -> (u64, u64) {
+    let info: String = cmd(raw, "INFO", &["commandstats"]).await.unwrap();
+    let prefix = format!("cmdstat_{command}:");
+    let Some(line) = info.lines().find_map(|l| l.strip_prefix(prefix.as_str())) else {
+        return (0, 0);
+    };
+    let field = |name: &str| -> u64 {
+        line.split(',')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    (field("calls"), field("failed_calls"))
+}
+
 /// Poll `cond` every 10 ms until it holds or `limit` passes; returns whether it held.
 pub async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
 where
