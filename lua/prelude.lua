@@ -77,8 +77,11 @@ end
 -- The revision counter as this run last read or wrote it (read_rev reads it).
 local rev_now = nil
 
--- Read and validate the revision counter (the first thing every script does).
+-- Read and validate the revision counter (the first thing every script does). Read once per
+-- run: every later write goes through set_rev, which keeps rev_now current (so the calls of a
+-- batch, lua/mutex_batch.lua, share one read).
 local function read_rev()
+  if rev_now then return end
   local cur = typed(REV, 'string', 'GET', REV)
   if cur and not uint_of(cur) then
     fail('CORRUPT', 'revision counter is not a number: ' .. REV)
@@ -88,9 +91,10 @@ end
 
 -- Next store revision: max(old + 1, server time in microseconds), so it keeps rising even when
 -- a restart or failover lost the counter.
-local rev_bumped = nil
+-- A batch (lua/mutex_batch.lua) sets rev_deferred and writes the counter once, at its end.
+local rev_bumped, rev_deferred = nil, false
 local function set_rev(n)
-  redis.call('SET', REV, int(n))
+  if not rev_deferred then redis.call('SET', REV, int(n)) end
   rev_now, rev_bumped = n, n
 end
 

@@ -1,5 +1,6 @@
 //! All Redis I/O of the command path goes through [`Conn`]: EVALSHA with NOSCRIPT
-//! reload-and-retry, per-call timeouts, and the mapping of Redis errors to [`Error`].
+//! reload-and-retry, per-call timeouts, batches of lock calls (`src/batch.rs`), and the
+//! mapping of Redis errors to [`Error`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -12,6 +13,7 @@ use fred::types::config::Options;
 use fred::types::{ClusterHash, Value};
 use metrics::counter;
 
+use crate::batch::{self, Batcher, Call};
 use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::metrics as m;
@@ -26,6 +28,8 @@ pub(crate) struct Conn {
     /// The namespace's cluster slot: where `WAIT` must go to follow the script it covers.
     slot: u16,
     loads: Arc<Loads>,
+    /// Lock calls waiting to go in a batch; `None` when batching is off or with durability.
+    batcher: Option<Arc<Batcher>>,
 }
 
 /// Script loads after NOSCRIPT, one at a time per client. After a restart, failover or SCRIPT
@@ -71,6 +75,7 @@ impl Conn {
         timeout: Duration,
         namespace: &str,
         durability: Option<Durability>,
+        batch_locks: bool,
     ) -> Conn {
         Conn {
             pool,
@@ -79,6 +84,8 @@ impl Conn {
             durability,
             slot: fred::util::redis_keyslot(format!("{{{namespace}}}").as_bytes()),
             loads: Arc::default(),
+            // With durability every grant needs its own WAIT: no batches.
+            batcher: (batch_locks && durability.is_none()).then(Arc::default),
         }
     }
 
@@ -98,7 +105,7 @@ impl Conn {
     /// Run `script` with the client's command timeout.
     pub(crate) async fn eval(
         &self,
-        script: &LuaScript,
+        script: &'static LuaScript,
         keys: Vec<String>,
         args: Vec<String>,
     ) -> Result<Value> {
@@ -106,14 +113,30 @@ impl Conn {
     }
 
     /// Run `script`, giving up after `timeout` (the call may still have been applied).
+    /// Calls of the lock hot path may go to Redis in a batch with other tasks' calls
+    /// (`src/batch.rs`); that changes nothing the caller sees.
     pub(crate) async fn eval_within(
         &self,
-        script: &LuaScript,
+        script: &'static LuaScript,
         keys: Vec<String>,
         args: Vec<String>,
         timeout: Duration,
     ) -> Result<Value> {
         let run = async {
+            // A batchable call goes out on its own, as below, while this client has a slot
+            // free and nothing queued; otherwise it joins the next batch.
+            let mut _direct = None;
+            if let (Some(batcher), true) = (&self.batcher, batch::batched(script)) {
+                if !batcher.try_direct() {
+                    return self
+                        .eval_batched(batcher, script, keys, args, timeout)
+                        .await;
+                }
+                _direct = Some(DirectSlot {
+                    conn: self,
+                    batcher,
+                });
+            }
             let client = self.pool.next_connected();
             let value = self
                 .evalsha(client, script, keys, args)
@@ -139,6 +162,73 @@ impl Conn {
                 )
             })
         })
+    }
+
+    /// Queue a batchable call and wait for its reply; the first calls start flushers.
+    async fn eval_batched(
+        &self,
+        batcher: &Batcher,
+        script: &'static LuaScript,
+        keys: Vec<String>,
+        args: Vec<String>,
+        timeout: Duration,
+    ) -> Result<Value> {
+        let (reply, replied) = tokio::sync::oneshot::channel();
+        let call = Call {
+            script,
+            keys,
+            args,
+            reply,
+        };
+        if batcher.push(call) {
+            // A task of its own, so that the batch goes on when this caller is dropped.
+            tokio::spawn(self.clone().flush());
+        }
+        match replied.await {
+            Ok(result) => result.map_err(|e| classify(e, timeout)),
+            // The flusher was dropped with the runtime.
+            Err(_) => Err(Error::Closed),
+        }
+    }
+
+    /// Send queued batchable calls until none are left: a lone call as its own script, more
+    /// as one `mutex_batch` call.
+    async fn flush(self) {
+        let Some(batcher) = self.batcher.clone() else {
+            return;
+        };
+        while let Some(mut calls) = batcher.next() {
+            let client = self.pool.next_connected();
+            let within = |call| async {
+                tokio::time::timeout(self.timeout, call)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(RedisError::new(ErrorKind::Timeout, "script call timed out"))
+                    })
+            };
+            if calls.len() == 1 {
+                let c = calls.remove(0);
+                let result = within(self.evalsha(client, c.script, c.keys, c.args)).await;
+                let _ = c.reply.send(result);
+                continue;
+            }
+            let (keys, args, calls) = batch::encode(calls);
+            let replies = within(self.evalsha(client, batch::script(), keys, args))
+                .await
+                .and_then(|reply| batch::decode(reply, calls.len()));
+            match replies {
+                Ok(replies) => {
+                    for (call, result) in calls.into_iter().zip(replies) {
+                        let _ = call.reply.send(result);
+                    }
+                }
+                Err(e) => {
+                    for call in calls {
+                        let _ = call.reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
     }
 
     /// `WAIT` on the connection that ran the script, so it covers the script's writes.
@@ -201,6 +291,25 @@ impl Conn {
         }
         self.loads.load(client, script, None).await?;
         client.evalsha(sha, keys, args).await
+    }
+}
+
+/// A batch slot held by a call that went out on its own (`Batcher::try_direct`). Given back
+/// when the call ends or is dropped; calls that queued meanwhile get a flusher.
+struct DirectSlot<'a> {
+    conn: &'a Conn,
+    batcher: &'a Batcher,
+}
+
+impl Drop for DirectSlot<'_> {
+    fn drop(&mut self) {
+        if self.batcher.end_direct() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(self.conn.clone().flush())),
+                // Dropped outside a runtime (it is shutting down): nobody is left to wait.
+                Err(_) => self.batcher.abandon(),
+            }
+        }
     }
 }
 

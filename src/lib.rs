@@ -38,6 +38,7 @@
 //! | `supervisor` | the one task per client that drives it |
 //! | `doorbell` | routing of wake-ups to waiters |
 //! | `conn`, `script`, `reply` | all Redis I/O: EVALSHA with NOSCRIPT reload, error mapping |
+//! | `batch` | lock calls of many tasks in one script call under load |
 //! | `failover` | listening to Sentinel for `+switch-master`, so a failover is followed at once |
 //! | `durability` | [`Durability`]: `WAIT` for replicas after every grant (Sentinel, replicas) |
 //! | `keys` | the key layout |
@@ -60,6 +61,7 @@
 //! ```
 
 mod barrier;
+mod batch;
 mod client;
 mod conn;
 mod doorbell;

@@ -1,7 +1,8 @@
 //! A fair, fenced mutex attached to a session (etcd's `concurrency.Mutex`, with its sharp
 //! edges removed). Scripts: `lua/mutex_acquire.lua` and `lua/mutex_release.lua` (the lock hot
 //! path, kept lean), and `lua/lock_check.lua`, shared with the other locks (see
-//! [`crate::waiter`]).
+//! [`crate::waiter`]). Under load the first two go to Redis in `lua/mutex_batch.lua` (see
+//! `src/batch.rs`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -24,6 +25,9 @@ const KIND: &str = "mutex";
 /// - **Per call, not per session**: tasks sharing one session exclude each other.
 /// - **No polling**: a waiter sleeps until the releasing script rings its client's doorbell, or
 ///   until the holder's lease would expire, whichever comes first.
+/// - **Batched under load**: lock and unlock calls of many tasks of one client may share one
+///   script call ([`ClientBuilder::batch_lock_calls`](crate::ClientBuilder::batch_lock_calls));
+///   each call still gets its own result, and a lone call goes out at once.
 ///
 /// ```no_run
 /// # async fn demo(session: leasehold::Session) -> leasehold::Result<()> {

@@ -58,6 +58,17 @@ macro_rules! script {
             include_str!(concat!("../lua/", $name, ".lua"))
         ))
     };
+    // A dispatcher that runs several calls of the `$op` scripts in one script call: the core
+    // prelude, each `$op` wrapped as `local function $op(KEYS, ARGV)`, then `lua/$name.lua`.
+    (batch $name:literal [$($op:literal),+]) => {
+        $crate::script::script!(@build $name, concat!(
+            include_str!("../lua/prelude.lua"),
+            $("local function ", $op, "(KEYS, ARGV)\n",
+              include_str!(concat!("../lua/", $op, ".lua")),
+              "\nend\n",)+
+            include_str!(concat!("../lua/", $name, ".lua"))
+        ))
+    };
     (@build $name:literal, $source:expr) => {{
         static SCRIPT: std::sync::LazyLock<$crate::script::LuaScript> =
             std::sync::LazyLock::new(|| $crate::script::LuaScript::new($name, $source));

@@ -64,8 +64,9 @@ async fn concurrent_calls_after_a_script_flush_load_each_script_once() {
         t.await.unwrap().unwrap();
     }
     let (loads, _) = command_calls(&raw, "script|load").await;
-    // mutex_acquire and mutex_release, once each.
-    assert_eq!(loads, 2);
+    // mutex_acquire, mutex_release and (for the calls that queued behind the first ones)
+    // mutex_batch, once each.
+    assert!((2..=3).contains(&loads), "{loads} script loads");
 }
 
 #[tokio::test]

@@ -113,11 +113,12 @@ pub fn ratio(x: f64) -> String {
 
 async fn one(env: &Env, lib: Lib, contenders: usize, name: &str) -> Result<Rep> {
     match lib {
-        Lib::Leasehold => {
+        Lib::Leasehold | Lib::LeaseholdUnbatched => {
             let mut lockers = Vec::new();
             for _ in 0..contenders {
                 // Its own client per contender (default pool), as its own process would have.
-                let client = env.leasehold_client("bench", 4).await?;
+                let batch = lib == Lib::Leasehold;
+                let client = env.leasehold_client_with("bench", 4, batch).await?;
                 lockers.push(libs::Leasehold::new(&client, name).await?);
             }
             contend(env, lockers).await

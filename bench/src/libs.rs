@@ -25,6 +25,8 @@ pub enum Lib {
     Raw,
     Rslock,
     Leasehold,
+    /// leasehold with `batch_lock_calls(false)`: every call its own script call.
+    LeaseholdUnbatched,
     Etcd,
 }
 
@@ -34,6 +36,7 @@ impl Lib {
             Lib::Raw => "raw SET NX PX + CAD",
             Lib::Rslock => "rslock 0.10",
             Lib::Leasehold => "leasehold",
+            Lib::LeaseholdUnbatched => "leasehold, batching off",
             Lib::Etcd => "etcd-client 0.21 → etcd",
         }
     }

@@ -116,10 +116,21 @@ impl Env {
         namespace: &str,
         pool: usize,
     ) -> Result<leasehold::Client> {
+        self.leasehold_client_with(namespace, pool, true).await
+    }
+
+    /// A leasehold client with lock-call batching on or off.
+    pub async fn leasehold_client_with(
+        &self,
+        namespace: &str,
+        pool: usize,
+        batch: bool,
+    ) -> Result<leasehold::Client> {
         Ok(leasehold::Client::builder()
             .url(&self.redis_url)
             .namespace(namespace)
             .pool_size(pool)
+            .batch_lock_calls(batch)
             .build()
             .await?)
     }

@@ -52,6 +52,14 @@ pub async fn run(env: &Env) -> Result<Table> {
         ("lock a free mutex (`mutex_acquire` → held)", "evalsha"),
         ("try_lock a held mutex (`mutex_acquire` → locked)", "evalsha"),
         ("unlock, nobody waiting (`mutex_release`)", "evalsha"),
+        (
+            "lock a free mutex, 64 in flight on one client, batched (`mutex_batch`; usec_per_call is per batch)",
+            "evalsha",
+        ),
+        (
+            "unlock, nobody waiting, 64 in flight, batched (`mutex_batch`; usec_per_call is per batch)",
+            "evalsha",
+        ),
         ("renew one lease (`lease_renew`, keep_alive_once)", "evalsha"),
         (
             "handoff to a waiter (`mutex_release`; its `o` ring spares the waiter a re-check): per handoff",
@@ -79,14 +87,17 @@ pub async fn run(env: &Env) -> Result<Table> {
             reps: Vec::new(),
         })
         .collect();
-    let client = env.leasehold_client("cpu", 8).await?;
+    // Each script alone: batching off, except for the rows that measure the batches.
+    let client = env.leasehold_client_with("cpu", 8, false).await?;
+    let batching = env.leasehold_client_with("cpu", 8, true).await?;
+    let clients = (&client, &batching);
     let raw = RawShared::connect(&env.redis_url).await?;
     // Once unmeasured, so every script is loaded (the first calls answer NOSCRIPT) and no
     // reload is counted.
-    one_rep(env, &client, &raw, 32).await?;
+    one_rep(env, clients, &raw, 32).await?;
     for rep in 0..env.plan.reps {
         eprintln!("  redis cpu: rep {}/{}", rep + 1, env.plan.reps);
-        let measured = one_rep(env, &client, &raw, env.plan.cpu_calls).await?;
+        let measured = one_rep(env, clients, &raw, env.plan.cpu_calls).await?;
         for (row, m) in table_rows.iter_mut().zip(measured) {
             row.reps.push(m);
         }
@@ -122,7 +133,7 @@ pub async fn run(env: &Env) -> Result<Table> {
 /// Every operation once, each in isolation, `n` times.
 async fn one_rep(
     env: &Env,
-    client: &leasehold::Client,
+    (client, batching): (&leasehold::Client, &leasehold::Client),
     raw: &RawShared,
     n: usize,
 ) -> Result<Vec<Measured>> {
@@ -169,6 +180,27 @@ async fn one_rep(
     })
     .await?;
     out.push(m);
+
+    // The same two operations from one client with 64 in flight, so that calls go in batches:
+    // usec_per_call is per batch call (calls per rep shows how many), the rest per operation.
+    let c = &all(n, |_| batching.session_with(opts.clone())).await?;
+    let (held, m) = phase(env, "evalsha", n, async {
+        crate::run_all(n, 64, |i| async move { c[i].mutex(&name(i))?.lock().await }).await
+    })
+    .await?;
+    out.push(m);
+    let ((), m) = phase(env, "evalsha", n, async {
+        let guards = std::sync::Mutex::new(held.into_iter().map(Some).collect::<Vec<_>>());
+        crate::run_all(n, 64, |i| {
+            let g = guards.lock().unwrap()[i].take();
+            async move { Ok::<_, crate::Error>(g.ok_or("guard taken twice")?.unlock().await?) }
+        })
+        .await
+        .map(drop)
+    })
+    .await?;
+    out.push(m);
+    all(n, |i| c[i].close()).await?;
 
     let ((), m) = phase(env, "evalsha", n, async {
         all(n, |i| client.keep_alive_once(a[i].lease()))

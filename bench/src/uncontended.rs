@@ -17,6 +17,8 @@ struct Point {
     /// CPU seconds per cycle of the server (Redis, or etcd for etcd) and of this process.
     server_cpu: f64,
     client_cpu: f64,
+    /// Commands the client sent to Redis per cycle (scripts count as one), when known.
+    calls: Option<f64>,
 }
 
 pub struct Outcome {
@@ -35,7 +37,13 @@ impl Outcome {
 }
 
 pub async fn run(env: &Env) -> Result<Outcome> {
-    let libs = [Lib::Raw, Lib::Rslock, Lib::Leasehold, Lib::Etcd];
+    let libs = [
+        Lib::Raw,
+        Lib::Rslock,
+        Lib::Leasehold,
+        Lib::LeaseholdUnbatched,
+        Lib::Etcd,
+    ];
     let mut points: Vec<(Lib, usize, Vec<Point>)> = Vec::new();
     for lib in libs {
         for tasks in TASKS {
@@ -71,6 +79,7 @@ pub async fn run(env: &Env) -> Result<Outcome> {
         "p99 cycle",
         "server CPU per cycle",
         "client CPU per cycle",
+        "Redis calls per cycle",
         "÷ raw",
         "÷ rslock",
     ]);
@@ -95,6 +104,11 @@ pub async fn run(env: &Env) -> Result<Outcome> {
                 "{:.1} µs",
                 stats::median(reps.iter().map(|p| p.client_cpu)) * 1e6
             ),
+            if reps.iter().all(|p| p.calls.is_some()) {
+                format!("{:.2}", stats::median(reps.iter().filter_map(|p| p.calls)))
+            } else {
+                "–".to_owned()
+            },
             format!("{:.2}×", rate / median_rate(Lib::Raw, *tasks)),
             format!("{:.2}×", rate / median_rate(Lib::Rslock, *tasks)),
         ]);
@@ -119,9 +133,10 @@ async fn point(env: &Env, lib: Lib, tasks: usize) -> Result<Point> {
                 .collect();
             measure(env, lib, lockers).await
         }
-        Lib::Leasehold => {
+        Lib::Leasehold | Lib::LeaseholdUnbatched => {
             // One client (pool of 8, like the raw baseline), one session per task.
-            let client = env.leasehold_client("bench", 8).await?;
+            let batch = lib == Lib::Leasehold;
+            let client = env.leasehold_client_with("bench", 8, batch).await?;
             let mut lockers = Vec::new();
             for i in 0..tasks {
                 lockers.push(libs::Leasehold::new(&client, &format!("u{i}")).await?);
@@ -183,7 +198,7 @@ async fn measure<L: Locker>(env: &Env, lib: Lib, lockers: Vec<L>) -> Result<Poin
         all.extend(samples);
         cycles += n;
     }
-    check_work(env, lib, cycles).await?;
+    let calls = check_work(env, lib, cycles).await?;
     let measured = all.len().max(1) as f64;
     let rate = all.len() as f64 / env.plan.point.as_secs_f64();
     let (p50, p99) = stats::p50_p99(&mut all);
@@ -193,6 +208,7 @@ async fn measure<L: Locker>(env: &Env, lib: Lib, lockers: Vec<L>) -> Result<Poin
         p99,
         server_cpu: server / measured,
         client_cpu: client / measured,
+        calls,
     })
 }
 
@@ -205,23 +221,36 @@ async fn server_cpu(env: &Env, lib: Lib) -> Result<f64> {
 }
 
 /// Make sure every counted cycle reached Redis (a library that silently did nothing would
-/// look fast): raw and rslock send a SET and an EVALSHA per cycle, leasehold two EVALSHAs.
-async fn check_work(env: &Env, lib: Lib, cycles: u64) -> Result<()> {
+/// look fast): raw and rslock send a SET and an EVALSHA per cycle; leasehold's scripts run a
+/// ZADD (lock) and a ZREM (unlock) per cycle, however many calls went in one batch.
+/// Returns the commands the client sent per cycle (warm-up included; leasehold's also count
+/// the sessions' grant and revoke): SET + EVALSHA for raw and rslock, EVALSHA for leasehold
+/// (whose SETs run inside its scripts).
+async fn check_work(env: &Env, lib: Lib, cycles: u64) -> Result<Option<f64>> {
     let stats = env.admin.commandstats().await?;
     let calls = |c: &str| stats.get(c).map_or(0, |s| s.calls);
-    let ok = match lib {
-        Lib::Raw | Lib::Rslock => calls("set") >= cycles && calls("evalsha") >= cycles,
-        Lib::Leasehold => calls("evalsha") >= 2 * cycles,
-        Lib::Etcd => true,
+    let per_cycle = |n: u64| Some(n as f64 / cycles.max(1) as f64);
+    let (ok, sent) = match lib {
+        Lib::Raw | Lib::Rslock => (
+            calls("set") >= cycles && calls("evalsha") >= cycles,
+            per_cycle(calls("set") + calls("evalsha")),
+        ),
+        Lib::Leasehold | Lib::LeaseholdUnbatched => (
+            calls("zadd") >= cycles && calls("zrem") >= cycles,
+            per_cycle(calls("evalsha")),
+        ),
+        Lib::Etcd => (true, None),
     };
     if ok {
-        Ok(())
+        Ok(sent)
     } else {
         Err(format!(
-            "{}: {cycles} cycles counted but Redis saw only {} SET and {} EVALSHA",
+            "{}: {cycles} cycles counted but Redis saw only {} SET, {} EVALSHA, {} ZADD, {} ZREM",
             lib.name(),
             calls("set"),
-            calls("evalsha")
+            calls("evalsha"),
+            calls("zadd"),
+            calls("zrem")
         )
         .into())
     }
