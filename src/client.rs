@@ -317,11 +317,20 @@ impl ClientBuilder {
             .with_connection_config(|c| {
                 c.connection_timeout = self.connect_timeout;
                 c.internal_command_timeout = self.command_timeout;
+                // At most once: fred would send a command again after its connection closed
+                // with the command in flight, and a script that had already run would run
+                // twice (a release answering "not held" for the lock it had just released, a
+                // lock queueing again at a later revision). A call cut off fails with
+                // Error::Unreachable instead; callers and the background retries decide what
+                // to send again.
+                c.max_command_attempts = 1;
             })
             .with_performance_config(|p| p.default_command_timeout = self.command_timeout)
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
         let fail = |e| classify(e, self.connect_timeout);
         let pool = builder.build_pool(self.pool_size).map_err(fail)?;
+        // The subscriber's (UN)SUBSCRIBE commands are idempotent: let fred send them again.
+        builder.with_connection_config(|c| c.max_command_attempts = 3);
         let subscriber = builder.build_subscriber_client().map_err(fail)?;
         let connect = async {
             pool.init().await.map_err(fail)?;

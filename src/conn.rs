@@ -274,9 +274,24 @@ impl Conn {
         let args: Vec<Value> = args.into_iter().map(Into::into).collect();
         let noscript = |r: &Result<Value, RedisError>| matches!(r, Err(e) if e.details().starts_with("NOSCRIPT"));
         let seen = self.loads.count(script);
-        let first = client
-            .evalsha::<Value, _, _, _>(sha.clone(), keys.clone(), args.clone())
-            .await;
+        // The pool sends a command at most once, so a command that found its connection down
+        // fails at once without having been sent: wait for the reconnection and send it again
+        // (the caller's timeout bounds this).
+        let mut client = client;
+        let mut backoff = Duration::from_millis(5);
+        let first = loop {
+            let r = client
+                .evalsha::<Value, _, _, _>(sha.clone(), keys.clone(), args.clone())
+                .await;
+            match r {
+                Err(e) if not_sent(&e) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(100));
+                    client = self.pool.next_connected();
+                }
+                r => break r,
+            }
+        };
         if !noscript(&first) {
             return first;
         }
@@ -311,6 +326,12 @@ impl Drop for DirectSlot<'_> {
             }
         }
     }
+}
+
+/// fred's error for a command that found no connection to send on (never sent; the pool
+/// sends each command at most once).
+fn not_sent(e: &RedisError) -> bool {
+    e.details().starts_with("Failed to route command")
 }
 
 /// Low-cardinality label for an error.
@@ -369,6 +390,16 @@ pub(crate) fn classify(e: RedisError, timeout: Duration) -> Error {
     // "ERR The user executing the script can't …" on Redis 7.0 (NOPERM on later versions).
     if details.starts_with("NOPERM") || details.contains("The user executing the script can't") {
         return Error::PermissionDenied(details.to_owned());
+    }
+    // A command whose connection closed while it was in flight (the pool sends each command
+    // at most once): it may or may not have run.
+    if details.starts_with("Too many failed write attempts") {
+        return Error::Unreachable(format!(
+            "the connection closed with the call in flight (it may have run): {details}"
+        ));
+    }
+    if not_sent(&e) {
+        return Error::Unreachable(format!("no connection to send the call on: {details}"));
     }
     if let Some(why) = crate::tls::handshake_failure(details) {
         return Error::Tls(why);

@@ -608,3 +608,49 @@ async fn a_handoff_costs_one_script_call_and_older_clients_get_the_plain_ring() 
         assert_eq!(zcard(&raw, "{m20}:mutex:h").await, 0);
     }
 }
+
+/// An unlock whose connection is cut after Redis ran it but before the reply came back is not
+/// sent again (a second run would answer "not held" for the lock it had just released): the
+/// caller gets a transient error, and the lock is free.
+#[tokio::test]
+async fn a_call_cut_off_in_flight_is_not_sent_twice() {
+    let server = server();
+    let raw = raw(&server).await;
+    let proxy = leasehold::testing::Proxy::start(server.port())
+        .await
+        .unwrap();
+    let client = leasehold::Client::builder()
+        .url(proxy.url())
+        .namespace("m21")
+        .command_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap();
+    let session = client.session().await.unwrap();
+    let guard = session.mutex("cut").unwrap().lock().await.unwrap();
+    // Every chunk waits 300 ms in the proxy, each way: the release reaches Redis after 300 ms
+    // and its reply would come back after 600 ms.
+    proxy.delay(ms(300));
+    let unlock = tokio::spawn(guard.unlock());
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            zcard(&raw, "{m21}:mutex:cut").await == 0
+        })
+        .await,
+        "the release ran"
+    );
+    proxy.cut();
+    proxy.heal();
+    let result = tokio::time::timeout(Duration::from_secs(10), unlock)
+        .await
+        .expect("unlock returned")
+        .unwrap();
+    match result {
+        Err(e) => assert!(e.is_transient(), "{e}"),
+        Ok(()) => panic!("the reply was cut off, yet the unlock reported success"),
+    }
+    assert_eq!(zcard(&raw, "{m21}:mutex:cut").await, 0);
+    // The client goes on working on its new connections.
+    let again = session.mutex("cut").unwrap().lock().await.unwrap();
+    again.unlock().await.unwrap();
+}

@@ -48,7 +48,12 @@ pub struct Outcome {
 }
 
 pub async fn run(env: &Env) -> Result<Outcome> {
-    let libs = [Lib::Leasehold, Lib::Rslock, Lib::Etcd];
+    let libs = [
+        Lib::Leasehold,
+        Lib::LeaseholdUnbatched,
+        Lib::Rslock,
+        Lib::Etcd,
+    ];
     let mut all: Vec<(Lib, usize, Vec<Rep>)> = Vec::new();
     for lib in libs {
         for c in CONTENDERS {
