@@ -312,6 +312,7 @@ impl ClientBuilder {
             None => crate::tls::config_from_url(&self.url, roots)?,
         };
         let sentinel_config = config.clone();
+        let clustered = config.server.is_clustered();
         let mut builder = Builder::from_config(config);
         builder
             .with_connection_config(|c| {
@@ -322,15 +323,21 @@ impl ClientBuilder {
                 // twice (a release answering "not held" for the lock it had just released, a
                 // lock queueing again at a later revision). A call cut off fails with
                 // Error::Unreachable instead; callers and the background retries decide what
-                // to send again.
-                c.max_command_attempts = 1;
+                // to send again. Not in a Cluster: fred counts following a MOVED or ASK
+                // redirection as another attempt, and there a resent call is the lesser harm.
+                if !clustered {
+                    c.max_command_attempts = 1;
+                }
             })
             .with_performance_config(|p| p.default_command_timeout = self.command_timeout)
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
         let fail = |e| classify(e, self.connect_timeout);
         let pool = builder.build_pool(self.pool_size).map_err(fail)?;
         // The subscriber's (UN)SUBSCRIBE commands are idempotent: let fred send them again.
-        builder.with_connection_config(|c| c.max_command_attempts = 3);
+        builder.with_connection_config(|c| {
+            c.max_command_attempts =
+                fred::types::config::ConnectionConfig::default().max_command_attempts
+        });
         let subscriber = builder.build_subscriber_client().map_err(fail)?;
         let connect = async {
             pool.init().await.map_err(fail)?;

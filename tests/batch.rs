@@ -210,13 +210,7 @@ async fn batched_calls_keep_mutual_exclusion_through_faults() {
     let proxy = leasehold::testing::Proxy::start(server.port())
         .await
         .unwrap();
-    let client = leasehold::Client::builder()
-        .url(proxy.url())
-        .namespace("b5")
-        .command_timeout(Duration::from_secs(2))
-        .build()
-        .await
-        .unwrap();
+    let client = client_at(&proxy.url(), "b5").await;
     let sessions = sessions(&client, TASKS).await;
     let _: String = cmd(&raw, "CONFIG", &["RESETSTAT"]).await.unwrap();
     let inside: Arc<Vec<AtomicUsize>> =

@@ -619,13 +619,7 @@ async fn a_call_cut_off_in_flight_is_not_sent_twice() {
     let proxy = leasehold::testing::Proxy::start(server.port())
         .await
         .unwrap();
-    let client = leasehold::Client::builder()
-        .url(proxy.url())
-        .namespace("m21")
-        .command_timeout(Duration::from_secs(5))
-        .build()
-        .await
-        .unwrap();
+    let client = client_at(&proxy.url(), "m21").await;
     let session = client.session().await.unwrap();
     let guard = session.mutex("cut").unwrap().lock().await.unwrap();
     // Every chunk waits 300 ms in the proxy, each way: the release reaches Redis after 300 ms

@@ -169,14 +169,7 @@ async fn one_rep(
     out.push(m);
 
     let ((), m) = phase(env, "evalsha", n, async {
-        let guards = held.into_iter().map(Some).collect::<Vec<_>>();
-        let guards = std::sync::Mutex::new(guards);
-        all(n, |i| {
-            let g = guards.lock().unwrap()[i].take();
-            async move { Ok::<_, crate::Error>(g.ok_or("guard taken twice")?.unlock().await?) }
-        })
-        .await
-        .map(drop)
+        unlock_all(held, CONCURRENCY).await
     })
     .await?;
     out.push(m);
@@ -189,16 +182,7 @@ async fn one_rep(
     })
     .await?;
     out.push(m);
-    let ((), m) = phase(env, "evalsha", n, async {
-        let guards = std::sync::Mutex::new(held.into_iter().map(Some).collect::<Vec<_>>());
-        crate::run_all(n, 64, |i| {
-            let g = guards.lock().unwrap()[i].take();
-            async move { Ok::<_, crate::Error>(g.ok_or("guard taken twice")?.unlock().await?) }
-        })
-        .await
-        .map(drop)
-    })
-    .await?;
+    let ((), m) = phase(env, "evalsha", n, async { unlock_all(held, 64).await }).await?;
     out.push(m);
     all(n, |i| c[i].close()).await?;
 
@@ -355,6 +339,18 @@ async fn one_rep(
         out.push(m);
     }
     Ok(out)
+}
+
+/// Unlock every guard, `concurrency` at a time.
+async fn unlock_all(held: Vec<leasehold::MutexGuard>, concurrency: usize) -> Result<()> {
+    let n = held.len();
+    let guards = std::sync::Mutex::new(held.into_iter().map(Some).collect::<Vec<_>>());
+    crate::run_all(n, concurrency, |i| {
+        let g = guards.lock().unwrap()[i].take();
+        async move { Ok::<_, crate::Error>(g.ok_or("guard taken twice")?.unlock().await?) }
+    })
+    .await
+    .map(drop)
 }
 
 /// Run `f(0..n)`, `CONCURRENCY` at a time, in this task; outputs in index order.

@@ -31,8 +31,13 @@ pub fn start_replica(primary: &RedisServer) -> RedisServer {
 }
 
 pub async fn client(server: &RedisServer, namespace: &str) -> Client {
+    client_at(&server.url(), namespace).await
+}
+
+/// A client on `url` (a proxy in front of a test server, say), as [`client`] makes them.
+pub async fn client_at(url: &str, namespace: &str) -> Client {
     Client::builder()
-        .url(server.url())
+        .url(url)
         .namespace(namespace)
         .command_timeout(Duration::from_secs(2))
         .build()
