@@ -48,12 +48,15 @@ pub(crate) fn batched(script: &LuaScript) -> bool {
     BATCHED.contains(&script.name)
 }
 
+/// Where a call's reply goes.
+pub(crate) type Reply = oneshot::Sender<Result<Value, RedisError>>;
+
 /// A queued call and where its reply goes.
 pub(crate) struct Call {
     pub(crate) script: &'static LuaScript,
     pub(crate) keys: Vec<String>,
     pub(crate) args: Vec<String>,
-    pub(crate) reply: oneshot::Sender<Result<Value, RedisError>>,
+    pub(crate) reply: Reply,
 }
 
 /// The per-client queue of batchable calls.
@@ -133,32 +136,37 @@ impl Batcher {
 
 /// KEYS and ARGV of one `mutex_batch` call for `calls`, whose first two keys (rev, leases) are
 /// the same: every call of a client is in its namespace. A call that does not fit (fewer than
-/// two keys, another namespace) is answered with an error here and left out.
-pub(crate) fn encode(calls: Vec<Call>) -> (Vec<String>, Vec<String>, Vec<Call>) {
+/// two keys, another namespace) is answered with an error here and left out. Returns the reply
+/// senders of the calls sent, in order. Keys and arguments are moved, not copied.
+pub(crate) fn encode(calls: Vec<Call>) -> (Vec<String>, Vec<String>, Vec<Reply>) {
     let mut keys: Vec<String> = Vec::new();
     let mut args = Vec::new();
     let mut sent = Vec::with_capacity(calls.len());
     for call in calls {
-        let fits = call.keys.len() >= 2 && (keys.is_empty() || call.keys[..2] == keys[..2]);
+        let Call {
+            script,
+            keys: mut own_keys,
+            args: own_args,
+            reply,
+        } = call;
+        let fits = own_keys.len() >= 2 && (keys.is_empty() || own_keys[..2] == keys[..2]);
         if !fits {
-            let _ = call.reply.send(Err(RedisError::new(
+            let _ = reply.send(Err(RedisError::new(
                 ErrorKind::InvalidArgument,
-                format!(
-                    "LHARG {} keys outside the batch's namespace",
-                    call.script.name
-                ),
+                format!("LHARG {} keys outside the batch's namespace", script.name),
             )));
             continue;
         }
+        let shared: Vec<String> = own_keys.drain(..2).collect();
         if keys.is_empty() {
-            keys.extend_from_slice(&call.keys[..2]);
+            keys = shared;
         }
-        keys.extend_from_slice(&call.keys[2..]);
-        args.push(call.script.name.to_owned());
-        args.push((call.keys.len() - 2).to_string());
-        args.push(call.args.len().to_string());
-        args.extend(call.args.iter().cloned());
-        sent.push(call);
+        args.push(script.name.to_owned());
+        args.push(own_keys.len().to_string());
+        args.push(own_args.len().to_string());
+        keys.append(&mut own_keys);
+        args.extend(own_args);
+        sent.push(reply);
     }
     (keys, args, sent)
 }

@@ -212,19 +212,19 @@ impl Conn {
                 let _ = c.reply.send(result);
                 continue;
             }
-            let (keys, args, calls) = batch::encode(calls);
+            let (keys, args, senders) = batch::encode(calls);
             let replies = within(self.evalsha(client, batch::script(), keys, args))
                 .await
-                .and_then(|reply| batch::decode(reply, calls.len()));
+                .and_then(|reply| batch::decode(reply, senders.len()));
             match replies {
                 Ok(replies) => {
-                    for (call, result) in calls.into_iter().zip(replies) {
-                        let _ = call.reply.send(result);
+                    for (sender, result) in senders.into_iter().zip(replies) {
+                        let _ = sender.send(result);
                     }
                 }
                 Err(e) => {
-                    for call in calls {
-                        let _ = call.reply.send(Err(e.clone()));
+                    for sender in senders {
+                        let _ = sender.send(Err(e.clone()));
                     }
                 }
             }

@@ -26,6 +26,18 @@ async fn sessions(client: &leasehold::Client, n: usize) -> Vec<Session> {
     out
 }
 
+/// Session `i` locks mutex `m<i>`, all made at once from this task (so every call is made
+/// in the first poll, before any reply).
+async fn lock_each(sessions: &[Session]) -> Vec<leasehold::Result<leasehold::MutexGuard>> {
+    join_all(
+        sessions
+            .iter()
+            .enumerate()
+            .map(|(i, s)| async move { s.mutex(&format!("m{i}")).unwrap().lock().await }),
+    )
+    .await
+}
+
 /// 64 locks and then 64 unlocks made at once from one task: a handful of script calls instead
 /// of 128, every lock held with a token of its own, and nothing left behind.
 #[tokio::test]
@@ -37,13 +49,7 @@ async fn concurrent_locks_of_one_client_share_script_calls() {
     let _: String = cmd(&raw, "CONFIG", &["RESETSTAT"]).await.unwrap();
     // All 64 calls are made in the first poll of join_all: the first few go out on their own
     // (a client keeps 4 script calls in flight), the rest queue and go in batches of up to 32.
-    let guards = join_all(
-        sessions
-            .iter()
-            .enumerate()
-            .map(|(i, s)| async move { s.mutex(&format!("m{i}")).unwrap().lock().await }),
-    )
-    .await;
+    let guards = lock_each(&sessions).await;
     let guards: Vec<_> = guards.into_iter().map(Result::unwrap).collect();
     let lock_calls = script_calls(&raw).await;
     assert!(lock_calls <= 8, "64 locks took {lock_calls} script calls");
@@ -90,13 +96,7 @@ async fn one_calls_error_fails_only_that_call() {
         .unwrap();
     let sessions = sessions(&client, 8).await;
     let _: String = cmd(&raw, "CONFIG", &["RESETSTAT"]).await.unwrap();
-    let results = join_all(
-        sessions
-            .iter()
-            .enumerate()
-            .map(|(i, s)| async move { s.mutex(&format!("m{i}")).unwrap().lock().await }),
-    )
-    .await;
+    let results = lock_each(&sessions).await;
     for (i, r) in results.iter().enumerate() {
         match (i, r) {
             (6, Err(Error::WrongType { key, found, .. })) => {
