@@ -1,7 +1,8 @@
 //! leasehold's metrics in Prometheus: serves `/metrics` over HTTP while a small, continuous
 //! workload gives every metric in `leasehold::metrics` a sample. Workers with their own sessions
-//! take turns on a mutex, two candidates trade leadership, readers and a writer share a rwlock,
-//! users queue for a semaphore; every 20 s an "incident": a session orphaned while it holds a
+//! take turns on a mutex, a sweeper takes a dozen shard locks at once (its lock calls share
+//! script calls: lock batches), two candidates trade leadership, readers and a writer share a
+//! rwlock, users queue for a semaphore; every 20 s an "incident": a session orphaned while it holds a
 //! lock (its lease expires and the lock passes on), a lease revoked by an operator (a session
 //! loss), a key of the wrong type (a Redis error). With faults on, also `SCRIPT FLUSH` (script
 //! reloads) and `CLIENT PAUSE` (renewals time out: jeopardy, then an expired session).
@@ -118,6 +119,7 @@ pub async fn run(
             move |s| mutex_worker(s, hold),
         ));
     }
+    tasks.spawn(with_sessions(client.clone(), "sweeper".into(), sweeper));
     for n in 1..=2 {
         tasks.spawn(with_sessions(
             client.clone(),
@@ -179,6 +181,20 @@ async fn mutex_worker(session: Session, hold: Duration) -> leasehold::Result<()>
         tokio::time::sleep(hold).await;
         guard.unlock().await?;
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every 2 s, lock 12 shards at once, then unlock them at once: more lock calls than a client
+/// keeps in flight, so the rest go out together in one script call.
+async fn sweeper(session: Session) -> leasehold::Result<()> {
+    let shards = (0..12)
+        .map(|i| session.mutex(&format!("shard-{i}")))
+        .collect::<leasehold::Result<Vec<_>>>()?;
+    loop {
+        let guards = futures_util::future::try_join_all(shards.iter().map(|m| m.lock())).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        futures_util::future::try_join_all(guards.into_iter().map(|g| g.unlock())).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
 

@@ -11,7 +11,7 @@ use fred::error::{Error as RedisError, ErrorKind};
 use fred::interfaces::{ClientLike, LuaInterface, ServerInterface};
 use fred::types::config::Options;
 use fred::types::{ClusterHash, Value};
-use metrics::counter;
+use metrics::{counter, histogram};
 
 use crate::batch::{self, Batcher, Call};
 use crate::durability::Durability;
@@ -198,6 +198,7 @@ impl Conn {
             return;
         };
         while let Some(mut calls) = batcher.next() {
+            histogram!(m::LOCK_BATCH).record(calls.len() as f64);
             let client = self.pool.next_connected();
             let within = |call| async {
                 tokio::time::timeout(self.timeout, call)

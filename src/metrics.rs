@@ -20,6 +20,7 @@
 //! | `leasehold_lock_wait_seconds` | histogram | `kind` | time from `lock()` to acquisition |
 //! | `leasehold_lock_hold_seconds` | histogram | `kind` | time from acquisition to release |
 //! | `leasehold_lock_handoffs_total` | counter | `kind` | acquisitions after waiting behind a holder |
+//! | `leasehold_lock_batch_size` | histogram | | mutex lock/unlock calls per script call, for calls that queued behind a client's in-flight ones |
 //! | `leasehold_script_reloads_total` | counter | `script` | NOSCRIPT answered by a reload |
 //! | `leasehold_redis_errors_total` | counter | `kind` | Redis errors by kind |
 //!
@@ -45,6 +46,7 @@ pub const FAILOVERS: &str = "leasehold_failovers_total";
 pub const LOCK_WAIT: &str = "leasehold_lock_wait_seconds";
 pub const LOCK_HOLD: &str = "leasehold_lock_hold_seconds";
 pub const LOCK_HANDOFFS: &str = "leasehold_lock_handoffs_total";
+pub const LOCK_BATCH: &str = "leasehold_lock_batch_size";
 pub const SCRIPT_RELOADS: &str = "leasehold_script_reloads_total";
 pub const REDIS_ERRORS: &str = "leasehold_redis_errors_total";
 
@@ -85,6 +87,7 @@ pub const ALL: &[Metric] = &[
     histogram(LOCK_WAIT, &["kind"], LOCK_BUCKETS),
     histogram(LOCK_HOLD, &["kind"], LOCK_BUCKETS),
     metric(LOCK_HANDOFFS, Kind::Counter, &["kind"]),
+    histogram(LOCK_BATCH, &[], LOCK_BATCH_BUCKETS),
     metric(SCRIPT_RELOADS, Kind::Counter, &["script"]),
     metric(REDIS_ERRORS, Kind::Counter, &["kind"]),
 ];
@@ -100,6 +103,8 @@ const HEADROOM_BUCKETS: &[f64] = &[
 ];
 // At most `keepalive::MAX_BATCH` (500) leases per call.
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
+// At most `batch::MAX_CALLS` (32) calls per script call.
+const LOCK_BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0];
 // Waits and holds range from a free lock (sub-millisecond) to jobs that hold it for an hour.
 const LOCK_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -169,6 +174,12 @@ pub fn describe() {
     describe_histogram!(LOCK_WAIT, Unit::Seconds, "Time from lock() to acquisition");
     describe_histogram!(LOCK_HOLD, Unit::Seconds, "Time a lock was held");
     describe_counter!(LOCK_HANDOFFS, "Acquisitions after waiting behind a holder");
+    describe_histogram!(
+        LOCK_BATCH,
+        Unit::Count,
+        "Mutex lock/unlock calls sent in one script call, for calls that queued while the \
+         client already had its lock calls in flight"
+    );
     describe_counter!(
         SCRIPT_RELOADS,
         "NOSCRIPT replies answered by reloading the script"

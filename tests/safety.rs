@@ -14,7 +14,8 @@
 //! normally), each behind its own loopback proxy so one client can be partitioned alone.
 //! Short schedules run in `cargo test`; the long run is
 //! `cargo test --release --test safety -- --ignored long_run --nocapture`
-//! (`LEASEHOLD_SAFETY_ACQUISITIONS`, default 100000; `LEASEHOLD_SAFETY_SEED`).
+//! (`LEASEHOLD_SAFETY_ACQUISITIONS`, default 100000; `LEASEHOLD_SAFETY_SEED`;
+//! `LEASEHOLD_SAFETY_TASKS` contenders per process, default 8, so that lock calls batch).
 
 mod support;
 
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use leasehold::testing::{Proxy, RedisServer};
 use leasehold::{Client, SessionOptions};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
@@ -57,7 +59,7 @@ fn instant_ns(t: Instant) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // The client process.
 
-/// What a child is told, as `url ttl_ms hold_ms resource_port id max_secs careless`.
+/// What a child is told, as `url ttl_ms hold_ms resource_port id max_secs careless tasks`.
 struct ChildConfig {
     url: String,
     ttl: Duration,
@@ -68,19 +70,23 @@ struct ChildConfig {
     /// Report holds as lasting until release, ignoring the session's validity: what a client
     /// that does not check `is_valid()` believes. Only for the negative control.
     careless: bool,
+    /// Contenders in this process, each with its own session, sharing one `Client`. With more
+    /// than the client keeps in flight, their lock calls go out in batches.
+    tasks: usize,
 }
 
 impl ChildConfig {
     fn encode(&self) -> String {
         format!(
-            "{} {} {} {} {} {} {}",
+            "{} {} {} {} {} {} {} {}",
             self.url,
             self.ttl.as_millis(),
             self.hold.as_millis(),
             self.resource,
             self.id,
             self.max.as_secs(),
-            self.careless as u8
+            self.careless as u8,
+            self.tasks
         )
     }
 
@@ -94,6 +100,7 @@ impl ChildConfig {
             id: f.get(4)?.parse().ok()?,
             max: Duration::from_secs(f.get(5)?.parse().ok()?),
             careless: f.get(6)? == &"1",
+            tasks: f.get(7)?.parse().ok()?,
         })
     }
 }
@@ -108,20 +115,19 @@ fn checker_child() {
     else {
         return;
     };
+    // Counts the lock batches this process sends, for the parent's report.
+    let recorder = DebuggingRecorder::new();
+    let batches = recorder.snapshotter();
+    metrics::set_global_recorder(recorder).expect("the child's only recorder");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(child_loop(config));
+    rt.block_on(child_loop(config, batches));
 }
 
-async fn child_loop(c: ChildConfig) {
+async fn child_loop(c: ChildConfig, batches: Snapshotter) {
     let stop_at = Instant::now() + c.max; // bounded even if the parent dies
-    let resource = TcpStream::connect(("127.0.0.1", c.resource))
-        .await
-        .expect("resource");
-    let (read, mut write) = resource.into_split();
-    let mut replies = BufReader::new(read).lines();
     let client = loop {
         match Client::builder()
             .url(&c.url)
@@ -136,6 +142,52 @@ async fn child_loop(c: ChildConfig) {
             Err(e) => panic!("child {} cannot connect: {e}", c.id),
         }
     };
+    let c = Arc::new(c);
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..c.tasks {
+        tasks.spawn(contender(
+            client.clone(),
+            c.clone(),
+            c.id * c.tasks + t,
+            stop_at,
+        ));
+    }
+    tasks.spawn(report_batches(c.clone(), batches, stop_at));
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Every 200 ms, tell the resource how many lock batches (and calls in them) this process has
+/// sent so far: `B <process> <batches> <calls>`.
+async fn report_batches(c: Arc<ChildConfig>, snapshotter: Snapshotter, stop_at: Instant) {
+    let Ok(mut resource) = TcpStream::connect(("127.0.0.1", c.resource)).await else {
+        return;
+    };
+    let (mut sent, mut calls) = (0u64, 0u64);
+    while Instant::now() < stop_at {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            if let (leasehold::metrics::LOCK_BATCH, DebugValue::Histogram(sizes)) =
+                (key.key().name(), value)
+            {
+                sent += sizes.len() as u64;
+                calls += sizes.iter().map(|s| s.into_inner() as u64).sum::<u64>();
+            }
+        }
+        let line = format!("B {} {sent} {calls}\n", c.id);
+        if resource.write_all(line.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One contender: lock, write to the resource under the token, hold, report, unlock; a new
+/// session whenever the last one is no longer valid.
+async fn contender(client: Client, c: Arc<ChildConfig>, id: usize, stop_at: Instant) {
+    let resource = TcpStream::connect(("127.0.0.1", c.resource))
+        .await
+        .expect("resource");
+    let (read, mut write) = resource.into_split();
+    let mut replies = BufReader::new(read).lines();
     let mut session = None;
     while Instant::now() < stop_at {
         if session
@@ -171,7 +223,7 @@ async fn child_loop(c: ChildConfig) {
         let token = guard.fencing_token();
         // Write to the resource only while the session is locally valid.
         let accepted = if c.careless || guard.is_valid() {
-            let line = format!("W {token} {}\n", c.id);
+            let line = format!("W {token} {id}\n");
             if write.write_all(line.as_bytes()).await.is_err() {
                 return;
             }
@@ -185,7 +237,7 @@ async fn child_loop(c: ChildConfig) {
         } else {
             mono_ns().min(instant_ns(s.valid_until()))
         };
-        let line = format!("H {} {token} {start} {end} {}\n", c.id, accepted as u8);
+        let line = format!("H {id} {token} {start} {end} {}\n", accepted as u8);
         if write.write_all(line.as_bytes()).await.is_err() {
             return;
         }
@@ -198,6 +250,7 @@ async fn child_loop(c: ChildConfig) {
 
 #[derive(Debug, Clone, Copy)]
 struct Hold {
+    /// The contender: `process * tasks + task`.
     client: usize,
     token: u64,
     start: u64,
@@ -206,8 +259,10 @@ struct Hold {
 
 #[derive(Debug, Default)]
 struct Ledger {
-    /// The client that wrote last: most likely the one holding the lock now.
+    /// The contender that wrote last: most likely the one holding the lock now.
     last_writer: usize,
+    /// Per client process: lock batches sent so far, and the calls in them.
+    batches: BTreeMap<usize, (u64, u64)>,
     highest: u64,
     accepted: u64,
     rejected: u64,
@@ -269,6 +324,13 @@ async fn serve(conn: TcpStream, ledger: Arc<Mutex<Ledger>>) {
                 if write.write_all(reply).await.is_err() {
                     return;
                 }
+            }
+            (Some(b'B'), [process, sent, calls]) => {
+                ledger
+                    .lock()
+                    .unwrap()
+                    .batches
+                    .insert(*process as usize, (*sent, *calls));
             }
             (Some(b'H'), [client, token, start, end, _accepted]) => {
                 ledger.lock().unwrap().holds.push(Hold {
@@ -347,12 +409,21 @@ struct Run {
     resource: Resource,
     proxies_ctl: Vec<Arc<Proxy>>,
     children: Vec<Child>,
+    /// Contenders per child process.
+    tasks: usize,
     ttl: Duration,
     heals: Vec<u64>,
 }
 
 impl Run {
-    async fn start(clients: usize, ttl: Duration, hold: Duration, careless: bool) -> Run {
+    /// `clients` processes of `tasks` contenders each.
+    async fn start(
+        clients: usize,
+        tasks: usize,
+        ttl: Duration,
+        hold: Duration,
+        careless: bool,
+    ) -> Run {
         let max = Duration::from_secs(3600);
         let server = support::server();
         let resource = Resource::start().await;
@@ -369,6 +440,7 @@ impl Run {
                 id,
                 max,
                 careless,
+                tasks,
             };
             let child = Command::new(&exe)
                 .args(["--ignored", "--exact", "checker_child", "--quiet"])
@@ -386,6 +458,7 @@ impl Run {
             resource,
             proxies_ctl,
             children,
+            tasks,
             ttl,
             heals: Vec::new(),
         }
@@ -399,7 +472,7 @@ impl Run {
     }
 
     async fn inject(&mut self, fault: Fault) {
-        let holder = self.resource.ledger.lock().unwrap().last_writer;
+        let holder = self.resource.ledger.lock().unwrap().last_writer / self.tasks;
         match fault {
             Fault::PartitionClient(d) => {
                 self.proxies_ctl[holder].blackhole();
@@ -438,37 +511,64 @@ impl Run {
         self.heals.push(mono_ns());
     }
 
-    /// Stop the clients and check every property. Returns (acquisitions, rejected writes,
-    /// violations).
-    async fn finish(mut self) -> (usize, u64, Vec<String>) {
+    /// Stop the clients and check every property.
+    async fn finish(mut self) -> Outcome {
         for c in &mut self.children {
             let _ = c.kill().await;
         }
         let ledger = self.resource.ledger.lock().unwrap();
-        let v = violations(&ledger.holds, &self.heals, self.ttl);
-        (ledger.holds.len(), ledger.rejected, v)
+        Outcome {
+            acquisitions: ledger.holds.len(),
+            rejected: ledger.rejected,
+            batches: ledger.batches.values().map(|b| b.0).sum(),
+            batched_calls: ledger.batches.values().map(|b| b.1).sum(),
+            violations: violations(&ledger.holds, &self.heals, self.ttl),
+        }
     }
 }
 
-/// Run `fault` once among 3 clients holding for `hold` each time, and check everything. Faults
-/// aimed at the holder use a long hold, so that they land inside a hold.
+/// What a run saw.
+struct Outcome {
+    acquisitions: usize,
+    /// Stale writes the resource refused.
+    rejected: u64,
+    /// Lock batches the client processes sent, and the calls in them.
+    batches: u64,
+    batched_calls: u64,
+    violations: Vec<String>,
+}
+
+/// Run `fault` once among 3 client processes of one contender each, and check everything.
 async fn schedule(fault: Fault) {
+    schedule_with(fault, 3, 1).await;
+}
+
+/// Run `fault` once among `clients` processes of `tasks` contenders each, holding for `hold`
+/// each time, and check everything. Faults aimed at the holder use a long hold, so that they
+/// land inside a hold.
+async fn schedule_with(fault: Fault, clients: usize, tasks: usize) -> Outcome {
     let ttl = Duration::from_secs(2);
     let hold = match fault {
         Fault::PartitionClient(_) | Fault::PauseClient(_) => Duration::from_millis(300),
         _ => Duration::from_millis(5),
     };
-    let mut run = Run::start(3, ttl, hold, false).await;
+    let mut run = Run::start(clients, tasks, ttl, hold, false).await;
     tokio::time::sleep(Duration::from_secs(2)).await; // warm up: some acquisitions first
     run.inject(fault).await;
     tokio::time::sleep(ttl * 2 + Duration::from_secs(1)).await;
-    let (acquisitions, rejected, violations) = run.finish().await;
+    let o = run.finish().await;
     println!(
-        "{fault:?}: {acquisitions} acquisitions, {rejected} stale writes rejected, {} violations",
-        violations.len()
+        "{fault:?}, {clients}x{tasks} contenders: {} acquisitions, {} stale writes rejected, \
+         {} lock batches ({} calls), {} violations",
+        o.acquisitions,
+        o.rejected,
+        o.batches,
+        o.batched_calls,
+        o.violations.len()
     );
-    assert!(acquisitions >= 5, "{fault:?}: the clients made progress");
-    assert!(violations.is_empty(), "{fault:?}: {violations:#?}");
+    assert!(o.acquisitions >= 5, "{fault:?}: the clients made progress");
+    assert!(o.violations.is_empty(), "{fault:?}: {:#?}", o.violations);
+    o
 }
 
 fn secs(s: f64) -> Duration {
@@ -520,16 +620,24 @@ async fn added_latency() {
     schedule(Fault::Latency(secs(2.0))).await;
 }
 
+/// Eight contenders per process: more lock calls than a client keeps in flight, so some go out
+/// in shared script calls (batches), and every connection is cut mid-run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_contenders_with_every_connection_cut() {
+    let o = schedule_with(Fault::CutConnections, 2, 8).await;
+    assert!(o.batches > 0, "the contenders' lock calls formed batches");
+}
+
 /// Negative control: `client_paused_past_its_ttl` with clients that ignore their session's
 /// validity must be caught overlapping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_catches_a_client_that_ignores_its_validity() {
     let ttl = Duration::from_secs(2);
-    let mut run = Run::start(3, ttl, Duration::from_millis(300), true).await;
+    let mut run = Run::start(3, 1, ttl, Duration::from_millis(300), true).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     run.inject(Fault::PauseClient(secs(3.0))).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (_, _, violations) = run.finish().await;
+    let violations = run.finish().await.violations;
     println!(
         "careless clients: {} violations, e.g. {:?}",
         violations.len(),
@@ -599,8 +707,12 @@ async fn long_run() {
         seed ^= seed << 17;
         seed % n
     };
+    let tasks: usize = std::env::var("LEASEHOLD_SAFETY_TASKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
     let ttl = Duration::from_secs(2);
-    let mut run = Run::start(4, ttl, Duration::from_millis(2), false).await;
+    let mut run = Run::start(4, tasks, ttl, Duration::from_millis(2), false).await;
     let started = Instant::now();
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
     loop {
@@ -626,20 +738,24 @@ async fn long_run() {
     }
     tokio::time::sleep(ttl * 2).await;
     let elapsed = started.elapsed();
-    let (acquisitions, rejected, violations) = run.finish().await;
+    let o = run.finish().await;
     println!("\n| fault | injected |\n|---|---|");
     for (k, n) in &faults {
         println!("| {k} | {n} |");
     }
     println!(
-        "\n| clients | TTL | run time | acquisitions | faults | stale writes rejected | violations |\n\
-         |---|---|---|---|---|---|---|\n| 4 | {ttl:?} | {:.0} s | {acquisitions} | {} | {rejected} | {} |",
+        "\n| processes x contenders | TTL | run time | acquisitions | faults | lock batches (calls) | stale writes rejected | violations |\n\
+         |---|---|---|---|---|---|---|---|\n| 4 x {tasks} | {ttl:?} | {:.0} s | {} | {} | {} ({}) | {} | {} |",
         elapsed.as_secs_f64(),
+        o.acquisitions,
         faults.values().sum::<usize>(),
-        violations.len()
+        o.batches,
+        o.batched_calls,
+        o.rejected,
+        o.violations.len()
     );
-    for v in violations.iter().take(20) {
+    for v in o.violations.iter().take(20) {
         println!("VIOLATION {v}");
     }
-    assert!(violations.is_empty());
+    assert!(o.violations.is_empty());
 }

@@ -34,7 +34,7 @@ pub struct RedisSentinel {
 struct Sentinel {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Sentinel {
@@ -105,10 +105,14 @@ impl RedisSentinel {
         &mut self.servers
     }
 
-    /// Index in [`servers`](Self::servers) of the node the sentinels name as primary.
+    /// Index in [`servers`](Self::servers) of the node the (first) sentinel names as primary.
     pub fn primary(&self) -> io::Result<usize> {
+        self.primary_named_by(&self.sentinels[0])
+    }
+
+    fn primary_named_by(&self, sentinel: &Sentinel) -> io::Result<usize> {
         let reply = sentinel_command(
-            self.sentinels[0].port,
+            sentinel.port,
             &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE],
         )?;
         let port: u16 = reply
@@ -131,7 +135,9 @@ impl RedisSentinel {
         Ok(i)
     }
 
-    /// Wait until the sentinels name a primary other than `old` and it accepts writes.
+    /// Wait until every sentinel names the same primary, other than `old`, and it accepts
+    /// writes. (Waiting for all of them matters: a sentinel that has not switched yet may still
+    /// take a node restarted meanwhile for the primary.)
     pub fn wait_failover(&self, old: usize, limit: Duration) -> io::Result<usize> {
         let deadline = Instant::now() + limit;
         let mut new = old;
@@ -140,9 +146,12 @@ impl RedisSentinel {
                 Ok(i) if i != old => new = i,
                 _ => return false,
             }
-            self.servers[new]
-                .command(&["INFO", "replication"])
-                .is_ok_and(|i| i.contains("role:master"))
+            self.sentinels[1..]
+                .iter()
+                .all(|s| self.primary_named_by(s).is_ok_and(|i| i == new))
+                && self.servers[new]
+                    .command(&["INFO", "replication"])
+                    .is_ok_and(|i| i.contains("role:master"))
         })?;
         Ok(new)
     }
@@ -157,6 +166,35 @@ impl RedisSentinel {
             return Err(io::Error::other(reply));
         }
         Ok((old, self.wait_failover(old, limit)?))
+    }
+
+    /// The last `lines` lines of every sentinel's and every data node's log, labelled, for a
+    /// test to print when the setup does not do what it expected (the temp dirs vanish on drop).
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        let logs = self
+            .sentinels
+            .iter()
+            .map(|s| {
+                (
+                    format!("sentinel {}", s.port),
+                    s.dir.path().join("sentinel.log"),
+                )
+            })
+            .chain(self.servers.iter().map(|r| {
+                let name = format!("redis-{}.log", r.port());
+                (format!("server {}", r.port()), r.dir().join(name))
+            }));
+        for (label, path) in logs {
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| format!("({e})\n"));
+            let all: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("--- {label}\n"));
+            for line in &all[all.len().saturating_sub(lines)..] {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
     }
 }
 
@@ -180,13 +218,7 @@ fn start_sentinel(primary_port: u16) -> io::Result<Sentinel> {
     for _ in 0..5 {
         let port = free_port()?;
         match spawn_sentinel(dir.path(), port, primary_port) {
-            Ok(child) => {
-                return Ok(Sentinel {
-                    child,
-                    port,
-                    _dir: dir,
-                })
-            }
+            Ok(child) => return Ok(Sentinel { child, port, dir }),
             Err(e) => last = Some(e),
         }
     }
