@@ -1,8 +1,9 @@
 -- Several mutex_acquire / mutex_release calls of one client in one script call (src/batch.rs).
 -- src/script.rs compiles this file after the core prelude and the two scripts, each wrapped as
 -- `local function <name>(KEYS, ARGV) ... end`, so the calls share what a script call costs
--- before its first command (the EVALSHA, the prelude, the TIME and the revision read), the
--- revision counter is written once, and Redis reads one request instead of one per call.
+-- before its first command (the EVALSHA, the prelude, the TIME and the revision read), each
+-- lease is looked up once, the revision counter is written once, and Redis reads one request
+-- instead of one per call.
 --
 -- Each call runs as it would alone: in its own pcall, so an error fails that call only (the
 -- scripts raise before their first write, so a failed call leaves Redis as it was); with the
@@ -32,6 +33,8 @@ if ki - 1 ~= #KEYS then fail('ARG', 'malformed batch: ' .. (#KEYS - ki + 1) .. '
 read_rev()
 local rev_start = rev_now
 rev_deferred = true
+-- Leases are looked up once per batch (see lease_left): neither script writes the registry.
+lease_memo = {}
 
 local out = {}
 for _, c in ipairs(calls) do

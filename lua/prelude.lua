@@ -120,15 +120,26 @@ local function attached_key(id) return P .. 'attached:' .. id end
 -- The hot scripts check their caller's lease first and remember the answer (own_lease_left),
 -- so that finding the caller at the head of a queue costs no second lookup. They do not write
 -- the registry, which would make it stale.
+-- A batch of lock calls (lua/mutex_batch.lua, which never writes the registry either) sets
+-- lease_memo to a table, so that one lookup per lease serves every call of the batch: the locks
+-- of one session, or waiters behind one head. NOW_MS is the same for the whole run.
 local own_id, own_left = nil, nil
+local lease_memo = nil
 local function lease_left(id)
   if id == own_id then return own_left end
+  if lease_memo then
+    local known = lease_memo[id]
+    if known ~= nil then return known or nil end
+  end
   if not is_lease_id(id) then return nil end
   local s = typed(REG, 'zset', 'ZSCORE', REG, id)
-  if not s then return nil end
-  local left = tonumber(s) - NOW_MS
-  if not (left > 0) then return nil end
-  if left > MAX_TTL_MS then return MAX_TTL_MS end
+  local left = s and tonumber(s) - NOW_MS
+  if not (left and left > 0) then
+    left = nil
+  elseif left > MAX_TTL_MS then
+    left = MAX_TTL_MS
+  end
+  if lease_memo then lease_memo[id] = left or false end
   return left
 end
 

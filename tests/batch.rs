@@ -82,6 +82,46 @@ async fn concurrent_locks_of_one_client_share_script_calls() {
     }
 }
 
+/// The calls of one batch look each lease up once (`lease_memo` in lua/prelude.lua): 64 locks
+/// of two sessions made at once cost no more `ZSCORE`s than script calls, and each session's
+/// calls still get its own answer: those of a session whose lease is gone from Redis fail with
+/// `SessionLost`, the others hold.
+#[tokio::test]
+async fn a_batch_looks_up_each_lease_once() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "b6").await;
+    let live = client.session().await.unwrap();
+    let gone = client.session().await.unwrap();
+    // The registry forgets `gone`'s lease; its session does not know yet.
+    let _: u64 = cmd(&raw, "ZREM", &["{b6}:leases", &gone.lease().to_string()])
+        .await
+        .unwrap();
+    let _: String = cmd(&raw, "CONFIG", &["RESETSTAT"]).await.unwrap();
+    let results = join_all((0..64).map(|i| {
+        let s = if i % 2 == 0 { &live } else { &gone };
+        async move { s.mutex(&format!("m{i}")).unwrap().lock().await }
+    }))
+    .await;
+    let calls = script_calls(&raw).await;
+    let (lookups, _) = command_calls(&raw, "zscore").await;
+    assert!(calls <= 8, "64 locks took {calls} script calls");
+    assert!(
+        lookups <= 2 * calls,
+        "{lookups} lease lookups for 64 locks of 2 sessions in {calls} script calls"
+    );
+    for (i, r) in results.iter().enumerate() {
+        if i % 2 == 0 {
+            assert!(r.is_ok(), "m{i} of the live session: {r:?}");
+        } else {
+            assert!(
+                matches!(r, Err(Error::SessionLost { .. })),
+                "m{i} of the session whose lease is gone: {r:?}"
+            );
+        }
+    }
+}
+
 /// A call that meets foreign data fails alone, with the typed error naming the key, and writes
 /// nothing; the calls batched with it, before and after, succeed.
 #[tokio::test]

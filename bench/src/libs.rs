@@ -27,6 +27,9 @@ pub enum Lib {
     Leasehold,
     /// leasehold with `batch_lock_calls(false)`: every call its own script call.
     LeaseholdUnbatched,
+    /// leasehold with every task's mutex on one shared session (etcd's usual pattern: one
+    /// session per process), batching on.
+    LeaseholdOneSession,
     Etcd,
 }
 
@@ -37,6 +40,7 @@ impl Lib {
             Lib::Rslock => "rslock 0.10",
             Lib::Leasehold => "leasehold",
             Lib::LeaseholdUnbatched => "leasehold, batching off",
+            Lib::LeaseholdOneSession => "leasehold, one session for all tasks",
             Lib::Etcd => "etcd-client 0.21 → etcd",
         }
     }
@@ -193,7 +197,8 @@ impl Locker for Rslock {
 // ---- leasehold ---------------------------------------------------------------------------
 
 pub struct Leasehold {
-    session: leasehold::Session,
+    /// The contender's own session, closed with it; `None` when it shares one.
+    session: Option<leasehold::Session>,
     mutex: leasehold::Mutex,
     held: Option<leasehold::MutexGuard>,
 }
@@ -206,8 +211,17 @@ impl Leasehold {
             .await?;
         let mutex = session.mutex(name)?;
         Ok(Leasehold {
-            session,
+            session: Some(session),
             mutex,
+            held: None,
+        })
+    }
+
+    /// A contender on a session shared with others (its owner closes it).
+    pub fn sharing(session: &leasehold::Session, name: &str) -> Result<Leasehold> {
+        Ok(Leasehold {
+            session: None,
+            mutex: session.mutex(name)?,
             held: None,
         })
     }
@@ -228,7 +242,9 @@ impl Locker for Leasehold {
     async fn close(self) -> Result<()> {
         drop(self.held);
         drop(self.mutex);
-        self.session.close().await?;
+        if let Some(session) = self.session {
+            session.close().await?;
+        }
         Ok(())
     }
 }

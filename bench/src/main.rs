@@ -272,7 +272,8 @@ async fn run() -> Result<()> {
             &format!(
                 "Each task cycles lock + unlock on its own lock name for {:.1} s (after {:.1} s \
                  warm-up). raw and leasehold use pools of 8 connections, rslock its one \
-                 multiplexed connection; leasehold and etcd use one session/lease per task.",
+                 multiplexed connection; leasehold and etcd use one session/lease per task, \
+                 except the row where leasehold's tasks share one session (64 tasks only).",
                 env.plan.point.as_secs_f64(),
                 env.plan.warmup.as_secs_f64()
             ),

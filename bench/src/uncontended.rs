@@ -42,11 +42,16 @@ pub async fn run(env: &Env) -> Result<Outcome> {
         Lib::Rslock,
         Lib::Leasehold,
         Lib::LeaseholdUnbatched,
+        Lib::LeaseholdOneSession,
         Lib::Etcd,
     ];
     let mut points: Vec<(Lib, usize, Vec<Point>)> = Vec::new();
     for lib in libs {
         for tasks in TASKS {
+            // At 1 task a shared session is the task's own: nothing to compare.
+            if lib == Lib::LeaseholdOneSession && tasks == 1 {
+                continue;
+            }
             points.push((lib, tasks, Vec::new()));
         }
     }
@@ -143,6 +148,18 @@ async fn point(env: &Env, lib: Lib, tasks: usize) -> Result<Point> {
             }
             measure(env, lib, lockers).await
         }
+        Lib::LeaseholdOneSession => {
+            let client = env.leasehold_client_with("bench", 8, true).await?;
+            let session = client
+                .session_with(leasehold::SessionOptions::new().ttl(libs::TTL))
+                .await?;
+            let lockers = (0..tasks)
+                .map(|i| libs::Leasehold::sharing(&session, &format!("u{i}")))
+                .collect::<Result<Vec<_>>>()?;
+            let point = measure(env, lib, lockers).await;
+            session.close().await?;
+            point
+        }
         Lib::Etcd => {
             let client = etcd_client::Client::connect([&env.etcd_endpoint], None).await?;
             let mut lockers = Vec::new();
@@ -235,7 +252,7 @@ async fn check_work(env: &Env, lib: Lib, cycles: u64) -> Result<Option<f64>> {
             calls("set") >= cycles && calls("evalsha") >= cycles,
             per_cycle(calls("set") + calls("evalsha")),
         ),
-        Lib::Leasehold | Lib::LeaseholdUnbatched => (
+        Lib::Leasehold | Lib::LeaseholdUnbatched | Lib::LeaseholdOneSession => (
             calls("zadd") >= cycles && calls("zrem") >= cycles,
             per_cycle(calls("evalsha")),
         ),
