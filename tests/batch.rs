@@ -83,8 +83,8 @@ async fn concurrent_locks_of_one_client_share_script_calls() {
 }
 
 /// The calls of one batch look each lease up once (`lease_memo` in lua/prelude.lua): 64 locks
-/// of two sessions made at once cost no more `ZSCORE`s than script calls, and each session's
-/// calls still get its own answer: those of a session whose lease is gone from Redis fail with
+/// of two sessions made at once cost at most one `ZSCORE` per session and script call, and each
+/// session's calls still get its own answer: those of a session whose lease is gone from Redis fail with
 /// `SessionLost`, the others hold.
 #[tokio::test]
 async fn a_batch_looks_up_each_lease_once() {
