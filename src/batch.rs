@@ -72,6 +72,17 @@ struct State {
     flushers: usize,
 }
 
+impl State {
+    /// Take one of the [`IN_FLIGHT`] slots if one is free.
+    fn take_slot(&mut self) -> bool {
+        let free = self.flushers < IN_FLIGHT;
+        if free {
+            self.flushers += 1;
+        }
+        free
+    }
+}
+
 impl Batcher {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -82,12 +93,7 @@ impl Batcher {
     pub(crate) fn push(&self, call: Call) -> bool {
         let mut s = self.state();
         s.queue.push_back(call);
-        if s.flushers < IN_FLIGHT {
-            s.flushers += 1;
-            true
-        } else {
-            false
-        }
+        s.take_slot()
     }
 
     /// Take a slot for a call that goes out at once as its own script call, from the caller's
@@ -95,12 +101,7 @@ impl Batcher {
     /// caller must then call [`Batcher::end_direct`] once, however the call ends.
     pub(crate) fn try_direct(&self) -> bool {
         let mut s = self.state();
-        if s.queue.is_empty() && s.flushers < IN_FLIGHT {
-            s.flushers += 1;
-            true
-        } else {
-            false
-        }
+        s.queue.is_empty() && s.take_slot()
     }
 
     /// Give back a direct call's slot. True when calls queued meanwhile: the slot then passes
