@@ -18,7 +18,7 @@ const HANDOFFS: usize = 200;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Keep the server (if we started one) alive until the end.
-    let (_server, url) = leasehold::testing::url_or_start()?;
+    let (_server, url) = leasehold_testing::url_or_start()?;
     println!("| scenario | n | p50 | p99 | rate |");
     println!("|---|---|---|---|---|");
 

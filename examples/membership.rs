@@ -17,7 +17,7 @@ const TTL: Duration = Duration::from_secs(2);
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Keep the server (if we started one) alive until the end.
-    let (_server, url) = leasehold::testing::url_or_start()?;
+    let (_server, url) = leasehold_testing::url_or_start()?;
     let namespace = format!("membership-{}", std::process::id());
     let connect = || Client::builder().url(&url).namespace(&namespace).build();
 

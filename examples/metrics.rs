@@ -57,7 +57,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     println!("serving metrics at http://{}/metrics", args.listen);
 
     // Keep the server (if we started one) alive until the end.
-    let (server, url) = leasehold::testing::url_or_start()?;
+    let (server, url) = leasehold_testing::url_or_start()?;
     if server.is_some() {
         println!("started a throwaway redis-server at {url}");
     }

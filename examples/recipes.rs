@@ -12,7 +12,7 @@ use leasehold::Client;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Keep the server (if we started one) alive until the end.
-    let (_server, url) = leasehold::testing::url_or_start()?;
+    let (_server, url) = leasehold_testing::url_or_start()?;
     let client = Client::builder()
         .url(&url)
         .namespace(format!("recipes-{}", std::process::id()))

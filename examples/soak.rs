@@ -508,7 +508,7 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
     };
     // Keep the server (if we started one) alive until the end.
-    let (server, url) = leasehold::testing::url_or_start()?;
+    let (server, url) = leasehold_testing::url_or_start()?;
     let namespace = format!("soak-{}", std::process::id());
     let client = Client::builder()
         .url(&url)

@@ -1,14 +1,14 @@
-//! Who holds and who waits, for operators (`leasehold inspect`). Script: `lua/inspect.lua`.
+//! Who holds and who waits, for operators (`leasehold inspect`). Script: `lua/lock/inspect.lua`.
 
 use std::fmt;
 use std::time::Duration;
 
+use crate::base::error::Result;
+use crate::base::lease_id::LeaseId;
+use crate::base::limits::check_name;
 use crate::client::Client;
-use crate::error::Result;
-use crate::lease::LeaseId;
-use crate::names::check_name;
-use crate::reply::Reply;
-use crate::script::script;
+use crate::redis::{scripts, Reply};
+use crate::wait::LockKind;
 
 /// The kinds of queue [`Client::inspect`] can read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,19 +27,19 @@ impl QueueKind {
         QueueKind::Election,
     ];
 
-    fn segment(&self) -> &'static str {
+    fn lock_kind(self) -> LockKind {
         match self {
-            QueueKind::Mutex => "mutex",
-            QueueKind::RwLock => "rwlock",
-            QueueKind::Semaphore => "semaphore",
-            QueueKind::Election => "election",
+            QueueKind::Mutex => LockKind::Mutex,
+            QueueKind::RwLock => LockKind::RwLock,
+            QueueKind::Semaphore => LockKind::Semaphore,
+            QueueKind::Election => LockKind::Election,
         }
     }
 }
 
 impl fmt::Display for QueueKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.segment())
+        f.write_str(self.lock_kind().label())
     }
 }
 
@@ -67,18 +67,13 @@ impl Client {
     /// holders first, then waiters. Read-only.
     pub async fn inspect(&self, kind: QueueKind, name: &str) -> Result<Vec<QueueEntry>> {
         let k = &self.inner.keys;
-        check_name(k.namespace(), kind.segment(), name)?;
-        let queue = match kind {
-            QueueKind::Mutex => k.mutex(name),
-            QueueKind::RwLock => k.rwlock(name),
-            QueueKind::Semaphore => k.semaphore(name),
-            QueueKind::Election => k.election(name),
-        };
-        let keys = vec![k.rev(), k.leases(), queue];
+        let kind = kind.lock_kind();
+        check_name(k.namespace(), kind.label(), name)?;
+        let keys = vec![k.rev(), k.leases(), kind.key(k, name)];
         let v = self
             .inner
             .conn
-            .eval(script!("inspect"), keys, vec![])
+            .eval(&scripts::INSPECT, keys, vec![])
             .await?;
         parse_inspect(v)
     }

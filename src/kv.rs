@@ -1,16 +1,16 @@
 //! Keys put with a lease (etcd's `Put(key, value, WithLease(id))`): values that live exactly as
-//! long as a lease, enough for service registration and membership. Scripts: `lua/kv_put.lua`,
-//! `lua/kv_get.lua`, `lua/kv_delete.lua`, `lua/kv_range.lua`.
+//! long as a lease, enough for service registration and membership. Scripts: `lua/kv/kv_put.lua`,
+//! `lua/kv/kv_get.lua`, `lua/kv/kv_delete.lua`, `lua/kv/kv_range.lua`.
 
 use fred::types::Value;
 
+use crate::base::error::{Error, Result};
+use crate::base::lease_id::LeaseId;
+use crate::base::limits::{check_name, check_value};
+use crate::base::session_state::SessionEnd;
 use crate::client::Client;
-use crate::error::{Error, Result};
-use crate::lease::LeaseId;
-use crate::names::{check_name, check_value};
-use crate::reply::Reply;
-use crate::script::script;
-use crate::session::{Session, SessionEnd};
+use crate::redis::{scripts, Reply};
+use crate::session::Session;
 
 /// One key as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +91,7 @@ impl Client {
             value.to_owned(),
             lease.map(|l| l.to_string()).unwrap_or_default(),
         ];
-        let v = self.inner.conn.eval(script!("kv_put"), keys, args).await?;
+        let v = self.inner.conn.eval(&scripts::KV_PUT, keys, args).await?;
         parse_put(v)
     }
 
@@ -100,11 +100,7 @@ impl Client {
         let k = &self.inner.keys;
         check_name(k.namespace(), "key", key)?;
         let keys = vec![k.rev(), k.leases(), k.kv(key)];
-        let v = self
-            .inner
-            .conn
-            .eval(script!("kv_get"), keys, vec![])
-            .await?;
+        let v = self.inner.conn.eval(&scripts::KV_GET, keys, vec![]).await?;
         parse_get(key, v)
     }
 
@@ -116,7 +112,7 @@ impl Client {
         let v = self
             .inner
             .conn
-            .eval(script!("kv_delete"), keys, vec![key.to_owned()])
+            .eval(&scripts::KV_DELETE, keys, vec![key.to_owned()])
             .await?;
         Ok(Reply::new("key delete").int(&v)? == 1)
     }
@@ -148,11 +144,7 @@ impl Client {
             limit.to_string(),
             start_after.unwrap_or_default().to_owned(),
         ];
-        let v = self
-            .inner
-            .conn
-            .eval(script!("kv_range"), keys, args)
-            .await?;
+        let v = self.inner.conn.eval(&scripts::KV_RANGE, keys, args).await?;
         parse_range(v)
     }
 }

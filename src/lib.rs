@@ -23,92 +23,59 @@
 //!
 //! ## Map
 //!
-//! | module | what |
+//! Folders are layers; each imports only from the layers above it in this table
+//! (`docs/architecture.md` walks through a lock call and a renewal file by file).
+//!
+//! | layer | what |
 //! |---|---|
-//! | `client` | [`Client`], [`ClientBuilder`]: pool, doorbell subscription, supervisor |
-//! | `lease` | [`LeaseId`], [`Lease`], [`LeaseInfo`]: grant, keep-alive, revoke, time-to-live, list |
-//! | `session` | [`Session`], [`SessionOptions`], [`SessionState`], [`SessionEnd`], [`OnDrop`] |
-//! | `mutex` | [`Mutex`], [`MutexGuard`] |
-//! | `election` | [`Election`], [`Leader`], [`LeaderEvent`]: campaign, proclaim, resign, observe |
-//! | `rwlock`, `semaphore` | [`RwLock`], [`Semaphore`]: shared ownership on the same queue engine |
-//! | `barrier`, `double_barrier`, `queue` | etcd's recipes: [`Barrier`], [`DoubleBarrier`], [`Queue`] |
-//! | `waiter` | the wait engine and held entry shared by every lock |
-//! | `kv` | [`KeyValue`]: keys put with a lease (`put`, `get`, `delete`, `get_prefix`) |
-//! | `keepalive` | the renewal state machine (no I/O) |
-//! | `supervisor` | the one task per client that drives it |
-//! | `doorbell` | routing of wake-ups to waiters |
-//! | `conn`, `script`, `reply` | all Redis I/O: EVALSHA with NOSCRIPT reload, error mapping |
-//! | `batch` | lock calls of many tasks in one script call under load |
-//! | `failover` | listening to Sentinel for `+switch-master`, so a failover is followed at once |
-//! | `durability` | [`Durability`]: `WAIT` for replicas after every grant (Sentinel, replicas) |
-//! | `keys` | the key layout |
-//! | `tls` | from a URL to fred's configuration; TLS through rustls (feature `tls`) |
-//! | [`metrics`] | metric names |
-//! | `testing` | throwaway `redis-server`, cluster and sentinel processes (feature `testing`) |
+//! | `base/` | no I/O: [`Error`], limits and checks of names, [`metrics`], [`LeaseId`], [`SessionEnd`] |
+//! | `redis/` | all Redis I/O: the command pool (EVALSHA, NOSCRIPT reload, `WAIT`, batches), the script registry, the key layout, replies, error classification, TLS, the doorbell's routing table |
+//! | `lease/` | [`Lease`], [`LeaseInfo`]: the lease scripts; the keepalive state machine; the one supervisor task per client |
+//! | `client/` | [`Client`], [`ClientBuilder`], and the lease API of a client (grant, revoke, list) |
+//! | `session.rs` | [`Session`], [`SessionOptions`]: a lease kept alive, and what primitives need of it |
+//! | `wait/` | the wait engine: lock kinds, waiting for a turn (withdrawn on cancel), the held entry behind every guard |
+//! | `sync/` | [`Mutex`], [`RwLock`], [`Semaphore`], [`Election`] |
+//! | `recipes/` | etcd's recipes: [`Barrier`], [`DoubleBarrier`], [`Queue`] |
+//! | `kv.rs`, `inspect.rs` | [`KeyValue`] (keys put with a lease); [`Client::inspect`] for operators |
 //!
-//! The Lua for each operation is in `lua/<operation>.lua`, run by the module of the same
-//! prefix (`lua/mutex_acquire.lua` by `mutex`).
-//!
-//! ## Key layout
-//!
-//! ```text
-//! {ns}:rev                 revision counter (fencing tokens)
-//! {ns}:leases              zset  lease id -> server expiry (ms)
-//! {ns}:lease:<id>          hash  ttl, client, host, pid, label, granted
-//! {ns}:attached:<id>       set   what is attached to the lease
-//! {ns}:mutex:<name>        zset  contender -> revision (FIFO queue, head = owner)
-//! {ns}:wake:<client id>    pub/sub channel: one doorbell per client process
-//! ```
+//! Each atomic operation is one Lua script under `lua/<area>/`, declared once with its
+//! properties in the script registry (`src/redis/scripts.rs`). The key layout is in
+//! `docs/architecture.md`. Test tooling (throwaway servers, clusters, sentinels, a
+//! fault-injecting proxy) is the separate crate `leasehold-testing`.
 
-mod barrier;
-mod batch;
+mod base;
 mod client;
-mod conn;
-mod doorbell;
-mod double_barrier;
-mod durability;
-mod election;
-mod error;
-mod failover;
 mod inspect;
-mod keepalive;
-mod keys;
 mod kv;
 mod lease;
-pub mod metrics;
-mod mutex;
-mod names;
-mod queue;
-mod reply;
+mod recipes;
+mod redis;
 #[cfg(test)]
 mod reply_fuzz;
-mod rwlock;
-mod script;
-mod semaphore;
 mod session;
-mod supervisor;
-#[cfg(feature = "testing")]
-pub mod testing;
-mod tls;
-mod waiter;
+mod sync;
+mod wait;
 
-pub use barrier::Barrier;
-pub use client::{Client, ClientBuilder, DEFAULT_NAMESPACE};
-pub use double_barrier::DoubleBarrier;
-pub use durability::Durability;
-pub use election::{Election, Leader, LeaderEvent};
-pub use error::{Error, Result};
-pub use inspect::{QueueEntry, QueueKind};
-pub use kv::{KeyRange, KeyValue, MAX_RANGE};
-pub use lease::{Attachment, Lease, LeaseId, LeaseInfo};
-pub use mutex::{Mutex, MutexGuard};
-pub use names::{
+pub use base::error::{Error, Result};
+pub use base::lease_id::LeaseId;
+pub use base::limits::{
     DEFAULT_TTL, MAX_LABEL_LEN, MAX_NAMESPACE_LEN, MAX_NAME_LEN, MAX_TTL, MAX_VALUE_LEN, MIN_TTL,
 };
-pub use queue::Queue;
-pub use rwlock::{RwLock, RwLockGuard, RwMode};
-pub use semaphore::{Semaphore, SemaphorePermit, MAX_PERMITS};
-pub use session::{OnDrop, Session, SessionEnd, SessionOptions, SessionState};
+pub use base::metrics;
+pub use base::session_state::{OnDrop, SessionEnd, SessionState};
+pub use client::{Client, ClientBuilder, DEFAULT_NAMESPACE};
+pub use inspect::{QueueEntry, QueueKind};
+pub use kv::{KeyRange, KeyValue, MAX_RANGE};
+pub use lease::leases::{Attachment, Lease, LeaseInfo};
+pub use recipes::barrier::Barrier;
+pub use recipes::double_barrier::DoubleBarrier;
+pub use recipes::queue::Queue;
+pub use redis::durability::Durability;
+pub use session::{Session, SessionOptions};
+pub use sync::election::{Election, Leader, LeaderEvent};
+pub use sync::mutex::{Mutex, MutexGuard};
+pub use sync::rwlock::{RwLock, RwLockGuard, RwMode};
+pub use sync::semaphore::{Semaphore, SemaphorePermit, MAX_PERMITS};
 
 /// Compiles the README's examples as doctests.
 #[cfg(doctest)]

@@ -2,16 +2,16 @@
 //! foreign writer, or a bug in a script) answers, a parser returns a value or
 //! [`Error::Protocol`], and never panics (no out-of-bounds index, no overflow, no unwrap).
 
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use fred::error::{Error as RedisError, ErrorKind};
 use fred::types::{Map, Value};
 use proptest::prelude::*;
 
-use crate::error::Error;
-use crate::lease::{Attachment, LeaseId};
-use crate::reply::Reply;
+use crate::base::error::Error;
+use crate::base::lease_id::LeaseId;
+use crate::lease::leases::Attachment;
+use crate::redis::reply::Reply;
 
 /// Strings the parsers look for (statuses, numbers, lease ids, log ids, attachments), so the
 /// fuzzer reaches past the first check, and arbitrary ones.
@@ -89,30 +89,29 @@ proptest! {
 
     #[test]
     fn lock_and_barrier_replies(v in reply()) {
-        checked("parse_turn", crate::waiter::parse_turn("fuzz", v.clone()).map(drop));
-        let mismatch = AtomicU64::new(0);
-        checked("parse_acquire", crate::semaphore::parse_acquire(v.clone(), &mismatch).map(drop));
-        checked("parse_step", crate::double_barrier::parse_step(v.clone()).map(drop));
-        checked("parse_check", crate::barrier::parse_check(v));
+        checked("parse_turn", crate::wait::contend::parse_turn::<std::convert::Infallible>("fuzz", v.clone()).map(drop));
+        checked("parse_acquire", crate::sync::semaphore::parse_acquire(v.clone()).map(drop));
+        checked("parse_step", crate::recipes::double_barrier::parse_step(v.clone()).map(drop));
+        checked("parse_check", crate::recipes::barrier::parse_check(v));
     }
 
     #[test]
     fn lease_replies(v in reply(), n in 0usize..8, id in any::<u128>()) {
-        checked("parse_renew", crate::lease::parse_renew(v.clone(), n));
-        checked("parse_ttl", crate::lease::parse_ttl(LeaseId::from_u128(id), v.clone()));
-        checked("parse_list_row", crate::lease::parse_list_row(v.clone()));
-        checked("parse_grant", crate::lease::parse_grant(v.clone()));
-        checked("parse_adopt", crate::lease::parse_adopt(v));
+        checked("parse_renew", crate::lease::leases::parse_renew(v.clone(), n));
+        checked("parse_ttl", crate::lease::leases::parse_ttl(LeaseId::from_u128(id), v.clone()));
+        checked("parse_list_row", crate::lease::leases::parse_list_row(v.clone()));
+        checked("parse_grant", crate::lease::leases::parse_grant(v.clone()));
+        checked("parse_adopt", crate::lease::leases::parse_adopt(v));
     }
 
     #[test]
     fn election_key_queue_and_inspect_replies(v in reply(), key in text()) {
-        checked("parse_log", crate::election::parse_log(v.clone()).map(drop));
+        checked("parse_log", crate::sync::election::parse_log(v.clone()).map(drop));
         checked("parse_put", crate::kv::parse_put(v.clone()));
         checked("parse_get", crate::kv::parse_get(&key, v.clone()));
         checked("parse_range", crate::kv::parse_range(v.clone()));
         checked("parse_inspect", crate::inspect::parse_inspect(v.clone()));
-        checked("parse_pop", crate::queue::parse_pop(v));
+        checked("parse_pop", crate::recipes::queue::parse_pop(v));
     }
 
     /// Replies built as the scripts build them, with every field fuzzed.
@@ -123,18 +122,17 @@ proptest! {
             items.extend(fields.iter().cloned());
             Value::Array(items)
         };
-        checked("parse_renew", crate::lease::parse_renew(with(&[]), fields.len().saturating_sub(4)));
-        checked("parse_log", crate::election::parse_log(with(&[])).map(drop));
+        checked("parse_renew", crate::lease::leases::parse_renew(with(&[]), fields.len().saturating_sub(4)));
+        checked("parse_log", crate::sync::election::parse_log(with(&[])).map(drop));
         checked("parse_range", crate::kv::parse_range(with(&[])));
         checked("parse_inspect", crate::inspect::parse_inspect(Value::Array(vec![with(&[])])));
-        checked("parse_list_row", crate::lease::parse_list_row(with(&[])));
-        checked("parse_ttl", crate::lease::parse_ttl(LeaseId::from_u128(1), with(&[])));
+        checked("parse_list_row", crate::lease::leases::parse_list_row(with(&[])));
+        checked("parse_ttl", crate::lease::leases::parse_ttl(LeaseId::from_u128(1), with(&[])));
         for status in ["held", "leader", "wait", "full", "size", "ok"] {
             let v = with(&[Value::String(status.into())]);
-            checked("parse_turn", crate::waiter::parse_turn("fuzz", v.clone()).map(drop));
-            let mismatch = AtomicU64::new(0);
-            checked("parse_acquire", crate::semaphore::parse_acquire(v.clone(), &mismatch).map(drop));
-            checked("parse_step", crate::double_barrier::parse_step(v.clone()).map(drop));
+            checked("parse_turn", crate::wait::contend::parse_turn::<std::convert::Infallible>("fuzz", v.clone()).map(drop));
+            checked("parse_acquire", crate::sync::semaphore::parse_acquire(v.clone()).map(drop));
+            checked("parse_step", crate::recipes::double_barrier::parse_step(v.clone()).map(drop));
             checked("parse_put", crate::kv::parse_put(v));
         }
     }
@@ -142,7 +140,7 @@ proptest! {
     #[test]
     fn strings_of_members_and_attachments(s in text()) {
         let _ = Attachment::parse(&s);
-        let _ = crate::queue::item_value(&s);
+        let _ = crate::recipes::queue::item_value(&s);
         let _ = s.parse::<LeaseId>();
     }
 
@@ -160,7 +158,7 @@ proptest! {
             ErrorKind::Auth, ErrorKind::InvalidArgument, ErrorKind::Cluster, ErrorKind::Parse,
         ]),
     ) {
-        let e = crate::conn::classify(
+        let e = crate::redis::classify::classify(
             RedisError::new(kind, format!("{prefix}{rest}{suffix}")),
             Duration::from_secs(1),
         );
@@ -181,7 +179,7 @@ fn regressions() {
         Value::String("replid".into()),
     ]);
     assert!(matches!(
-        crate::lease::parse_renew(v, 0),
+        crate::lease::leases::parse_renew(v, 0),
         Err(Error::Protocol { .. })
     ));
     // A TTL beyond MAX_TTL: the keepalive would add it to an Instant and overflow.
@@ -193,11 +191,11 @@ fn regressions() {
         Value::Integer(i64::MAX),
     ]);
     assert!(matches!(
-        crate::lease::parse_renew(v, 1),
+        crate::lease::leases::parse_renew(v, 1),
         Err(Error::Protocol { .. })
     ));
     assert!(matches!(
-        crate::lease::parse_grant(Value::Integer(i64::MAX)),
+        crate::lease::leases::parse_grant(Value::Integer(i64::MAX)),
         Err(Error::Protocol { .. })
     ));
 }

@@ -8,85 +8,17 @@ use std::time::{Duration, Instant};
 use metrics::gauge;
 use tokio::sync::watch;
 
-use crate::client::Client;
-use crate::error::{Error, Result};
-use crate::keepalive;
-use crate::lease::LeaseId;
-use crate::metrics as m;
-use crate::mutex::Mutex;
-use crate::names::DEFAULT_TTL;
-use crate::supervisor::Op;
-
-/// Why a session ended. [`Session::done`] resolves with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum SessionEnd {
-    /// No renewal succeeded before the local validity ran out (Redis unreachable, paused or too
-    /// slow). The server may still hold the lease a little longer; nothing may rely on it.
-    Expired,
-    /// Redis answered that the lease no longer exists (expired there, or the data was lost).
-    LeaseNotFound,
-    /// The lease was revoked while the session used it (by [`Client::revoke`] or an operator).
-    Revoked,
-    /// [`Session::close`] revoked the lease.
-    Closed,
-    /// [`Session::orphan`]: no longer renewed; the lease runs out on the server by its TTL.
-    Orphaned,
-}
-
-impl SessionEnd {
-    /// True when the session was lost rather than ended on purpose.
-    pub fn is_loss(&self) -> bool {
-        matches!(
-            self,
-            SessionEnd::Expired | SessionEnd::LeaseNotFound | SessionEnd::Revoked
-        )
-    }
-
-    pub(crate) fn label(&self) -> &'static str {
-        match self {
-            SessionEnd::Expired => "expired",
-            SessionEnd::LeaseNotFound => "lease_not_found",
-            SessionEnd::Revoked => "revoked",
-            SessionEnd::Closed => "closed",
-            SessionEnd::Orphaned => "orphaned",
-        }
-    }
-}
-
-impl fmt::Display for SessionEnd {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SessionEnd::Expired => "local validity ran out without a successful renewal",
-            SessionEnd::LeaseNotFound => "Redis no longer has the lease",
-            SessionEnd::Revoked => "the lease was revoked",
-            SessionEnd::Closed => "the session was closed",
-            SessionEnd::Orphaned => "the session was orphaned",
-        })
-    }
-}
-
-/// Where a session stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionState {
-    /// The last renewal succeeded; the lease is locally valid.
-    Alive,
-    /// A renewal failed or was late; retries go on and the lease is still locally valid.
-    Jeopardy,
-    /// The session ended; see [`SessionEnd`].
-    Ended(SessionEnd),
-}
-
-/// What to do with the lease when the last handle of a session is dropped without
-/// [`Session::close`] or [`Session::orphan`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnDrop {
-    /// Revoke the lease in the background (the default): its locks are released at once.
-    #[default]
-    Revoke,
-    /// Stop renewing and let the lease expire by its TTL.
-    Orphan,
-}
+use crate::base::error::{Error, Result};
+use crate::base::lease_id::LeaseId;
+use crate::base::limits::{check_label, DEFAULT_TTL};
+use crate::base::metrics as m;
+use crate::base::session_state::{
+    end_status, OnDrop, SessionEnd, SessionState, Status, StatusCell,
+};
+use crate::client::{Client, ClientInner};
+use crate::lease::keepalive;
+use crate::lease::Op;
+use crate::redis::Keys;
 
 /// Options for [`Client::session_with`].
 #[derive(Debug, Clone)]
@@ -141,27 +73,6 @@ impl SessionOptions {
         self.on_drop = Some(on_drop);
         self
     }
-}
-
-/// State shared by a session's handles and the supervisor.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Status {
-    pub(crate) state: SessionState,
-    /// The lease is locally valid until then (see [`crate::keepalive::validity`]).
-    pub(crate) valid_until: Instant,
-}
-
-pub(crate) type StatusCell = watch::Sender<Status>;
-
-/// Move a session to `Ended(end)` unless it has already ended. Returns whether it changed.
-pub(crate) fn end_status(cell: &StatusCell, end: SessionEnd) -> bool {
-    cell.send_if_modified(|s| {
-        if matches!(s.state, SessionState::Ended(_)) {
-            return false;
-        }
-        s.state = SessionState::Ended(end);
-        true
-    })
 }
 
 /// A lease kept alive by the client's keepalive supervisor: etcd's session.
@@ -223,12 +134,25 @@ impl fmt::Debug for Session {
     }
 }
 
+/// Opening sessions.
+impl Client {
+    /// Open a session with the default options (TTL 60 s, revoke on drop).
+    pub async fn session(&self) -> Result<Session> {
+        Session::open(self, SessionOptions::default()).await
+    }
+
+    /// Open a session with options.
+    pub async fn session_with(&self, options: SessionOptions) -> Result<Session> {
+        Session::open(self, options).await
+    }
+}
+
 impl Session {
-    pub(crate) async fn open(client: &Client, opts: SessionOptions) -> Result<Session> {
+    async fn open(client: &Client, opts: SessionOptions) -> Result<Session> {
         let inner = &client.inner;
         let (lease, ttl, sent) = match opts.lease {
             Some(id) => {
-                crate::names::check_label(&opts.label)?;
+                check_label(&opts.label)?;
                 let sent = Instant::now();
                 match inner.adopt(id).await? {
                     Some(ttl) => (id, ttl, sent),
@@ -354,7 +278,7 @@ impl Session {
     pub(crate) fn mark_lost(&self, end: SessionEnd) {
         if end_status(&self.inner.status, end) {
             metrics::counter!(m::SESSION_LOST, "reason" => end.label()).increment(1);
-            self.inner.client.inner.send(Op::Stop {
+            self.send(Op::Stop {
                 id: self.inner.lease,
             });
         }
@@ -395,16 +319,26 @@ impl Session {
     /// [`SessionEnd::Orphaned`].
     pub fn orphan(&self) {
         if end_status(&self.inner.status, SessionEnd::Orphaned) {
-            self.inner.client.inner.send(Op::Orphan {
+            self.send(Op::Orphan {
                 id: self.inner.lease,
                 ttl: self.inner.ttl,
             });
         }
     }
 
-    /// A fair, fenced mutex named `name`, attached to this session's lease.
-    pub fn mutex(&self, name: &str) -> Result<Mutex> {
-        Mutex::new(self, name)
+    /// What the session's client shares with its supervisor: keys, connections, doorbell.
+    pub(crate) fn shared(&self) -> &ClientInner {
+        &self.inner.client.inner
+    }
+
+    /// The namespace's key layout.
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.inner.client.inner.keys
+    }
+
+    /// Hand work to the client's supervisor. Never blocks; usable from `Drop`.
+    pub(crate) fn send(&self, op: Op) {
+        self.inner.client.inner.send(op);
     }
 
     /// A contender id for one wait: `<lease id>.<tag><random>`, unique per call (the tag

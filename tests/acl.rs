@@ -443,9 +443,10 @@ async fn a_user_cannot_touch_another_namespace_nor_disturb_its_locks() {
         assert!(denied(&e), "{name} {args:?}: {e:?}");
     }
     // A leasehold script run by A with B's keys is refused before it runs...
-    let release = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/lua/prelude.lua"))
-        .unwrap()
-        + "return redis.call('DEL', ARGV[1])";
+    let release =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/lua/prelude/core.lua"))
+            .unwrap()
+            + "return redis.call('DEL', ARGV[1])";
     let sha: String = cmd(&raw_a, "SCRIPT", &["LOAD", &release]).await.unwrap();
     let e = cmd::<fred::types::Value>(&raw_a, "EVALSHA", &[&sha, "1", &b_key, "x"])
         .await

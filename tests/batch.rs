@@ -1,4 +1,4 @@
-//! Lock calls of many tasks of one client share script calls under load (`src/batch.rs`):
+//! Lock calls of many tasks of one client share script calls under load (`src/redis/batch.rs`):
 //! each call still gets its own reply or error, in the order the calls were made.
 
 mod support;
@@ -82,7 +82,7 @@ async fn concurrent_locks_of_one_client_share_script_calls() {
     }
 }
 
-/// The calls of one batch look each lease up once (`lease_memo` in lua/prelude.lua): 64 locks
+/// The calls of one batch look each lease up once (`lease_memo` in lua/prelude/core.lua): 64 locks
 /// of two sessions made at once cost at most one `ZSCORE` per session and script call, and each
 /// session's calls still get its own answer: those of a session whose lease is gone from Redis fail with
 /// `SessionLost`, the others hold.
@@ -247,7 +247,7 @@ async fn batched_calls_keep_mutual_exclusion_through_faults() {
     const MUTEXES: usize = 8;
     let server = server();
     let raw = raw(&server).await;
-    let proxy = leasehold::testing::Proxy::start(server.port())
+    let proxy = leasehold_testing::Proxy::start(server.port())
         .await
         .unwrap();
     let client = client_at(&proxy.url(), "b5").await;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use leasehold::testing::RedisCluster;
 use leasehold::{Client, SessionOptions};
+use leasehold_testing::RedisCluster;
 
 fn cluster() -> RedisCluster {
     RedisCluster::start(3).unwrap_or_else(|e| panic!("cannot start a local cluster: {e}"))

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use leasehold::metrics::{Kind, ALL};
-use leasehold::testing::RedisServer;
+use leasehold_testing::RedisServer;
 use serde_json::Value;
 
 // The example's own exporter configuration and workload, run in-process below.
@@ -54,14 +54,9 @@ fn metric_list_is_consistent() {
             assert!(m.buckets.is_empty(), "{} is no histogram", m.name);
         }
     }
-    // The module doc's table lists the same names.
-    let source = std::fs::read_to_string(repo("src/metrics.rs")).expect("read src/metrics.rs");
-    let documented: BTreeSet<&str> = source
-        .lines()
-        .filter_map(|l| l.strip_prefix("//! | `"))
-        .filter_map(|l| l.split('`').next())
-        .collect();
-    assert_eq!(documented, seen, "src/metrics.rs table vs ALL");
+    // Every metric has a description for the recorder (the README's table is generated from
+    // them: see the metrics module's unit test).
+    assert!(ALL.iter().all(|m| !m.help.is_empty()));
 }
 
 // ---------------------------------------------------------------------------------------------

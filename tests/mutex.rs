@@ -616,7 +616,7 @@ async fn a_handoff_costs_one_script_call_and_older_clients_get_the_plain_ring() 
 async fn a_call_cut_off_in_flight_is_not_sent_twice() {
     let server = server();
     let raw = raw(&server).await;
-    let proxy = leasehold::testing::Proxy::start(server.port())
+    let proxy = leasehold_testing::Proxy::start(server.port())
         .await
         .unwrap();
     let client = client_at(&proxy.url(), "m21").await;

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use leasehold::testing::RedisSentinel;
 use leasehold::{Client, Durability, Error, SessionEnd, SessionOptions, SessionState};
+use leasehold_testing::RedisSentinel;
 use support::*;
 
 fn ms(n: u64) -> Duration {

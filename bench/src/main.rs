@@ -203,7 +203,7 @@ async fn run() -> Result<()> {
     let started = Instant::now();
     let load_at_start = sys::loadavg();
     eprintln!("starting redis-server and etcd");
-    let redis = leasehold::testing::RedisServer::start()?;
+    let redis = leasehold_testing::RedisServer::start()?;
     let etcd = servers::Etcd::start().await?;
     let admin = servers::Admin::connect(&redis.url()).await?;
     let env = Env {

@@ -21,9 +21,9 @@ use crate::{Env, Result};
 
 /// leasehold's core Lua prelude, compiled into every one of its scripts (the lock hot path
 /// carries only this one).
-const PRELUDE: &str = include_str!("../../lua/prelude.lua");
+const PRELUDE: &str = include_str!("../../lua/prelude/core.lua");
 /// The queue prelude, compiled in after the core one into every other script.
-const PRELUDE_QUEUES: &str = include_str!("../../lua/prelude_queues.lua");
+const PRELUDE_QUEUES: &str = include_str!("../../lua/prelude/queues.lua");
 
 /// Calls in flight at once in each phase.
 const CONCURRENCY: usize = 16;

@@ -1,5 +1,5 @@
 //! The servers the suite runs against, started by it and stopped when their handles drop: a
-//! throwaway `redis-server` (through `leasehold::testing`) and a one-member etcd, both on free
+//! throwaway `redis-server` (through `leasehold_testing`) and a one-member etcd, both on free
 //! loopback ports with their files in temporary directories. Plus `Admin`, the connection
 //! that reads Redis's statistics.
 
@@ -17,7 +17,7 @@ use crate::Result;
 /// A one-member etcd cluster on loopback, data in a temporary directory.
 ///
 /// It runs with etcd's defaults, so every write is fsynced to that directory's disk; the Redis
-/// server runs without persistence (`leasehold::testing`'s defaults). The tables say so.
+/// server runs without persistence (`leasehold_testing`'s defaults). The tables say so.
 pub struct Etcd {
     child: Child,
     _dir: tempfile::TempDir,

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use fred::prelude::{ClientLike, KeysInterface, LuaInterface};
-pub use leasehold::testing::RedisServer;
 use leasehold::Client;
+pub use leasehold_testing::RedisServer;
 
 pub mod tls;
 
@@ -90,10 +90,19 @@ pub async fn eval_script(
     keys: Vec<String>,
     args: Vec<String>,
 ) -> Result<fred::types::Value, fred::error::Error> {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let read = |file: &str| std::fs::read_to_string(format!("{root}/lua/{file}.lua")).unwrap();
-    // The lean scripts (src/script.rs) leave the queue prelude out; with it they run the same.
-    let source = read("prelude") + &read("prelude_queues") + &read(name);
+    let lua = concat!(env!("CARGO_MANIFEST_DIR"), "/lua");
+    let read = |path: &str| std::fs::read_to_string(path).unwrap();
+    // Scripts live in one folder per area (lua/lock/, lua/lease/, ...).
+    let script = std::fs::read_dir(lua)
+        .unwrap()
+        .map(|dir| dir.unwrap().path().join(format!("{name}.lua")))
+        .find(|path| path.exists())
+        .unwrap_or_else(|| panic!("no lua/*/{name}.lua"));
+    // The lean scripts (src/redis/scripts.rs) leave the queue prelude out; with it they run
+    // the same.
+    let source = read(&format!("{lua}/prelude/core.lua"))
+        + &read(&format!("{lua}/prelude/queues.lua"))
+        + &read(script.to_str().unwrap());
     raw.eval(source, keys, args).await
 }
 

@@ -1,0 +1,258 @@
+-- leasehold's core prelude: prepended at compile time to every script in this directory.
+-- Most scripts also get lua/prelude/queues.lua after it (helpers for every kind of queue,
+-- elections, revoke and sweep); the lock hot path (mutex_acquire, mutex_release) gets only this
+-- file, because Redis runs a script's whole text on every call: each helper defined here is
+-- paid by every call of every script, so this file keeps to what the hot path needs.
+--
+-- Conventions shared by all scripts:
+--   KEYS[1] = {ns}:rev     revision counter (fencing tokens come from here)
+--   KEYS[2] = {ns}:leases  zset lease id -> server expiry in ms (the registry)
+-- Every other key a script touches carries the same `{ns}:` prefix, so one script stays in one
+-- Cluster slot. Keys discovered at run time (another contender's lease hash, an attachment set)
+-- are only touched when they start with that prefix.
+--
+-- Errors a caller can act on are raised as `LH<CODE> <details>` and are raised before the first
+-- write, so a rejected call leaves every key as it was. A key's type is checked by the first
+-- command that touches it (`typed`), so every key must be touched once before the first write.
+
+local REV, REG = KEYS[1], KEYS[2]
+local P = string.sub(REV, 1, -4) -- "{ns}:"
+local T = redis.call('TIME')
+local NOW_US = tonumber(T[1]) * 1000000 + tonumber(T[2])
+local NOW_MS = math.floor(NOW_US / 1000)
+
+-- Sharded pub/sub (Redis >= 7) keeps a doorbell message on the shard that owns the namespace
+-- instead of broadcasting it to every node of a cluster; the client subscribes to match
+-- (src/redis/shared.rs decides the same way: by whether the server knows SSUBSCRIBE).
+local PUBLISH = (redis.REDIS_VERSION_NUM or 0) >= 0x070000 and 'SPUBLISH' or 'PUBLISH'
+local function publish(channel, msg)
+  redis.call(PUBLISH, channel, msg)
+end
+
+local function fail(code, msg)
+  error({ err = 'LH' .. code .. ' ' .. msg })
+end
+
+local function int(n)
+  return string.format('%d', n)
+end
+
+-- Largest integer a Lua number holds exactly: revisions and times stay below it.
+local MAX_SAFE = 9007199254740991
+-- Longest lease TTL (MAX_TTL in src/base/limits.rs).
+local MAX_TTL_MS = 86400000
+
+-- Foreign data may put anything where a number belongs, and Lua's tonumber accepts "nan",
+-- "inf", "1e300" and " 12": these helpers accept only what leasehold itself writes.
+
+-- `s` as a whole number in 0..MAX_SAFE written in digits, or nil.
+local function uint_of(s)
+  if type(s) ~= 'string' or #s > 16 or not string.match(s, '^%d+$') then return nil end
+  local n = tonumber(s)
+  if n > MAX_SAFE then return nil end
+  return n
+end
+
+-- A UUID in the hyphenated form lease ids are written in (src/lease/leases.rs).
+-- (A literal: building it with string.rep cost every call of every script.)
+local UUID = '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$'
+local function is_lease_id(s)
+  return type(s) == 'string' and string.match(s, UUID) ~= nil
+end
+
+-- Run a command on `key` as redis.call does, except that a key holding another type than
+-- `want` raises LHWRONGTYPE naming the key instead of Redis's anonymous WRONGTYPE. The same
+-- cost as redis.call: a TYPE round is paid only when it fails.
+local function typed(key, want, ...)
+  local r = redis.pcall(...)
+  if type(r) == 'table' and r.err then
+    if string.sub(r.err, 1, 9) == 'WRONGTYPE' then
+      fail('WRONGTYPE', redis.call('TYPE', key)['ok'] .. ' ' .. want .. ' ' .. key)
+    end
+    error(r)
+  end
+  return r
+end
+
+-- The revision counter as this run last read or wrote it (read_rev reads it).
+local rev_now = nil
+
+-- Read and validate the revision counter (the first thing every script does). Read once per
+-- run: every later write goes through set_rev, which keeps rev_now current (so the calls of a
+-- batch, lua/lock/mutex_batch.lua, share one read).
+local function read_rev()
+  if rev_now then return end
+  local cur = typed(REV, 'string', 'GET', REV)
+  if cur and not uint_of(cur) then
+    fail('CORRUPT', 'revision counter is not a number: ' .. REV)
+  end
+  rev_now = tonumber(cur or '0')
+end
+
+-- Next store revision: max(old + 1, server time in microseconds), so it keeps rising even when
+-- a restart or failover lost the counter.
+-- A batch (lua/lock/mutex_batch.lua, through begin_batch) sets rev_deferred and writes the counter
+-- once, at its end.
+local rev_bumped, rev_deferred = nil, false
+local function set_rev(n)
+  if not rev_deferred then redis.call('SET', REV, int(n)) end
+  rev_now, rev_bumped = n, n
+end
+
+local function next_rev()
+  if not rev_now then read_rev() end
+  local nxt = rev_now + 1
+  if NOW_US > nxt then nxt = NOW_US end
+  set_rev(nxt)
+  return nxt
+end
+
+-- Bump the revision at most once per script run (for changes that are not themselves ordered).
+local function touch_rev()
+  if not rev_bumped then next_rev() end
+end
+
+local function lease_key(id) return P .. 'lease:' .. id end
+local function attached_key(id) return P .. 'attached:' .. id end
+
+-- Milliseconds the lease has left by the registry, or nil when it is not alive. A registry
+-- member that is not a lease id is foreign data and never alive; a score beyond any TTL (say
+-- +inf) counts as MAX_TTL_MS, so callers always get a number they can return.
+-- The hot scripts check their caller's lease first and remember the answer (own_lease_left),
+-- so that finding the caller at the head of a queue costs no second lookup. They do not write
+-- the registry, which would make it stale.
+-- A batch of lock calls (lua/lock/mutex_batch.lua, which never writes the registry either) sets
+-- lease_memo to a table (begin_batch), so that one lookup per lease serves every call of the
+-- batch: the locks of one session, or waiters behind one head. NOW_MS is the same for the
+-- whole run.
+local own_id, own_left = nil, nil
+local lease_memo = nil
+local function lease_left(id)
+  if id == own_id then return own_left end
+  if lease_memo then
+    local known = lease_memo[id]
+    if known ~= nil then return known or nil end
+  end
+  if not is_lease_id(id) then return nil end
+  local s = typed(REG, 'zset', 'ZSCORE', REG, id)
+  local left = s and tonumber(s) - NOW_MS
+  if not (left and left > 0) then
+    left = nil
+  elseif left > MAX_TTL_MS then
+    left = MAX_TTL_MS
+  end
+  if lease_memo then lease_memo[id] = left or false end
+  return left
+end
+
+local function own_lease_left(id)
+  own_left = lease_left(id)
+  own_id = id
+  return own_left
+end
+
+-- For lua/lock/mutex_batch.lua, once, before its calls: read the revision counter, then defer its
+-- write (set_rev) and remember each lease's lookup (lease_memo) for the rest of the run.
+-- Returns `next_call`, to run before each call (it forgets what a script run remembers about
+-- itself: its revision bump and its own lease), and `finish`, to run after the last one (it
+-- writes the counter once, if it moved).
+local function begin_batch()
+  read_rev()
+  local rev_start = rev_now
+  rev_deferred, lease_memo = true, {}
+  local function next_call() rev_bumped, own_id, own_left = nil, nil, nil end
+  local function finish()
+    if rev_now ~= rev_start then redis.call('SET', REV, int(rev_now)) end
+  end
+  return next_call, finish
+end
+
+-- A contender (queue member) is "<lease id>.<suffix>".
+local function lease_of(member)
+  return string.match(member, '^([^.]+)%.')
+end
+
+-- Doorbell: one channel per client process; the lease hash names the client that renews it.
+-- No message when that client is `unless_client` (it told us it needs none). With `owner_msg`
+-- (an 'o <member>' ring, see ring_turn), that message goes instead when the client is one that
+-- understands it: the lease hash's owner_rings field names such a client (an older client
+-- that adopted the lease changes `client` only, and gets `msg`).
+local function ring(lease, msg, unless_client, owner_msg)
+  -- A queue member without a lease part (foreign data) has no doorbell.
+  if not lease then return end
+  -- pcall: foreign data at the lease key (not a hash) means no doorbell, not an error.
+  local f = redis.pcall('HMGET', lease_key(lease), 'client', 'owner_rings')
+  if type(f) ~= 'table' or f.err then return end
+  local client = f[1]
+  if type(client) == 'string' and client ~= unless_client then
+    if owner_msg and f[2] == client then msg = owner_msg end
+    publish(P .. 'wake:' .. client, msg)
+  end
+end
+
+-- Member `m` of queue `q` may have just become an owner: wake it. A mutex's live head owns it
+-- outright, so its waiter takes the lock without asking again ('o <member>'); other kinds'
+-- waiters re-check ('c <member>').
+local function ring_turn(q, m)
+  if string.sub(q, #P + 1, #P + 6) == 'mutex:' then
+    ring(lease_of(m), 'c ' .. m, nil, 'o ' .. m)
+  else
+    ring(lease_of(m), 'c ' .. m)
+  end
+end
+
+-- First member of queue `q` whose lease is alive, with its ms left and its score. With `prune`,
+-- dead members met on the way are removed. At most `limit` dead members are looked at, so one
+-- call stays short; the fourth result is true when that limit cut the walk short.
+local function live_head(q, prune, limit)
+  local start, seen = 0, 0
+  while true do
+    local batch = typed(q, 'zset', 'ZRANGE', q, start, start + 15, 'WITHSCORES')
+    if #batch == 0 then return nil, nil, nil, false end
+    for i = 1, #batch, 2 do
+      local m = batch[i]
+      local left = lease_left(lease_of(m) or '')
+      if left then return m, left, tonumber(batch[i + 1]), false end
+      seen = seen + 1
+      if prune then
+        redis.call('ZREM', q, m)
+        if string.sub(q, #P + 1, #P + 9) == 'election:' then
+          local vk = P .. 'election-values:' .. string.sub(q, #P + 10)
+          if redis.call('TYPE', vk)['ok'] == 'hash' then redis.call('HDEL', vk, m) end
+        end
+        touch_rev()
+      end
+      if seen >= limit then return nil, nil, nil, true end
+    end
+    if not prune then start = start + #batch / 2 end
+  end
+end
+
+-- Attachment entries, in {ns}:attached:<lease> (no TTL: the registry is authoritative, and
+-- every registry entry is swept in the end):
+--   "z <member> <key>"  a member of the zset <key> (mutex queue entry, candidacy, permit, ...)
+--   "k <key>"           a key that lives as long as the lease
+--   "w <member>"        tombstone: <member> was withdrawn before it was ever queued (a
+--                       cancelled wait whose withdrawal overtook its request on another
+--                       connection); a later request for it is refused
+local function attach(lease, akey, entry)
+  typed(akey, 'set', 'SADD', akey, entry)
+end
+
+-- Whether a release of `member` for revision `want` (0 = whatever revision it has) applies to
+-- its queue entry, scored `score` (nil: there is none). A release for whatever revision that
+-- finds no entry while the lease is alive is a withdrawal that overtook its own request (on
+-- another connection): it leaves a tombstone, so that the request cannot queue later.
+local function may_release(score, akey, lease, member, want)
+  if not score then
+    if want == 0 and lease_left(lease) then typed(akey, 'set', 'SADD', akey, 'w ' .. member) end
+    return false
+  end
+  return want == 0 or score == want
+end
+
+-- True (and the tombstone consumed) when `member` was withdrawn before it was queued.
+local function tombstoned(akey, member)
+  return typed(akey, 'set', 'SREM', akey, 'w ' .. member) == 1
+end
+

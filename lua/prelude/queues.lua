@@ -1,0 +1,436 @@
+-- leasehold's queue prelude: prepended after lua/prelude/core.lua to every script except the lock
+-- hot path (see src/redis/scripts.rs): elections, shared-ownership queues (rwlock, semaphore,
+-- double barrier), keys put with a lease, leaving any kind of queue, revoke and sweep.
+
+-- Checks of the keys and arguments the scripts off the hot path are given.
+
+-- A lease TTL field as a number of ms in 1..MAX_TTL_MS, or nil.
+local function ttl_of(s)
+  local n = uint_of(s)
+  if n and n >= 1 and n <= MAX_TTL_MS then return n end
+  return nil
+end
+
+-- Raise unless `key` is absent or of Redis type `want`.
+local function expect_type(key, want)
+  local got = redis.call('TYPE', key)['ok']
+  if got ~= 'none' and got ~= want then
+    fail('WRONGTYPE', got .. ' ' .. want .. ' ' .. key)
+  end
+end
+
+-- Validate the revision counter and the registry.
+local function expect_base()
+  read_rev()
+  expect_type(REG, 'zset')
+end
+
+-- The single-lease scripts get KEYS rev, leases, lease:<id>, attached:<id>: check them.
+local function expect_lease_keys(id)
+  if KEYS[3] ~= lease_key(id) or KEYS[4] ~= attached_key(id) then
+    fail('ARG', 'keys do not match lease ' .. id)
+  end
+  expect_type(KEYS[3], 'hash')
+  expect_type(KEYS[4], 'set')
+end
+
+-- Raise LHARG unless contender `member` and the attachment key `akey` are `lease`'s. `what`
+-- names the member in the message ('contender', 'candidate', 'participant'). (mutex_acquire
+-- and mutex_release write the same check out: a helper in the core prelude measured about 2%
+-- more time per lock call.)
+local function expect_member(lease, member, akey, what)
+  if lease_of(member) ~= lease or akey ~= attached_key(lease) then
+    fail('ARG', what .. ' does not match lease ' .. lease)
+  end
+end
+
+-- Whether `key` is in this namespace: keys named by data are only touched then.
+local function owned(key)
+  return string.sub(key, 1, #P) == P
+end
+
+-- A member with score `score` left queue `q` (released, revoked, expired or pruned): if the live
+-- head now stands behind it, the head may have just become owner, so ring its doorbell.
+-- One message per handoff; a head that already owned is never behind a member that left.
+-- Returns the live head's score, or nil when the queue has no live member.
+local function handoff(q, score)
+  local m, _, s = live_head(q, true, 64)
+  if m and s >= score then ring_turn(q, m) end
+  return s
+end
+
+-- Elections: {ns}:election:<name> is the queue (head = leader), with the candidates' values in
+-- {ns}:election-values:<name> and a log of leader changes in the stream
+-- {ns}:election-log:<name> (entry id = revision). Every script that may change who leads, or
+-- the leader's value, ends with election_sync, which appends to the log only when the live
+-- head differs from the last entry; so the log is complete and self-healing.
+local ELECTION = 'election:'
+local LOG_CAP = 1000
+-- A log whose election has no candidates left is kept this long for late observers.
+local IDLE_LOG_MS = 3600000
+
+local function is_election(q)
+  return string.sub(q, #P + 1, #P + #ELECTION) == ELECTION
+end
+
+local function election_keys(q)
+  local name = string.sub(q, #P + #ELECTION + 1)
+  return P .. 'election-values:' .. name, P .. 'election-log:' .. name,
+    P .. 'election-changes:' .. name
+end
+
+-- The revision (ms part) of the log's last entry id: 0 when the log is empty, nil when a
+-- foreign entry's id is beyond any revision (no entry can be appended after it).
+local function log_top(lk)
+  local last = redis.call('XREVRANGE', lk, '+', '-', 'COUNT', 1)[1]
+  if not last then return 0, nil end
+  return uint_of(string.match(last[1], '^(%d+)%-')), last
+end
+
+-- The election scripts get KEYS rev, leases, election:<name>, election-values:<name>,
+-- election-log:<name>: check them.
+local function expect_election_keys()
+  local q, vk, lk = KEYS[3], KEYS[4], KEYS[5]
+  local evk, elk = election_keys(q)
+  if not is_election(q) or vk ~= evk or lk ~= elk then fail('ARG', 'keys do not match election ' .. q) end
+  expect_type(q, 'zset')
+  expect_type(vk, 'hash')
+  expect_type(lk, 'stream')
+  if not log_top(lk) then fail('CORRUPT', 'log entry id beyond any revision: ' .. lk) end
+end
+
+-- Fields of a log entry as a table.
+local function entry_fields(e)
+  local f = {}
+  local kv = e[2]
+  for i = 1, #kv, 2 do f[kv[i]] = kv[i + 1] end
+  return f
+end
+
+local function election_sync(q)
+  local vk, lk, ck = election_keys(q)
+  local vt, lt = redis.call('TYPE', vk)['ok'], redis.call('TYPE', lk)['ok']
+  -- Foreign data at these keys: leave it alone (callers that write check types up front).
+  if (vt ~= 'none' and vt ~= 'hash') or (lt ~= 'none' and lt ~= 'stream') then return end
+  local head, _, score = live_head(q, true, 64)
+  local member = head or ''
+  local value = ''
+  if head then value = redis.call('HGET', vk, head) or '' end
+  local token = int(score or 0)
+  local top, last = log_top(lk)
+  -- A foreign entry no revision can follow: leave the log alone (callers that write check
+  -- this up front; a revoke or sweep must not fail on it).
+  if not top then return end
+  local prev = '0-0'
+  if last then
+    prev = last[1]
+    local f = entry_fields(last)
+    if f.member == member and f.value == value and f.token == token then return end
+  elseif not head then
+    return
+  end
+  local rev = next_rev()
+  if rev <= top then
+    -- A foreign entry ahead of the counter: entry ids must keep rising, so revisions jump.
+    rev = top + 1
+    set_rev(rev)
+  end
+  redis.call('XADD', lk, 'MAXLEN', '~', LOG_CAP, int(rev) .. '-0',
+    'member', member, 'value', value, 'token', token, 'prev', prev)
+  if head then
+    redis.call('PERSIST', lk)
+  else
+    redis.call('PEXPIRE', lk, IDLE_LOG_MS)
+  end
+  publish(ck, int(rev))
+end
+
+-- Queues with shared ownership. {ns}:rwlock:<name> members are "<lease>.r<id>" (reader) or
+-- "<lease>.w<id>" (writer): a writer owns when no live entry is ahead of it, a reader when no
+-- live writer is. {ns}:semaphore:<name> members are "<lease>.<permits>.<id>": an entry owns
+-- when it and every live entry ahead of it fit in the size kept in
+-- {ns}:semaphore-size:<name>. Both are FIFO: nobody overtakes a waiting entry.
+local function kind_of(q)
+  local rest = string.sub(q, #P + 1)
+  return string.match(rest, '^([%a-]+):')
+end
+
+local function semaphore_size_key(q)
+  return P .. 'semaphore-size:' .. string.sub(q, #P + #'semaphore:' + 1)
+end
+
+-- The size of semaphore queue `q`; 0 (admit nobody) when the size key holds foreign data,
+-- so a revoke or sweep never fails half-way on it.
+local function semaphore_size(q)
+  local sk = semaphore_size_key(q)
+  if redis.call('TYPE', sk)['ok'] ~= 'string' then return 0 end
+  return uint_of(redis.call('GET', sk)) or 0
+end
+
+local function permits_of(member)
+  return tonumber(string.match(member, '^[^.]+%.(%d+)%.')) or 1
+end
+
+-- Delete `key` if it holds a string (leasehold's own side keys); foreign data stays.
+local function del_string(key)
+  if redis.call('TYPE', key)['ok'] == 'string' then redis.call('DEL', key) end
+end
+
+-- A queue's last entry went: remove its side keys (semaphore size, double-barrier round flag).
+local function queue_emptied(q, kind)
+  if kind == 'semaphore' then
+    del_string(semaphore_size_key(q))
+  elseif kind == 'dbarrier' then
+    del_string(P .. 'dbarrier-ready:' .. string.sub(q, #P + #'dbarrier:' + 1))
+  end
+end
+
+-- Who owns in queue `q` of kind `kind`: returns a function to be given the live members of `q`
+-- in queue order, which says of each whether it owns. Once one does not, no later one does: a
+-- caller stops there.
+local function owner_rule(q, kind)
+  local size = 1
+  if kind == 'semaphore' then size = semaphore_size(q) end
+  local live_ahead, writer_ahead, used = 0, false, 0
+  return function(m)
+    local owns
+    if kind == 'rwlock' then
+      local writer = string.match(m, '^[^.]+%.(.)') == 'w'
+      if writer then owns = live_ahead == 0 else owns = not writer_ahead end
+      writer_ahead = writer_ahead or writer
+    elseif kind == 'semaphore' then
+      used = used + permits_of(m)
+      owns = used <= size
+    elseif kind == 'dbarrier' then
+      owns = true
+    else
+      owns = live_ahead == 0
+    end
+    if owns then live_ahead = live_ahead + 1 end
+    return owns
+  end
+end
+
+-- Live owners of a shared queue, in order: a list of {member, score, left}, plus the set of
+-- their members. Dead entries met on the way are removed (at most 64 per call; past that the
+-- walk stops and the list may be short, so waiters re-check at once).
+local function owners(q)
+  local kind = kind_of(q)
+  local owns = owner_rule(q, kind)
+  local list, set, dead = {}, {}, {}
+  local start, done = 0, false
+  while not done do
+    local batch = redis.call('ZRANGE', q, start, start + 31, 'WITHSCORES')
+    if #batch == 0 then break end
+    start = start + #batch / 2
+    for i = 1, #batch, 2 do
+      local m = batch[i]
+      local left = lease_left(lease_of(m) or '')
+      if not left then
+        dead[#dead + 1] = m
+        if #dead >= 64 then done = true break end
+      elseif owns(m) then
+        list[#list + 1] = { m, tonumber(batch[i + 1]), left }
+        set[m] = true
+      else
+        done = true
+        break
+      end
+    end
+  end
+  for _, m in ipairs(dead) do redis.call('ZREM', q, m) end
+  if #dead > 0 then
+    touch_rev()
+    if redis.call('ZCARD', q) == 0 then queue_emptied(q, kind) end
+  end
+  -- (elections are walked by live_head, which also drops a pruned candidate's value)
+  return list, set
+end
+
+-- Smallest lease time left among `list` (owners), or 0.
+local function min_left(list)
+  local best = 0
+  for _, o in ipairs(list) do
+    if best == 0 or o[3] < best then best = o[3] end
+  end
+  return best
+end
+
+-- Keys put with a lease: {ns}:key:<key> is a hash {v, lease, crev, mrev, ver}, indexed in the
+-- zset {ns}:keys (all scores 0, ordered by name) for prefix reads.
+local KEYS_INDEX = P .. 'keys'
+local KV = 'key:'
+
+-- A revision or version field of key hash `k` as leasehold wrote it; a missing field reads as
+-- 0, anything else is refused (only read paths call this, before any write).
+local function kv_counter(k, s)
+  if not s then return '0' end
+  if not uint_of(s) then fail('CORRUPT', 'key has a revision that is not a number: ' .. k) end
+  return s
+end
+
+-- Queue `member` of `lease` in lock queue `q` unless it is there already (or was withdrawn).
+-- Returns its revision and whether this call created it, or nil when it was withdrawn.
+local function join_queue(q, akey, lease, member)
+  local rev = tonumber(redis.call('ZSCORE', q, member))
+  if rev then return rev, false end
+  if tombstoned(akey, member) then return nil, false end
+  rev = next_rev()
+  redis.call('ZADD', q, int(rev), member)
+  attach(lease, akey, 'z ' .. member .. ' ' .. q)
+  return rev, true
+end
+
+-- Undo a join_queue that created an entry (a try that did not get in).
+local function leave_unjoined(q, akey, member)
+  redis.call('ZREM', q, member)
+  redis.call('SREM', akey, 'z ' .. member .. ' ' .. q)
+end
+
+-- An attachment entry leasehold wrote ("z <member> <key>" or "k <key>"), not a tombstone or
+-- foreign data.
+local function is_attachment(e)
+  return string.match(e, '^z [^ ]+ .') ~= nil or string.match(e, '^k .') ~= nil
+end
+
+-- Attachments other than tombstones (and foreign entries).
+local function attached_count(akey)
+  if redis.call('TYPE', akey)['ok'] ~= 'set' then return 0 end
+  local n = 0
+  for _, e in ipairs(redis.call('SMEMBERS', akey)) do
+    if is_attachment(e) then n = n + 1 end
+  end
+  return n
+end
+
+-- Double barriers: {ns}:dbarrier:<name> holds the participants (attached to their leases),
+-- {ns}:dbarrier-ready:<name> exists from the moment the count was reached until all left, and
+-- {ns}:dbarrier-changes:<name> is the observers' channel.
+local function dbarrier_keys(q)
+  local name = string.sub(q, #P + #'dbarrier:' + 1)
+  return P .. 'dbarrier-ready:' .. name, P .. 'dbarrier-changes:' .. name
+end
+
+-- A participant left or died: when none are left the round is over.
+local function dbarrier_changed(q)
+  local ready, ch = dbarrier_keys(q)
+  if redis.call('ZCARD', q) == 0 then del_string(ready) end
+  publish(ch, int(rev_bumped or 0))
+end
+
+-- Remove a member from a queue zset: hand over, and log a leader change for elections.
+local function leave_queue(q, member)
+  local score = redis.call('ZSCORE', q, member)
+  if not score then return false end
+  score = tonumber(score)
+  local kind = kind_of(q)
+  if kind == 'rwlock' or kind == 'semaphore' then
+    -- Shared ownership: ring exactly the entries that own now and did not before.
+    local _, before = owners(q)
+    redis.call('ZREM', q, member)
+    touch_rev()
+    local after = owners(q)
+    for _, o in ipairs(after) do
+      if not before[o[1]] then ring(lease_of(o[1]), 'c ' .. o[1]) end
+    end
+    if not before[member] then ring(lease_of(member), 'c ' .. member) end
+    if redis.call('ZCARD', q) == 0 then queue_emptied(q, kind) end
+    return true
+  end
+  if kind == 'dbarrier' then
+    redis.call('ZREM', q, member)
+    touch_rev()
+    dbarrier_changed(q)
+    return true
+  end
+  redis.call('ZREM', q, member)
+  if is_election(q) then
+    local vk = election_keys(q)
+    if redis.call('TYPE', vk)['ok'] == 'hash' then redis.call('HDEL', vk, member) end
+  end
+  touch_rev()
+  local head_score = handoff(q, score)
+  -- A waiting entry removed by someone else (a revoke, another handle) must stop waiting:
+  -- ring it so it re-checks and finds itself gone.
+  if head_score and head_score < score then
+    local lease = lease_of(member)
+    if lease then ring(lease, 'c ' .. member) end
+  end
+  if is_election(q) then election_sync(q) end
+  return true
+end
+
+-- Take key `key` ("k <key>") out of `lease`'s attachments, when they are a set (foreign data
+-- stays): the key was deleted, or is now held or put with another lease.
+local function detach_key(lease, key)
+  local ak = attached_key(lease)
+  if redis.call('TYPE', ak)['ok'] == 'set' then redis.call('SREM', ak, 'k ' .. key) end
+end
+
+-- Delete a key put with `lease` (a key, or a held barrier), unless it has since been put
+-- with another lease.
+local function drop_kv(key, lease)
+  if redis.call('TYPE', key)['ok'] ~= 'hash' then return end
+  if redis.call('HGET', key, 'lease') ~= lease then return end
+  redis.call('DEL', key)
+  touch_rev()
+  local kind = kind_of(key)
+  if kind == 'key' and redis.call('TYPE', KEYS_INDEX)['ok'] == 'zset' then
+    redis.call('ZREM', KEYS_INDEX, string.sub(key, #P + #KV + 1))
+  elseif kind == 'barrier' then
+    publish(P .. 'barrier-changes:' .. string.sub(key, #P + #'barrier:' + 1),
+      int(rev_bumped or 0))
+  end
+end
+
+-- The kinds of queue whose entries are attached to leases (queue items are not).
+local LEASED_QUEUES = { mutex = true, rwlock = true, semaphore = true, election = true,
+  dbarrier = true }
+
+local function detach_entry(entry, lease)
+  local kind = string.sub(entry, 1, 1)
+  if kind == 'z' then
+    local sp = string.find(entry, ' ', 3, true)
+    if not sp then return end
+    local member = string.sub(entry, 3, sp - 1)
+    local key = string.sub(entry, sp + 1)
+    -- Only this lease's own entries, in its own kinds of queue: a foreign entry naming a
+    -- job queue must not make a revoke delete jobs.
+    if lease_of(member) ~= lease or not LEASED_QUEUES[kind_of(key)] then return end
+    if not owned(key) or redis.call('TYPE', key)['ok'] ~= 'zset' then return end
+    leave_queue(key, member)
+  elseif kind == 'k' then
+    local key = string.sub(entry, 3)
+    if owned(key) then drop_kv(key, lease) end
+  end
+end
+
+-- Delete a lease and everything attached to it; tell its owner why (`why` = 'r' revoked,
+-- 'x' expired), unless the owner is `caller`: a client revoking a lease it has stopped using.
+-- Returns the number of attachments released.
+local function drop_lease(id, why, caller)
+  local lk, ak = lease_key(id), attached_key(id)
+  ring(id, why .. ' ' .. id, caller)
+  local n = 0
+  if redis.call('TYPE', ak)['ok'] == 'set' then
+    -- Take the lease out of the registry first, so hand-overs see it dead.
+    redis.call('ZREM', REG, id)
+    for _, e in ipairs(redis.call('SMEMBERS', ak)) do
+      detach_entry(e, id)
+      n = n + 1
+    end
+    redis.call('DEL', ak)
+  end
+  -- Foreign data at the lease's keys stays where it is.
+  if redis.call('TYPE', lk)['ok'] == 'hash' then redis.call('DEL', lk) end
+  redis.call('ZREM', REG, id)
+  return n
+end
+
+-- Drop up to `limit` leases whose registry expiry has passed. Returns how many.
+local function sweep(limit)
+  if limit <= 0 then return 0 end
+  local ids = redis.call('ZRANGEBYSCORE', REG, '-inf', NOW_MS, 'LIMIT', 0, limit)
+  for _, id in ipairs(ids) do drop_lease(id, 'x') end
+  return #ids
+end

@@ -1,0 +1,144 @@
+//! Validation of everything a caller names: namespaces, lock names, TTLs, labels.
+//! All checks run before any I/O.
+
+use std::time::Duration;
+
+use crate::base::error::{Error, Result};
+
+/// Shortest lease TTL accepted. Renewal runs every TTL/3, so 1 s means a renewal every ~333 ms.
+pub const MIN_TTL: Duration = Duration::from_secs(1);
+/// Longest lease TTL accepted: a crashed holder blocks its locks for at most this long.
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Default session TTL, as etcd's.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+/// Longest lock/election/key name in bytes (UTF-8).
+pub const MAX_NAME_LEN: usize = 1024;
+/// Largest value of a key or an election candidate, in bytes.
+pub const MAX_VALUE_LEN: usize = 512 * 1024;
+/// Longest session label in bytes (UTF-8).
+pub const MAX_LABEL_LEN: usize = 256;
+/// Longest namespace name.
+pub const MAX_NAMESPACE_LEN: usize = 64;
+
+/// Check a namespace name: `[A-Za-z0-9_.-]{1,64}`.
+pub(crate) fn check_namespace(ns: &str) -> Result<()> {
+    let bad = |reason| {
+        Err(Error::InvalidNamespace {
+            namespace: ns.to_owned(),
+            reason,
+        })
+    };
+    if ns.is_empty() {
+        return bad("must not be empty");
+    }
+    if ns.len() > MAX_NAMESPACE_LEN {
+        return bad("longer than 64 characters");
+    }
+    if !ns
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return bad("only A-Z, a-z, 0-9, '_', '.' and '-' are allowed");
+    }
+    Ok(())
+}
+
+/// Check a user-supplied object name (mutex, election, key).
+pub(crate) fn check_name(namespace: &str, kind: &'static str, name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "must not be empty".to_owned()
+    } else if name.len() > MAX_NAME_LEN {
+        format!("{} bytes, at most {MAX_NAME_LEN} allowed", name.len())
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidName {
+        namespace: namespace.to_owned(),
+        kind,
+        reason,
+    })
+}
+
+/// Check a TTL and return it in whole milliseconds (sub-millisecond parts are dropped).
+pub(crate) fn check_ttl(ttl: Duration) -> Result<u64> {
+    if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
+        return Err(Error::InvalidTtl {
+            ttl,
+            min: MIN_TTL,
+            max: MAX_TTL,
+        });
+    }
+    Ok(ttl.as_millis() as u64)
+}
+
+pub(crate) fn check_value(
+    namespace: &str,
+    kind: &'static str,
+    name: &str,
+    value: &str,
+) -> Result<()> {
+    if value.len() > MAX_VALUE_LEN {
+        return Err(Error::ValueTooLarge {
+            namespace: namespace.to_owned(),
+            kind,
+            name: name.to_owned(),
+            len: value.len(),
+            max: MAX_VALUE_LEN,
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_label(label: &str) -> Result<()> {
+    if label.len() > MAX_LABEL_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "session label is {} bytes, at most {MAX_LABEL_LEN} allowed",
+            label.len()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces() {
+        for ok in ["a", "orders", "A-b_c.9", &"x".repeat(64)] {
+            assert!(check_namespace(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a b", "{x}", "a:b", "é", &"x".repeat(65), "a*"] {
+            assert!(
+                matches!(check_namespace(bad), Err(Error::InvalidNamespace { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("ns", "mutex", "a/b:c {d} é").is_ok());
+        assert!(check_name("ns", "mutex", &"n".repeat(MAX_NAME_LEN)).is_ok());
+        assert!(matches!(
+            check_name("ns", "mutex", ""),
+            Err(Error::InvalidName { .. })
+        ));
+        let err = check_name("ns", "mutex", &"n".repeat(MAX_NAME_LEN + 1)).unwrap_err();
+        assert!(err.to_string().contains("namespace \"ns\""), "{err}");
+    }
+
+    #[test]
+    fn ttls() {
+        assert_eq!(check_ttl(Duration::from_millis(1500)).unwrap(), 1500);
+        assert_eq!(check_ttl(MAX_TTL).unwrap(), MAX_TTL.as_millis() as u64);
+        for bad in [
+            Duration::ZERO,
+            Duration::from_millis(999),
+            MAX_TTL + Duration::from_millis(1),
+            Duration::MAX,
+        ] {
+            assert!(matches!(check_ttl(bad), Err(Error::InvalidTtl { .. })));
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! [`ClientBuilder`]: from a URL or a fred configuration to a connected client with its
+//! doorbell subscription and keepalive supervisor.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::clients::{Pool, SubscriberClient};
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::types::config::{Config, ReconnectPolicy};
+use fred::types::Builder;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+
+use super::{Client, ClientInner, DEFAULT_NAMESPACE};
+use crate::base::error::{Error, Result};
+use crate::base::limits::check_namespace;
+use crate::base::session_state::OnDrop;
+use crate::lease::supervisor::{failover, Op, Supervisor};
+use crate::redis::classify::{classify, denied_during};
+use crate::redis::doorbell::Doorbell;
+use crate::redis::durability::Durability;
+use crate::redis::shared::subscribe_doorbell;
+use crate::redis::tls;
+use crate::redis::{Conn, Core, Keys};
+
+/// Builder for [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    url: String,
+    config: Option<Config>,
+    namespace: String,
+    pool_size: usize,
+    command_timeout: Duration,
+    connect_timeout: Duration,
+    on_drop: OnDrop,
+    durability: Option<Durability>,
+    batch_locks: bool,
+    /// CA certificates (PEM) to trust instead of the system's (feature `tls`).
+    tls_roots: Option<Arc<[u8]>>,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            config: None,
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            pool_size: 4,
+            command_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            on_drop: OnDrop::Revoke,
+            durability: None,
+            batch_locks: true,
+            tls_roots: None,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Redis URL (default `redis://127.0.0.1:6379`).
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = url.into();
+        self
+    }
+
+    /// A fred configuration to use instead of the URL (Sentinel, Cluster, credentials, TLS with
+    /// client certificates).
+    pub fn fred_config(mut self, config: Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Namespace: `[A-Za-z0-9_.-]{1,64}` (default `default`). All keys live under `{ns}:`.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Connections in the command pool (default 4, at least 1).
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// How long one command may take before it fails with [`Error::Timeout`] (default 5 s).
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// How long connecting may take (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// What dropping the last handle of a session does, unless the session says otherwise
+    /// (default [`OnDrop::Revoke`]).
+    pub fn on_session_drop(mut self, on_drop: OnDrop) -> Self {
+        self.on_drop = on_drop;
+        self
+    }
+
+    /// Count grants only once `durability` replicas acknowledged them (`WAIT` after every
+    /// lock, lease grant/renewal, …). Off by default. See [`Durability`] for exactly what it
+    /// changes; use it with Sentinel or any primary with replicas.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = Some(durability);
+        self
+    }
+
+    /// Whether mutex lock and unlock calls of many tasks may share one script call when the
+    /// client already has a few of them waiting for Redis (default on). Under load this cuts
+    /// Redis CPU per lock; with no load it changes nothing, since a lone call goes out at once.
+    /// What each caller sees (its reply, its error, cancel safety) is the same either way; off,
+    /// every call is its own script call and never waits for another task's batch. Batching is
+    /// never used with [`durability`](Self::durability).
+    pub fn batch_lock_calls(mut self, on: bool) -> Self {
+        self.batch_locks = on;
+        self
+    }
+
+    /// Trust the CA certificates in `pem` (one or more `CERTIFICATE` blocks), and only them,
+    /// when verifying the server's TLS certificate: for servers whose certificate a private CA
+    /// signed. Without it, `rediss://` trusts the system's root certificates.
+    ///
+    /// The URL must use TLS (`rediss://`, `rediss-cluster://`, `rediss-sentinel://`), else
+    /// [`build`](Self::build) fails with [`Error::InvalidArgument`], as it does for PEM without
+    /// a certificate. With [`fred_config`](Self::fred_config), the configuration is switched to
+    /// TLS with these roots. A server that presents a certificate these roots do not vouch
+    /// for, or that does not name the host of the URL, fails `build` with [`Error::Tls`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> leasehold::Result<()> {
+    /// let ca = std::fs::read("ca.pem").expect("CA certificate");
+    /// let client = leasehold::Client::builder()
+    ///     .url("rediss://redis.internal:6380")
+    ///     .tls_root_ca_pem(ca)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls_root_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_roots = Some(pem.into().into());
+        self
+    }
+
+    /// Connect, subscribe to this client's doorbell and start the keepalive supervisor.
+    /// Must be called inside a Tokio runtime.
+    pub async fn build(self) -> Result<Client> {
+        check_namespace(&self.namespace)?;
+        crate::base::metrics::describe_once();
+        let roots = self.tls_roots.as_deref();
+        let config = match self.config {
+            Some(config) => tls::config_with_roots(config, roots)?,
+            None => tls::config_from_url(&self.url, roots)?,
+        };
+        let sentinel_config = config.clone();
+        let clustered = config.server.is_clustered();
+        let mut builder = Builder::from_config(config);
+        builder
+            .with_connection_config(|c| {
+                c.connection_timeout = self.connect_timeout;
+                c.internal_command_timeout = self.command_timeout;
+                // At most once: fred would send a command again after its connection closed
+                // with the command in flight, and a script that had already run would run
+                // twice (a release answering "not held" for the lock it had just released, a
+                // lock queueing again at a later revision). A call cut off fails with
+                // Error::Unreachable instead; callers and the background retries decide what
+                // to send again. Not in a Cluster: fred counts following a MOVED or ASK
+                // redirection as another attempt, and there a resent call is the lesser harm.
+                if !clustered {
+                    c.max_command_attempts = 1;
+                }
+            })
+            .with_performance_config(|p| p.default_command_timeout = self.command_timeout)
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
+        let fail = |e| classify(e, self.connect_timeout);
+        let pool = builder.build_pool(self.pool_size).map_err(fail)?;
+        // The subscriber's (UN)SUBSCRIBE commands are idempotent: let fred send them again.
+        builder.with_connection_config(|c| {
+            c.max_command_attempts =
+                fred::types::config::ConnectionConfig::default().max_command_attempts
+        });
+        let subscriber = builder.build_subscriber_client().map_err(fail)?;
+        let connect = async {
+            pool.init().await.map_err(fail)?;
+            subscriber.init().await.map_err(fail)?;
+            Ok::<_, Error>(())
+        };
+        match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(unreachable(e, &pool, &subscriber).await),
+            Err(_) => {
+                let e =
+                    Error::Unreachable(format!("no connection within {:?}", self.connect_timeout));
+                return Err(unreachable(e, &pool, &subscriber).await);
+            }
+        }
+        let keys = Keys::new(&self.namespace);
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let wake = keys.wake(&id);
+        let subscribed = async {
+            may_use_channel(&pool, &wake).await?;
+            subscribe_doorbell(&subscriber, &wake).await
+        };
+        let sharded = match subscribed.await {
+            Ok(sharded) => sharded,
+            Err(e) => {
+                let e = denied_during(fail(e), || {
+                    format!("doorbell channel {wake} of namespace {:?}", self.namespace)
+                });
+                return Err(unreachable(e, &pool, &subscriber).await);
+            }
+        };
+        let core = Arc::new(Core {
+            keys,
+            conn: Conn::new(
+                pool,
+                self.command_timeout,
+                &self.namespace,
+                self.durability,
+                self.batch_locks,
+            ),
+            id,
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            pid: std::process::id(),
+            subscriber: subscriber.clone(),
+            sharded,
+        });
+        let (doorbell, unwatched) = Doorbell::new();
+        let (tx, rx) = mpsc::unbounded_channel();
+        if core.conn.pool().is_clustered() {
+            forward_topology_changes(core.conn.pool(), &tx);
+        }
+        let sentinels = failover::watch(&sentinel_config, &tx).await;
+        tokio::spawn(
+            Supervisor::new(
+                core.clone(),
+                subscriber,
+                rx,
+                doorbell.clone(),
+                unwatched,
+                sentinels,
+            )
+            .run(),
+        );
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                core,
+                ops: tx,
+                doorbell,
+                live_sessions: AtomicUsize::new(0),
+                on_drop: self.on_drop,
+            }),
+        })
+    }
+}
+
+/// Tell the supervisor when any pooled connection sees the cluster's slots move. One small task
+/// per pooled connection, ending when the pool closes; it holds only a weak handle on the
+/// supervisor's inbox, so it never keeps the supervisor alive.
+fn forward_topology_changes(pool: &Pool, ops: &mpsc::UnboundedSender<Op>) {
+    for client in pool.clients() {
+        let mut changes = client.cluster_change_rx();
+        let ops = ops.downgrade();
+        tokio::spawn(async move {
+            // Lagged means changes were missed: still a change.
+            while !matches!(changes.recv().await, Err(RecvError::Closed)) {
+                let Some(ops) = ops.upgrade() else { break };
+                let _ = ops.send(Op::TopologyChanged);
+            }
+        });
+    }
+}
+
+/// fred reports nothing when the server refuses a SUBSCRIBE (the reply comes out of band), so
+/// a Redis user without the namespace's channels would get a client whose doorbell never rings.
+/// The same ACL rule governs PUBLISH, which does report: publish to the channel (nobody
+/// listens yet) to surface a refusal at connect time.
+async fn may_use_channel(pool: &Pool, channel: &str) -> Result<(), fred::error::Error> {
+    pool.next()
+        .publish::<i64, _, _>(channel, "")
+        .await
+        .map(drop)
+}
+
+/// Stop the reconnect loops of a client that failed to connect, and report why. QUIT on a
+/// connection that never came up waits out the command timeout, so it runs in the background:
+/// `build` fails within the connect timeout.
+async fn unreachable(e: Error, pool: &Pool, subscriber: &SubscriberClient) -> Error {
+    let (pool, subscriber) = (pool.clone(), subscriber.clone());
+    tokio::spawn(async move {
+        let _ = pool.quit().await;
+        let _ = subscriber.quit().await;
+    });
+    e
+}

@@ -1,0 +1,122 @@
+//! The lease API of [`Client`], as etcd's `Lease` interface.
+
+use std::time::Duration;
+
+use fred::interfaces::{KeysInterface, SortedSetsInterface};
+
+use super::Client;
+use crate::base::error::{Error, Result};
+use crate::base::lease_id::LeaseId;
+use crate::lease::leases::{parse_list_row, parse_ttl, Lease, LeaseInfo};
+use crate::redis::classify::{classify, denied_during};
+use crate::redis::{scripts, Reply};
+
+/// Page size for [`Client::leases`].
+const LIST_PAGE: usize = 256;
+
+/// The lease API, as etcd's `Lease` interface. A [`Session`](crate::Session) does all of this
+/// for you; use these to manage leases by hand or from operator tooling.
+impl Client {
+    /// Grant a lease with `ttl` (between [`MIN_TTL`](crate::MIN_TTL) and
+    /// [`MAX_TTL`](crate::MAX_TTL), whole milliseconds). Nobody renews it: call
+    /// [`keep_alive_once`](Self::keep_alive_once), or use a [`Session`](crate::Session).
+    pub async fn grant(&self, ttl: Duration) -> Result<Lease> {
+        Ok(self.inner.grant(ttl, "").await?.0)
+    }
+
+    /// Renew a lease once; returns the TTL it was renewed for, or
+    /// [`Error::LeaseNotFound`] when it is gone (or its hash holds data leasehold cannot read:
+    /// such a lease is never renewed).
+    pub async fn keep_alive_once(&self, id: LeaseId) -> Result<Duration> {
+        let inner = &self.inner;
+        let reply = inner.renew(&[id], 0, inner.conn.timeout()).await?;
+        reply
+            .ttls
+            .first()
+            .copied()
+            .flatten()
+            .ok_or_else(|| inner.not_found(id))
+    }
+
+    /// Revoke a lease: everything attached to it is deleted at once, whoever waited behind it
+    /// is woken, and the owning client's doorbell rings so its session ends without waiting for
+    /// a renewal. [`Error::LeaseNotFound`] when it was already gone.
+    pub async fn revoke(&self, id: LeaseId) -> Result<()> {
+        if self.inner.revoke(id).await? {
+            Ok(())
+        } else {
+            Err(self.inner.not_found(id))
+        }
+    }
+
+    /// Time to live and metadata of a lease; `None` when it is not alive.
+    /// [`LeaseInfo::attached`] is left empty; see [`time_to_live_with_keys`](Self::time_to_live_with_keys).
+    pub async fn time_to_live(&self, id: LeaseId) -> Result<Option<LeaseInfo>> {
+        self.ttl_inner(id, false).await
+    }
+
+    /// As [`time_to_live`](Self::time_to_live), with the attached entries listed.
+    pub async fn time_to_live_with_keys(&self, id: LeaseId) -> Result<Option<LeaseInfo>> {
+        self.ttl_inner(id, true).await
+    }
+
+    async fn ttl_inner(&self, id: LeaseId, with_keys: bool) -> Result<Option<LeaseInfo>> {
+        let keys = self.inner.keys.for_lease(id);
+        let args = vec![id.to_string(), if with_keys { "1" } else { "0" }.to_owned()];
+        let v = self
+            .inner
+            .conn
+            .eval(&scripts::LEASE_TTL, keys, args)
+            .await?;
+        parse_ttl(id, v)
+    }
+
+    /// Every live lease of the namespace with its metadata, oldest first (etcd's `Leases`,
+    /// plus what an operator needs to find a leak: client, host, pid, label, attachments).
+    pub async fn leases(&self) -> Result<Vec<LeaseInfo>> {
+        let inner = &self.inner;
+        let k = &inner.keys;
+        let redis = inner.conn.pool().next_connected();
+        let members: Vec<String> = match redis
+            .zrange(k.leases(), 0, -1, None, false, None, false)
+            .await
+        {
+            Ok(members) => members,
+            // Not through a script, so Redis's own refusal: name the key as the scripts do.
+            Err(e) if e.details().starts_with("WRONGTYPE") => {
+                let found: String = redis
+                    .r#type(k.leases())
+                    .await
+                    .unwrap_or_else(|_| "other type".into());
+                return Err(Error::WrongType {
+                    key: k.leases(),
+                    found,
+                    expected: "zset".into(),
+                });
+            }
+            Err(e) => {
+                let e = classify(e, inner.conn.timeout());
+                return Err(denied_during(e, || format!("reading {}", k.leases())));
+            }
+        };
+        // Members that are not lease ids are foreign data: skipped, never touched.
+        let mut ids: Vec<LeaseId> = members.iter().filter_map(|s| s.parse().ok()).collect();
+        ids.sort();
+        let r = Reply::new("lease list");
+        let mut out = Vec::with_capacity(ids.len());
+        for page in ids.chunks(LIST_PAGE) {
+            let mut keys = k.base();
+            let mut args = Vec::with_capacity(page.len());
+            for &id in page {
+                keys.push(k.lease(id));
+                keys.push(k.attached(id));
+                args.push(id.to_string());
+            }
+            let v = inner.conn.eval(&scripts::LEASE_LIST, keys, args).await?;
+            for row in r.array(v)? {
+                out.push(parse_list_row(row)?);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,593 @@
+//! The keepalive state machine, free of I/O so it can be tested with synthetic clocks.
+//! The supervisor (`src/lease/supervisor/`) feeds it time and renewal replies and carries out what it decides.
+//!
+//! Safety rule: after a renewal **sent** at instant `t` succeeds, the lease is
+//! locally valid until `t + ttl − margin`, where the margin covers clock-rate drift. The server
+//! set its expiry no earlier than `t` by its own clock, so the client never believes in a lease
+//! the server may already have expired, as long as the clocks run at rates within `DRIFT`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use crate::base::lease_id::LeaseId;
+use crate::base::session_state::SessionEnd;
+
+/// Clock-rate drift allowed between this host and Redis (1%).
+pub(crate) const DRIFT: f64 = 0.01;
+/// Fixed part of the validity margin.
+pub(crate) const MARGIN_FIXED: Duration = Duration::from_millis(5);
+/// Most leases renewed by one script call. A call blocks Redis for its whole run (about 10 µs
+/// per lease on a small machine, see BENCHMARKS.md), so this bounds the stall other clients of
+/// that Redis see to a few ms, at the price of more calls: 10,000 sessions with a 10 s TTL
+/// cost 6 calls/s.
+pub(crate) const MAX_BATCH: usize = 500;
+
+/// Local validity of a lease whose renewal was sent at `sent` and granted `ttl`, shortened by
+/// `clock_step` (a detected forward step of the server clock).
+pub(crate) fn validity(sent: Instant, ttl: Duration, clock_step: Duration) -> Instant {
+    let margin = ttl.mul_f64(DRIFT) + MARGIN_FIXED + clock_step;
+    sent + ttl.saturating_sub(margin)
+}
+
+/// When a lease renewed at `sent` is due again: TTL/3 later.
+pub(crate) fn next_due(sent: Instant, ttl: Duration) -> Instant {
+    sent + ttl / 3
+}
+
+/// Retry delay after a failed renewal: short enough to get several tries within the validity.
+pub(crate) fn retry_delay(ttl: Duration) -> Duration {
+    (ttl / 20).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
+
+/// How long one renewal call may take before it counts as failed (late).
+pub(crate) fn attempt_timeout(ttl: Duration) -> Duration {
+    (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
+}
+
+/// An instant by which a lease that nobody renews any more has surely expired on the server,
+/// when its last renewal (or grant) call was sent before `now`: that call may still be
+/// carried out up to its attempt timeout later, and the server clock may run up to `DRIFT`
+/// slower than ours.
+pub(crate) fn surely_expired(now: Instant, ttl: Duration) -> Instant {
+    now + attempt_timeout(ttl) + ttl.mul_f64(1.0 + DRIFT) + MARGIN_FIXED
+}
+
+/// Detects the server clock running ahead of the local monotonic clock, from the `TIME` that
+/// renewal replies carry.
+#[derive(Debug, Default)]
+pub(crate) struct ServerClock {
+    last: Option<(u64, Instant)>,
+}
+
+impl ServerClock {
+    /// Record a reply whose call was sent at `sent` and answered at `recv`, carrying server time
+    /// `server_us` (µs since the epoch). Returns how far the server clock ran ahead of what the
+    /// local clock allows (zero when within the drift bound).
+    pub(crate) fn observe(&mut self, server_us: u64, sent: Instant, recv: Instant) -> Duration {
+        let step = match self.last {
+            // The previous sample was taken after `last_sent`, this one before `recv`: the real
+            // time between them is at most `recv - last_sent`.
+            Some((last_us, last_sent)) if server_us > last_us && recv > last_sent => {
+                let server = Duration::from_micros(server_us - last_us);
+                let local = recv - last_sent;
+                let allowed = local.mul_f64(1.0 + DRIFT) + MARGIN_FIXED;
+                server.saturating_sub(allowed)
+            }
+            _ => Duration::ZERO,
+        };
+        self.last = Some((server_us, sent));
+        step
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    ttl: Duration,
+    valid_until: Instant,
+    /// Next renewal; `None` while a renewal is in flight.
+    due: Option<Instant>,
+    jeopardy: bool,
+}
+
+/// What a reply or a timer did to a lease.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Event {
+    /// Renewed: locally valid until `valid_until`; `headroom` was left when the reply came.
+    Renewed {
+        id: LeaseId,
+        valid_until: Instant,
+        headroom: Duration,
+    },
+    /// A renewal failed or was late; retries go on until the validity runs out.
+    Jeopardy { id: LeaseId },
+    /// The lease is lost; the entry was removed.
+    Lost { id: LeaseId, end: SessionEnd },
+}
+
+/// One deadline queue for every lease of a client.
+#[derive(Debug, Default)]
+pub(crate) struct Keepalive {
+    entries: HashMap<LeaseId, Entry>,
+    due: BTreeSet<(Instant, LeaseId)>,
+    expiry: BTreeSet<(Instant, LeaseId)>,
+    /// Largest early-renewal window in use (TTL/6 of the longest TTL).
+    max_window: Duration,
+    pub(crate) clock: ServerClock,
+}
+
+impl Keepalive {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn contains(&self, id: LeaseId) -> bool {
+        self.entries.contains_key(&id)
+    }
+
+    /// Start renewing a lease last confirmed by a call sent at `sent`.
+    pub(crate) fn insert(
+        &mut self,
+        id: LeaseId,
+        ttl: Duration,
+        valid_until: Instant,
+        sent: Instant,
+    ) {
+        self.remove(id);
+        let due = next_due(sent, ttl);
+        self.max_window = self.max_window.max(ttl / 6);
+        self.due.insert((due, id));
+        self.expiry.insert((valid_until, id));
+        self.entries.insert(
+            id,
+            Entry {
+                ttl,
+                valid_until,
+                due: Some(due),
+                jeopardy: false,
+            },
+        );
+    }
+
+    /// Stop renewing a lease. Returns whether it was there.
+    pub(crate) fn remove(&mut self, id: LeaseId) -> bool {
+        match self.entries.remove(&id) {
+            Some(e) => {
+                if let Some(due) = e.due {
+                    self.due.remove(&(due, id));
+                }
+                self.expiry.remove(&(e.valid_until, id));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The next instant something must happen (a renewal is due or a validity runs out).
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let due = self.due.first().map(|(t, _)| *t);
+        let exp = self.expiry.first().map(|(t, _)| *t);
+        match (due, exp) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next instant a lease's local validity runs out.
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
+        self.expiry.first().map(|(t, _)| *t)
+    }
+
+    /// Leases to renew now: all whose renewal is due, plus those due within TTL/6 (renewing a
+    /// little early lets one call serve many sessions). They are marked in flight; at most
+    /// `max` are taken. Returns the ids and the timeout the call should use.
+    pub(crate) fn take_due(&mut self, now: Instant, max: usize) -> (Vec<LeaseId>, Duration) {
+        let horizon = now + self.max_window;
+        let mut picked = Vec::new();
+        let mut timeout = Duration::from_secs(5);
+        for &(due, id) in self.due.range(..=(horizon, LeaseId::MAX)) {
+            if picked.len() >= max {
+                break;
+            }
+            let e = &self.entries[&id];
+            if due <= now || due.saturating_duration_since(now) <= e.ttl / 6 {
+                timeout = timeout.min(attempt_timeout(e.ttl));
+                picked.push((due, id));
+            }
+        }
+        // Only start a batch once something is really due, then take the early ones along.
+        if !picked.iter().any(|(due, _)| *due <= now) {
+            return (Vec::new(), timeout);
+        }
+        let ids = picked
+            .into_iter()
+            .map(|(due, id)| {
+                self.due.remove(&(due, id));
+                if let Some(e) = self.entries.get_mut(&id) {
+                    e.due = None;
+                }
+                id
+            })
+            .collect();
+        (ids, timeout)
+    }
+
+    /// A renewal sent at `sent` came back at `recv`: `ttl` is `Some` when the server renewed
+    /// the lease, `None` when it said the lease is gone. `clock_step` comes from
+    /// [`ServerClock::observe`].
+    pub(crate) fn renewed(
+        &mut self,
+        id: LeaseId,
+        ttl: Option<Duration>,
+        sent: Instant,
+        recv: Instant,
+        clock_step: Duration,
+    ) -> Option<Event> {
+        let e = self.entries.get_mut(&id)?;
+        if recv >= e.valid_until {
+            // Callers were already told (by the clock) that the lease is lost; a reply that
+            // comes later must not revive it.
+            self.remove(id);
+            return Some(Event::Lost {
+                id,
+                end: SessionEnd::Expired,
+            });
+        }
+        let Some(ttl) = ttl else {
+            self.remove(id);
+            return Some(Event::Lost {
+                id,
+                end: SessionEnd::LeaseNotFound,
+            });
+        };
+        let headroom = e.valid_until.saturating_duration_since(recv);
+        let fresh = validity(sent, ttl, clock_step);
+        // Without a clock step a validity only grows (an older reply may arrive late); with
+        // one, the shorter figure wins.
+        let valid_until = if clock_step.is_zero() {
+            fresh.max(e.valid_until)
+        } else {
+            fresh
+        };
+        self.expiry.remove(&(e.valid_until, id));
+        if let Some(due) = e.due.take() {
+            self.due.remove(&(due, id));
+        }
+        e.ttl = ttl;
+        e.jeopardy = false;
+        e.valid_until = valid_until;
+        let due = next_due(sent, ttl).max(recv);
+        e.due = Some(due);
+        self.due.insert((due, id));
+        self.expiry.insert((valid_until, id));
+        Some(Event::Renewed {
+            id,
+            valid_until,
+            headroom,
+        })
+    }
+
+    /// The server clock stepped forward by `step`: every lease renewed before the step (all
+    /// but `except`, renewed by the reply that revealed it) expires on the server that much
+    /// earlier. Returns their new validity.
+    pub(crate) fn shorten(
+        &mut self,
+        step: Duration,
+        except: &[LeaseId],
+    ) -> Vec<(LeaseId, Instant)> {
+        let mut out = Vec::new();
+        for (&id, e) in self.entries.iter_mut() {
+            if except.contains(&id) {
+                continue;
+            }
+            self.expiry.remove(&(e.valid_until, id));
+            e.valid_until = e.valid_until.checked_sub(step).unwrap_or(e.valid_until);
+            self.expiry.insert((e.valid_until, id));
+            out.push((id, e.valid_until));
+        }
+        out
+    }
+
+    /// Renew everything at once (after a reconnect: the server may have lost our leases).
+    pub(crate) fn all_due(&mut self, now: Instant) {
+        for (&id, e) in self.entries.iter_mut() {
+            if let Some(due) = e.due {
+                self.due.remove(&(due, id));
+                e.due = Some(now);
+                self.due.insert((now, id));
+            }
+        }
+    }
+
+    /// The server may have lost leases (a failover or a restart was detected): every lease not
+    /// in `confirmed` is in jeopardy and is renewed at once; those already in flight are
+    /// retried when they come back. Returns `Jeopardy` for each that was not in jeopardy yet.
+    pub(crate) fn suspect_all(&mut self, now: Instant, confirmed: &[LeaseId]) -> Vec<Event> {
+        let mut out = Vec::new();
+        for (&id, e) in self.entries.iter_mut() {
+            if confirmed.contains(&id) {
+                continue;
+            }
+            if let Some(due) = e.due {
+                self.due.remove(&(due, id));
+                e.due = Some(now);
+                self.due.insert((now, id));
+            }
+            if !e.jeopardy {
+                e.jeopardy = true;
+                out.push(Event::Jeopardy { id });
+            }
+        }
+        out
+    }
+
+    /// A renewal of `id` failed (error or timeout) at `now`: retry soon. Returns `Jeopardy` the
+    /// first time in a row.
+    pub(crate) fn failed(&mut self, id: LeaseId, now: Instant) -> Option<Event> {
+        let e = self.entries.get_mut(&id)?;
+        if let Some(due) = e.due.take() {
+            self.due.remove(&(due, id));
+        }
+        let due = now + retry_delay(e.ttl);
+        e.due = Some(due);
+        self.due.insert((due, id));
+        let first = !e.jeopardy;
+        e.jeopardy = true;
+        first.then_some(Event::Jeopardy { id })
+    }
+
+    /// Remove every lease whose local validity has run out by `now`.
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<Event> {
+        let mut out = Vec::new();
+        while let Some(&(t, id)) = self.expiry.first() {
+            if t > now {
+                break;
+            }
+            self.remove(id);
+            out.push(Event::Lost {
+                id,
+                end: SessionEnd::Expired,
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u128) -> LeaseId {
+        LeaseId::from_u128(n)
+    }
+
+    const TTL: Duration = Duration::from_secs(9);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn validity_is_sent_plus_ttl_minus_margin() {
+        let t = Instant::now();
+        assert_eq!(validity(t, TTL, Duration::ZERO), t + TTL - ms(90) - ms(5));
+        assert_eq!(
+            validity(t, TTL, ms(500)),
+            t + TTL - ms(90) - ms(5) - ms(500)
+        );
+        // Never before the send instant, even with an absurd step.
+        assert_eq!(validity(t, TTL, Duration::from_secs(100)), t);
+    }
+
+    #[test]
+    fn renewal_due_at_a_third_and_batched_early() {
+        let t0 = Instant::now();
+        let mut k = Keepalive::default();
+        k.insert(id(1), TTL, validity(t0, TTL, Duration::ZERO), t0);
+        // Due 1 s later than id 1, inside the TTL/6 = 1.5 s window.
+        let t1 = t0 + ms(1000);
+        k.insert(id(2), TTL, validity(t1, TTL, Duration::ZERO), t1);
+        // Due 2 s later: outside the window.
+        let t2 = t0 + ms(2000);
+        k.insert(id(3), TTL, validity(t2, TTL, Duration::ZERO), t2);
+        assert_eq!(k.next_deadline(), Some(t0 + ms(3000)));
+        assert!(
+            k.take_due(t0 + ms(2999), 10).0.is_empty(),
+            "nothing due yet"
+        );
+        let (ids, timeout) = k.take_due(t0 + ms(3000), 10);
+        assert_eq!(ids, vec![id(1), id(2)]);
+        assert_eq!(timeout, attempt_timeout(TTL));
+        // In flight: not taken again.
+        assert!(k.take_due(t0 + ms(3000), 10).0.is_empty());
+        assert_eq!(k.next_deadline(), Some(t2 + ms(3000)));
+    }
+
+    #[test]
+    fn batch_size_is_capped() {
+        let t0 = Instant::now();
+        let mut k = Keepalive::default();
+        for n in 0..10 {
+            k.insert(id(n), TTL, validity(t0, TTL, Duration::ZERO), t0);
+        }
+        assert_eq!(k.take_due(t0 + TTL / 3, 4).0.len(), 4);
+        assert_eq!(k.take_due(t0 + TTL / 3, 4).0.len(), 4);
+        assert_eq!(k.take_due(t0 + TTL / 3, 4).0.len(), 2);
+    }
+
+    #[test]
+    fn success_extends_validity_from_the_send_instant() {
+        let t0 = Instant::now();
+        let mut k = Keepalive::default();
+        k.insert(id(1), TTL, validity(t0, TTL, Duration::ZERO), t0);
+        let sent = t0 + ms(3000);
+        let (ids, _) = k.take_due(sent, 10);
+        assert_eq!(ids, vec![id(1)]);
+        let recv = sent + ms(400); // a slow reply does not stretch validity
+        let ev = k
+            .renewed(id(1), Some(TTL), sent, recv, Duration::ZERO)
+            .unwrap();
+        let Event::Renewed {
+            valid_until,
+            headroom,
+            ..
+        } = ev
+        else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(valid_until, validity(sent, TTL, Duration::ZERO));
+        assert_eq!(headroom, validity(t0, TTL, Duration::ZERO) - recv);
+        assert_eq!(k.next_deadline(), Some(sent + TTL / 3));
+    }
+
+    #[test]
+    fn failures_put_in_jeopardy_then_expire_at_validity() {
+        let t0 = Instant::now();
+        let mut k = Keepalive::default();
+        let valid = validity(t0, TTL, Duration::ZERO);
+        k.insert(id(1), TTL, valid, t0);
+        let mut now = t0 + TTL / 3;
+        let (ids, _) = k.take_due(now, 10);
+        assert_eq!(k.failed(ids[0], now), Some(Event::Jeopardy { id: id(1) }));
+        // Retries keep coming, jeopardy is reported once.
+        loop {
+            now = k.next_deadline().unwrap();
+            if now >= valid {
+                break;
+            }
+            let (ids, _) = k.take_due(now, 10);
+            assert_eq!(ids, vec![id(1)]);
+            assert_eq!(k.failed(id(1), now), None);
+        }
+        assert!(k.expire(valid - ms(1)).is_empty());
+        assert_eq!(
+            k.expire(valid),
+            vec![Event::Lost {
+                id: id(1),
+                end: SessionEnd::Expired
+            }]
+        );
+        assert_eq!(k.len(), 0);
+        // A late reply for a removed lease changes nothing.
+        assert!(k
+            .renewed(id(1), Some(TTL), now, now, Duration::ZERO)
+            .is_none());
+    }
+
+    #[test]
+    fn a_reply_after_the_validity_ran_out_does_not_revive() {
+        let t0 = Instant::now();
+        let mut k = Keepalive::default();
+        let valid = validity(t0, TTL, Duration::ZERO);
+        k.insert(id(1), TTL, valid, t0);
+        let sent = t0 + TTL / 3;
+        k.take_due(sent, 10);
+        assert_eq!(
+            k.renewed(id(1), Some(TTL), sent, valid, Duration::ZERO),
+            Some(Event::Lost {
+                id: id(1),
+                end: SessionEnd::Expired
+            })
+        );
+        assert_eq!(k.len(), 0);
+    }
+
+    #[test]
+    fn a_clock_step_shortens_the_leases_renewed_before_it() {
+        let t0 = Instant::now();
+        let mut k = Keepalive::default();
+        let valid = validity(t0, TTL, Duration::ZERO);
+        k.insert(id(1), TTL, valid, t0);
+        k.insert(id(2), TTL, valid, t0);
+        let changed = k.shorten(ms(2000), &[id(2)]);
+        assert_eq!(changed, vec![(id(1), valid - ms(2000))]);
+        assert!(k.expire(valid - ms(2000)).contains(&Event::Lost {
+            id: id(1),
+            end: SessionEnd::Expired
+        }));
+        assert!(k.contains(id(2)));
+    }
+
+    #[test]
+    fn all_due_renews_everything_now() {
+        let t0 = Instant::now();
+        let mut k = Keepalive::default();
+        k.insert(id(1), TTL, validity(t0, TTL, Duration::ZERO), t0);
+        k.insert(id(2), TTL, validity(t0, TTL, Duration::ZERO), t0);
+        let now = t0 + ms(10);
+        k.all_due(now);
+        assert_eq!(k.take_due(now, 10).0.len(), 2);
+    }
+
+    #[test]
+    fn a_suspected_failover_puts_unconfirmed_leases_in_jeopardy_and_renews_them_now() {
+        let t0 = Instant::now();
+        let mut k = Keepalive::default();
+        for n in 1..=3 {
+            k.insert(id(n), TTL, validity(t0, TTL, Duration::ZERO), t0);
+        }
+        let now = t0 + ms(10);
+        // Lease 1 was just confirmed by the reply that revealed the new server.
+        let events = k.suspect_all(now, &[id(1)]);
+        let mut jeopardy: Vec<_> = events
+            .iter()
+            .map(|e| match e {
+                Event::Jeopardy { id } => *id,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        jeopardy.sort();
+        assert_eq!(jeopardy, vec![id(2), id(3)]);
+        let (due, _) = k.take_due(now, 10);
+        assert_eq!(due.len(), 2, "both renewed at once");
+        assert!(!due.contains(&id(1)));
+        // Already in jeopardy: not reported twice.
+        assert!(k
+            .suspect_all(now, &[])
+            .iter()
+            .all(|e| matches!(e, Event::Jeopardy { id: i } if *i == id(1))));
+        // A confirming renewal clears it.
+        assert!(matches!(
+            k.renewed(id(2), Some(TTL), now, now, Duration::ZERO),
+            Some(Event::Renewed { .. })
+        ));
+    }
+
+    #[test]
+    fn not_found_is_lost_at_once() {
+        let t0 = Instant::now();
+        let mut k = Keepalive::default();
+        k.insert(id(1), TTL, validity(t0, TTL, Duration::ZERO), t0);
+        let now = t0 + TTL / 3;
+        k.take_due(now, 10);
+        assert_eq!(
+            k.renewed(id(1), None, now, now, Duration::ZERO),
+            Some(Event::Lost {
+                id: id(1),
+                end: SessionEnd::LeaseNotFound
+            })
+        );
+        assert!(!k.contains(id(1)));
+        assert_eq!(k.next_deadline(), None);
+    }
+
+    #[test]
+    fn server_clock_forward_step_is_measured() {
+        let mut c = ServerClock::default();
+        let t0 = Instant::now();
+        let s0 = 1_800_000_000_000_000u64;
+        assert_eq!(c.observe(s0, t0, t0 + ms(1)), Duration::ZERO);
+        // 3 s later by both clocks: no step.
+        let t1 = t0 + ms(3000);
+        assert_eq!(c.observe(s0 + 3_000_000, t1, t1 + ms(1)), Duration::ZERO);
+        // Next reply: local 3 s, server 5 s: a step of about 2 s minus the allowance.
+        let t2 = t1 + ms(3000);
+        let step = c.observe(s0 + 8_000_000, t2, t2 + ms(1));
+        let allowed = ms(3001).mul_f64(1.0 + DRIFT) + MARGIN_FIXED;
+        assert_eq!(step, Duration::from_secs(5) - allowed);
+        // A server clock stepping back is not a hazard.
+        let t3 = t2 + ms(3000);
+        assert_eq!(c.observe(s0, t3, t3), Duration::ZERO);
+    }
+}

@@ -1,0 +1,313 @@
+//! Leases: server-side TTL records that locks, candidacies and keys attach to (etcd's lease
+//! API). Scripts: `lua/lease/lease_grant.lua`, `lua/lease/lease_renew.lua`, `lua/lease/lease_revoke.lua`,
+//! `lua/lease/lease_ttl.lua`, `lua/lease/lease_list.lua`.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fred::types::Value;
+use metrics::counter;
+
+use crate::base::error::{Error, Result};
+use crate::base::lease_id::LeaseId;
+use crate::base::limits::{check_label, check_ttl, MAX_TTL};
+use crate::base::metrics as m;
+use crate::redis::{scripts, Core, Reply};
+
+/// A granted lease: its id and TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub id: LeaseId,
+    pub ttl: Duration,
+}
+
+/// Something attached to a lease; it is deleted when the lease is revoked or expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attachment {
+    /// An entry `member` in the sorted set `key` (a mutex queue entry, a candidacy, a permit).
+    Member { key: String, member: String },
+    /// A key that lives as long as the lease.
+    Key(String),
+}
+
+impl Attachment {
+    pub(crate) fn parse(s: &str) -> Option<Attachment> {
+        if let Some(rest) = s.strip_prefix("z ") {
+            let (member, key) = rest.split_once(' ')?;
+            Some(Attachment::Member {
+                key: key.to_owned(),
+                member: member.to_owned(),
+            })
+        } else {
+            s.strip_prefix("k ").map(|k| Attachment::Key(k.to_owned()))
+        }
+    }
+
+    /// The Redis key this attachment lives in.
+    pub fn key(&self) -> &str {
+        match self {
+            Attachment::Member { key, .. } | Attachment::Key(key) => key,
+        }
+    }
+}
+
+/// What Redis knows about a live lease (etcd's `TimeToLive` plus the operator metadata).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseInfo {
+    pub id: LeaseId,
+    /// TTL the lease was granted with (each renewal resets the remaining time to it).
+    pub granted_ttl: Duration,
+    /// Time left before the lease expires unless renewed, by the server's clock.
+    pub remaining: Duration,
+    /// Id of the client process that renews it (its doorbell).
+    pub client_id: String,
+    pub host: String,
+    pub pid: Option<u32>,
+    pub label: String,
+    /// When the lease was granted, by the server's clock.
+    pub granted_at: Option<SystemTime>,
+    /// How many entries are attached.
+    pub attached_count: usize,
+    /// The attached entries; filled only by [`Client::time_to_live_with_keys`].
+    pub attached: Vec<Attachment>,
+}
+
+/// Reply of one batched renewal (`lua/lease/lease_renew.lua`).
+#[derive(Debug)]
+pub(crate) struct RenewReply {
+    /// Server time when the script ran, µs since the epoch.
+    pub(crate) server_us: u64,
+    /// Expired leases this call swept.
+    pub(crate) swept: u64,
+    /// Per id, in call order: the TTL it was renewed for, or `None` when it is gone.
+    pub(crate) ttls: Vec<Option<Duration>>,
+    /// The answering server's replication id: it changes when a replica is promoted or a
+    /// server restarts without its data, i.e. when leases may have been lost.
+    pub(crate) replid: String,
+}
+
+impl Core {
+    /// Renew `ids` in one script call, sweeping up to `sweep` expired leases on the way.
+    pub(crate) async fn renew(
+        &self,
+        ids: &[LeaseId],
+        sweep: usize,
+        timeout: Duration,
+    ) -> Result<RenewReply> {
+        let mut keys = self.keys.base();
+        let mut args = vec![sweep.to_string()];
+        for &id in ids {
+            keys.push(self.keys.lease(id));
+            keys.push(self.keys.attached(id));
+            args.push(id.to_string());
+        }
+        let v = self
+            .conn
+            .eval_within(&scripts::LEASE_RENEW, keys, args, timeout)
+            .await?;
+        let reply = parse_renew(v, ids.len())?;
+        if reply.swept > 0 {
+            counter!(m::LEASES_EXPIRED).increment(reply.swept);
+        }
+        Ok(reply)
+    }
+
+    /// Grant a lease with this client's metadata. Returns it with the instant the call was sent.
+    pub(crate) async fn grant(&self, ttl: Duration, label: &str) -> Result<(Lease, Instant)> {
+        let ttl_ms = check_ttl(ttl)?;
+        check_label(label)?;
+        let id = LeaseId::generate();
+        let keys = self.keys.for_lease(id);
+        let args = vec![
+            id.to_string(),
+            ttl_ms.to_string(),
+            self.id.clone(),
+            self.host.clone(),
+            self.pid.to_string(),
+            label.to_owned(),
+        ];
+        let sent = Instant::now();
+        let v = match self.conn.eval(&scripts::LEASE_GRANT, keys, args).await {
+            Ok(v) => v,
+            Err(e @ Error::NotReplicated { .. }) => {
+                // The primary has the lease but a failover could lose it: nobody will use it,
+                // so take it back rather than leave it to its TTL.
+                let _ = self.revoke_unused(id).await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        let ttl = parse_grant(v)?;
+        counter!(m::LEASES_GRANTED).increment(1);
+        Ok((Lease { id, ttl }, sent))
+    }
+
+    /// Take over a live lease for a new session (see `lua/lease/lease_adopt.lua`): renews it,
+    /// routes its doorbell here and releases its stale lock entries. Returns its TTL, or
+    /// `None` when it is gone.
+    pub(crate) async fn adopt(&self, id: LeaseId) -> Result<Option<Duration>> {
+        let keys = self.keys.for_lease(id);
+        let v = self
+            .conn
+            .eval(
+                &scripts::LEASE_ADOPT,
+                keys,
+                vec![id.to_string(), self.id.clone()],
+            )
+            .await?;
+        parse_adopt(v)
+    }
+
+    /// Revoke a lease. Returns whether it was alive.
+    pub(crate) async fn revoke(&self, id: LeaseId) -> Result<bool> {
+        self.revoke_with(id, None).await
+    }
+
+    /// Revoke a lease whose session has already ended in this client (closed, dropped, lost):
+    /// nobody here needs to hear of it, so this client's doorbell is not rung (another client
+    /// that adopted the lease still is). Saves a pub/sub message per dropped session.
+    pub(crate) async fn revoke_unused(&self, id: LeaseId) -> Result<bool> {
+        self.revoke_with(id, Some(&self.id)).await
+    }
+
+    async fn revoke_with(&self, id: LeaseId, caller: Option<&str>) -> Result<bool> {
+        let keys = self.keys.for_lease(id);
+        let mut args = vec![id.to_string()];
+        args.extend(caller.map(str::to_owned));
+        let v = self.conn.eval(&scripts::LEASE_REVOKE, keys, args).await?;
+        let alive = Reply::new("lease revoke").int(&v)? == 1;
+        if alive {
+            counter!(m::LEASES_REVOKED).increment(1);
+        }
+        Ok(alive)
+    }
+
+    pub(crate) fn not_found(&self, lease: LeaseId) -> Error {
+        Error::LeaseNotFound {
+            namespace: self.keys.namespace().to_owned(),
+            lease,
+        }
+    }
+}
+
+/// A TTL a lease script granted, in ms: `None` for a negative figure (the lease is gone). The
+/// keepalive computes instants from it, so one beyond [`MAX_TTL`] is refused, not trusted.
+fn lease_ttl(r: &Reply, v: &Value) -> Result<Option<Duration>> {
+    let Ok(ms) = u64::try_from(r.int(v)?) else {
+        return Ok(None);
+    };
+    let ttl = Duration::from_millis(ms);
+    if !(Duration::from_millis(1)..=MAX_TTL).contains(&ttl) {
+        return Err(r.bad(format!("lease TTL of {ms} ms")));
+    }
+    Ok(Some(ttl))
+}
+
+/// The reply of `lua/lease/lease_grant.lua`: the lease's TTL.
+pub(crate) fn parse_grant(v: Value) -> Result<Duration> {
+    let r = Reply::new("lease grant");
+    lease_ttl(&r, &v)?.ok_or_else(|| r.bad("negative TTL"))
+}
+
+/// The reply of `lua/lease/lease_adopt.lua`: the lease's TTL, or `None` when it is gone.
+pub(crate) fn parse_adopt(v: Value) -> Result<Option<Duration>> {
+    lease_ttl(&Reply::new("lease adopt"), &v)
+}
+
+/// The reply of `lua/lease/lease_renew.lua` for `n` ids.
+pub(crate) fn parse_renew(v: Value, n: usize) -> Result<RenewReply> {
+    let r = Reply::new("lease renew");
+    let items = r.array_min(v, n.saturating_add(4))?;
+    let server_us = r
+        .uint(&items[0])?
+        .checked_mul(1_000_000)
+        .and_then(|us| us.checked_add(r.uint(&items[1]).ok()?))
+        .ok_or_else(|| r.bad("server time out of range"))?;
+    let ttls = items[4..4 + n]
+        .iter()
+        .map(|v| lease_ttl(&r, v))
+        .collect::<Result<_>>()?;
+    Ok(RenewReply {
+        server_us,
+        swept: r.uint(&items[2])?,
+        ttls,
+        replid: r.string(&items[3])?,
+    })
+}
+
+/// The reply of `lua/lease/lease_ttl.lua`: nil, or the lease's fields then its attachments.
+pub(crate) fn parse_ttl(id: LeaseId, v: Value) -> Result<Option<LeaseInfo>> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    let r = Reply::new("lease time-to-live");
+    let f = r.array_min(v, 8)?;
+    let attached = f[8..]
+        .iter()
+        .map(|v| {
+            let s = r.string(v)?;
+            Attachment::parse(&s).ok_or_else(|| r.bad(format!("attachment {s:?}")))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Some(LeaseInfo {
+        id,
+        granted_ttl: millis(&r, &f[0])?,
+        remaining: millis(&r, &f[1])?,
+        client_id: r.string(&f[2])?,
+        host: r.string(&f[3])?,
+        pid: r.string(&f[4])?.parse().ok(),
+        label: r.string(&f[5])?,
+        granted_at: granted_at(&r, &f[6])?,
+        attached_count: usize::try_from(r.uint(&f[7])?).unwrap_or(usize::MAX),
+        attached,
+    }))
+}
+
+/// One row of `lua/lease/lease_list.lua`.
+pub(crate) fn parse_list_row(row: Value) -> Result<LeaseInfo> {
+    let r = Reply::new("lease list");
+    let f = r.array_min(row, 9)?;
+    Ok(LeaseInfo {
+        id: r.string(&f[0])?.parse().map_err(|_| r.bad("lease id"))?,
+        granted_ttl: millis(&r, &f[1])?,
+        remaining: millis(&r, &f[2])?,
+        client_id: r.string(&f[3])?,
+        host: r.string(&f[4])?,
+        pid: r.string(&f[5])?.parse().ok(),
+        label: r.string(&f[6])?,
+        granted_at: granted_at(&r, &f[7])?,
+        attached_count: usize::try_from(r.uint(&f[8])?).unwrap_or(usize::MAX),
+        attached: Vec::new(),
+    })
+}
+
+fn millis(r: &Reply, v: &Value) -> Result<Duration> {
+    Ok(Duration::from_millis(u64::try_from(r.int(v)?).unwrap_or(0)))
+}
+
+fn granted_at(r: &Reply, v: &Value) -> Result<Option<SystemTime>> {
+    Ok(u64::try_from(r.int(v)?)
+        .ok()
+        .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attachments_parse() {
+        assert_eq!(
+            Attachment::parse("z abc.1 {ns}:mutex:a b"),
+            Some(Attachment::Member {
+                key: "{ns}:mutex:a b".into(),
+                member: "abc.1".into()
+            })
+        );
+        assert_eq!(
+            Attachment::parse("k {ns}:key:x"),
+            Some(Attachment::Key("{ns}:key:x".into()))
+        );
+        assert_eq!(Attachment::parse("q"), None);
+        assert_eq!(Attachment::parse("z nospace"), None);
+    }
+}

@@ -1,0 +1,210 @@
+//! Renewal ticks: batched renewal calls, their replies, and what they mean for each session.
+
+use std::time::{Duration, Instant};
+
+use metrics::{counter, histogram};
+
+use super::{Supervisor, TaskDone, SWEEP_LIMIT, SWEEP_TIMEOUT};
+use crate::base::error::Error;
+use crate::base::lease_id::LeaseId;
+use crate::base::metrics as m;
+use crate::base::session_state::{end_status, SessionEnd, SessionState};
+use crate::lease::keepalive::{Event, MAX_BATCH};
+
+impl Supervisor {
+    pub(super) fn tick(&mut self) {
+        let now = Instant::now();
+        for ev in self.keepalive.expire(now) {
+            self.apply(ev);
+        }
+        while !self.renewals_paused {
+            let (ids, timeout) = self.keepalive.take_due(now, MAX_BATCH);
+            if ids.is_empty() {
+                break;
+            }
+            self.spawn_renew(ids, timeout);
+        }
+        if !self.renewals_paused && self.orphan_sweep_at().is_some_and(|t| t <= now) {
+            self.sweeping = true;
+            self.spawn_renew(Vec::new(), SWEEP_TIMEOUT);
+        }
+    }
+
+    /// One batched renewal call (with no ids: a sweep only).
+    pub(super) fn spawn_renew(&mut self, ids: Vec<LeaseId>, timeout: Duration) {
+        self.last_sweep = Instant::now();
+        let core = self.core.clone();
+        self.tasks.push(Box::pin(async move {
+            let sent = Instant::now();
+            let result = core.renew(&ids, SWEEP_LIMIT, timeout).await;
+            TaskDone::Renewed {
+                ids,
+                sent,
+                recv: Instant::now(),
+                result,
+            }
+        }));
+    }
+
+    /// A renewal answered from another replication history than the last one (a replica was
+    /// promoted, or Redis restarted without its data): leases may have been lost. Every session
+    /// not confirmed by this very reply goes into jeopardy and is renewed at once, so a lease
+    /// missing on the new server is reported lost now, not when its TTL would have run out.
+    pub(super) fn check_server_history(&mut self, replid: &str, confirmed: &[LeaseId]) {
+        match &self.replid {
+            Some(known) if known == replid => return,
+            Some(known) => {
+                counter!(m::FAILOVERS).increment(1);
+                tracing::warn!(
+                    namespace = self.core.keys.namespace(),
+                    old = %known,
+                    new = %replid,
+                    "Redis replication history changed (failover or restart): re-checking every lease"
+                );
+                for ev in self.keepalive.suspect_all(Instant::now(), confirmed) {
+                    counter!(m::SESSION_JEOPARDY, "reason" => "failover").increment(1);
+                    self.apply(ev);
+                }
+            }
+            None => {}
+        }
+        self.replid = Some(replid.to_owned());
+    }
+
+    pub(super) fn on_task(&mut self, done: TaskDone) {
+        match done {
+            TaskDone::Reconnected => {
+                self.renewals_paused = false;
+                self.keepalive.all_due(Instant::now());
+                return;
+            }
+            TaskDone::RevokeFailed { id, ttl } => {
+                self.orphaned(id, ttl);
+                return;
+            }
+            _ => {}
+        }
+        let TaskDone::Renewed {
+            ids,
+            sent,
+            recv,
+            result,
+        } = done
+        else {
+            return;
+        };
+        counter!(m::RENEW_CALLS).increment(1);
+        histogram!(m::RENEW_LATENCY).record((recv - sent).as_secs_f64());
+        histogram!(m::RENEW_BATCH).record(ids.len() as f64);
+        if ids.is_empty() {
+            self.sweeping = false;
+        }
+        match result {
+            Ok(reply) => {
+                if reply.swept >= SWEEP_LIMIT as u64 {
+                    // A backlog of expired leases (a crashed process had many): keep sweeping.
+                    self.spawn_renew(Vec::new(), SWEEP_TIMEOUT);
+                } else {
+                    // Everything expired when this call was sent is gone: so are the orphans
+                    // that had surely expired by then.
+                    self.orphans = self.orphans.split_off(&(sent, LeaseId::MAX));
+                }
+                self.check_server_history(&reply.replid, &ids);
+                let step = self.keepalive.clock.observe(reply.server_us, sent, recv);
+                if !step.is_zero() {
+                    counter!(m::CLOCK_FORWARD_STEPS).increment(1);
+                    tracing::warn!(
+                        ?step,
+                        "Redis clock ran ahead of the local clock; leases shortened"
+                    );
+                    // Leases renewed before the step expire that much earlier on the server.
+                    for (id, valid_until) in self.keepalive.shorten(step, &ids) {
+                        if let Some(t) = self.sessions.get(&id) {
+                            t.status.send_modify(|s| s.valid_until = valid_until);
+                        }
+                    }
+                }
+                for (id, ttl) in ids.into_iter().zip(reply.ttls) {
+                    if let Some(ev) = self.keepalive.renewed(id, ttl, sent, recv, step) {
+                        self.apply(ev);
+                    }
+                }
+            }
+            Err(e) => {
+                let reason = if matches!(e, Error::Timeout(_)) {
+                    "timeout"
+                } else {
+                    "error"
+                };
+                tracing::debug!(error = %e, leases = ids.len(), "renewal failed");
+                let now = Instant::now();
+                for id in ids {
+                    if self.keepalive.failed(id, now).is_some() {
+                        counter!(m::SESSION_JEOPARDY, "reason" => reason).increment(1);
+                        self.apply(Event::Jeopardy { id });
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn apply(&mut self, ev: Event) {
+        match ev {
+            Event::Renewed {
+                id,
+                valid_until,
+                headroom,
+            } => {
+                histogram!(m::RENEW_HEADROOM).record(headroom.as_secs_f64());
+                let Some(t) = self.sessions.get(&id) else {
+                    return;
+                };
+                let now = Instant::now();
+                let mut expired = false;
+                t.status.send_if_modified(|s| {
+                    if matches!(s.state, SessionState::Ended(_)) {
+                        return false;
+                    }
+                    if now >= s.valid_until {
+                        // Handles already see it expired (by the clock): never revive.
+                        expired = true;
+                        return false;
+                    }
+                    s.state = SessionState::Alive;
+                    s.valid_until = valid_until;
+                    true
+                });
+                if expired {
+                    self.keepalive.remove(id);
+                    self.apply(Event::Lost {
+                        id,
+                        end: SessionEnd::Expired,
+                    });
+                }
+            }
+            Event::Jeopardy { id } => {
+                if let Some(t) = self.sessions.get(&id) {
+                    t.status.send_if_modified(|s| {
+                        if s.state != SessionState::Alive {
+                            return false;
+                        }
+                        s.state = SessionState::Jeopardy;
+                        true
+                    });
+                }
+            }
+            Event::Lost { id, end } => {
+                counter!(m::SESSION_LOST, "reason" => end.label()).increment(1);
+                let tracked = self.sessions.remove(&id);
+                if let Some(t) = &tracked {
+                    end_status(&t.status, end);
+                }
+                tracing::warn!(lease = %id, reason = %end, "session lost");
+                if let (SessionEnd::Expired, Some(t)) = (end, tracked) {
+                    // The server may still hold the lease; free what it holds once we can.
+                    self.spawn_revoke(id, t.ttl);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! From Redis's and fred's errors to [`Error`]: the typed errors scripts raise (`LH<CODE>`),
+//! ACL refusals, lost connections, TLS failures and timeouts.
+
+use std::time::Duration;
+
+use fred::error::{Error as RedisError, ErrorKind};
+
+use crate::base::error::Error;
+
+/// fred's error for a command that found no connection to send on (never sent; the pool
+/// sends each command at most once).
+pub(super) fn not_sent(e: &RedisError) -> bool {
+    e.details().starts_with("Failed to route command")
+}
+
+/// Low-cardinality label for an error.
+pub(super) fn error_kind(e: &Error) -> &'static str {
+    match e {
+        Error::Timeout(_) => "timeout",
+        Error::Unreachable(_) => "unreachable",
+        Error::WrongType { .. } => "wrong_type",
+        Error::CorruptData { .. } => "corrupt_data",
+        Error::PermissionDenied(_) => "permission",
+        Error::Tls(_) => "tls",
+        Error::InvalidArgument(_) => "argument",
+        Error::NotReplicated { .. } => "not_replicated",
+        _ => "other",
+    }
+}
+
+/// Redis's ACL errors name neither the key nor the channel nor the namespace: add `what` was
+/// being done to a [`Error::PermissionDenied`]; other errors pass unchanged.
+pub(crate) fn denied_during(e: Error, what: impl FnOnce() -> String) -> Error {
+    match e {
+        Error::PermissionDenied(m) => Error::PermissionDenied(format!("{m} ({})", what())),
+        e => e,
+    }
+}
+
+/// Map a Redis/fred error to ours. Script errors come as `LH<CODE> <details>`, with Redis's
+/// " script: <sha>, on @user_script:<line>." appended.
+pub(crate) fn classify(e: RedisError, timeout: Duration) -> Error {
+    let details = e.details();
+    let details = details
+        .rfind(" script: ")
+        .map_or(details, |at| &details[..at]);
+    if let Some(rest) = details.strip_prefix("LHWRONGTYPE ") {
+        let mut parts = rest.splitn(3, ' ');
+        if let (Some(found), Some(expected), Some(key)) = (parts.next(), parts.next(), parts.next())
+        {
+            return Error::WrongType {
+                key: key.to_owned(),
+                found: found.to_owned(),
+                expected: expected.to_owned(),
+            };
+        }
+    }
+    if let Some(rest) = details.strip_prefix("LHCORRUPT ") {
+        let (detail, key) = rest.split_once(": ").unwrap_or((rest, ""));
+        return Error::CorruptData {
+            key: key.to_owned(),
+            detail: detail.to_owned(),
+        };
+    }
+    if let Some(rest) = details.strip_prefix("LHARG ") {
+        return Error::InvalidArgument(rest.to_owned());
+    }
+    // A command refused by the ACL answers NOPERM; one refused inside a script answers
+    // "ERR The user executing the script can't …" on Redis 7.0 (NOPERM on later versions).
+    if details.starts_with("NOPERM") || details.contains("The user executing the script can't") {
+        return Error::PermissionDenied(details.to_owned());
+    }
+    // A command whose connection closed while it was in flight (the pool sends each command
+    // at most once): it may or may not have run.
+    if details.starts_with("Too many failed write attempts") {
+        return Error::Unreachable(format!(
+            "the connection closed with the call in flight (it may have run): {details}"
+        ));
+    }
+    if not_sent(&e) {
+        return Error::Unreachable(format!("no connection to send the call on: {details}"));
+    }
+    if let Some(why) = super::tls::handshake_failure(details) {
+        return Error::Tls(why);
+    }
+    match e.kind() {
+        #[cfg(feature = "tls")]
+        ErrorKind::Tls => Error::Tls(details.to_owned()),
+        ErrorKind::Timeout => Error::Timeout(timeout),
+        ErrorKind::IO | ErrorKind::Canceled => Error::Unreachable(details.to_owned()),
+        _ => Error::Redis(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script_error(msg: &str) -> RedisError {
+        RedisError::new(ErrorKind::Unknown, msg.to_owned())
+    }
+
+    /// The texts Redis 7.0.15 answers, checked against a server (see tests/acl.rs).
+    #[test]
+    fn acl_denials_are_permission_denied() {
+        let t = Duration::from_secs(1);
+        for (reply, kept) in [
+            (
+                "NOPERM this user has no permissions to access one of the keys used as arguments",
+                "one of the keys",
+            ),
+            (
+                "NOPERM this user has no permissions to access one of the channels used as arguments",
+                "one of the channels",
+            ),
+            ("NOPERM this user has no permissions to run the 'evalsha' command", "'evalsha'"),
+            (
+                "ERR The user executing the script can't access at least one of the keys \
+                 mentioned in the command arguments script: 6e8f06, on @user_script:1.",
+                "can't access at least one of the keys mentioned in the command arguments",
+            ),
+            (
+                "ERR The user executing the script can't publish to the channel mentioned in \
+                 the command script: 3f1665, on @user_script:1.",
+                "can't publish to the channel mentioned in the command",
+            ),
+            (
+                "ERR The user executing the script can't run this command or subcommand \
+                 script: d7e1e1, on @user_script:1.",
+                "can't run this command or subcommand",
+            ),
+        ] {
+            match classify(script_error(reply), t) {
+                Error::PermissionDenied(m) => {
+                    assert!(m.contains(kept), "{m}");
+                    assert!(!m.contains("@user_script"), "{m}");
+                }
+                other => panic!("{reply}: {other:?}"),
+            }
+        }
+        let e = denied_during(classify(script_error("NOPERM no"), t), || "doing x".into());
+        assert!(matches!(e, Error::PermissionDenied(ref m) if m == "NOPERM no (doing x)"));
+        let e = denied_during(Error::Closed, || unreachable!());
+        assert!(matches!(e, Error::Closed));
+    }
+
+    #[test]
+    fn script_errors_are_typed() {
+        let t = Duration::from_secs(1);
+        let e = classify(
+            script_error("LHWRONGTYPE string zset {ns}:mutex:a b script: 3f, on @user_script:40."),
+            t,
+        );
+        match e {
+            Error::WrongType {
+                key,
+                found,
+                expected,
+            } => {
+                assert_eq!(key, "{ns}:mutex:a b");
+                assert_eq!(found, "string");
+                assert_eq!(expected, "zset");
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = classify(
+            script_error("LHCORRUPT revision counter is not a number: {ns}:rev"),
+            t,
+        );
+        assert!(matches!(e, Error::CorruptData { ref key, .. } if key == "{ns}:rev"));
+        assert!(matches!(
+            classify(script_error("LHARG bad"), t),
+            Error::InvalidArgument(_)
+        ));
+        assert!(matches!(
+            classify(script_error("NOPERM no"), t),
+            Error::PermissionDenied(_)
+        ));
+        assert!(matches!(
+            classify(RedisError::new(ErrorKind::Timeout, "t"), t),
+            Error::Timeout(_)
+        ));
+        // Truncated or odd messages never panic.
+        for odd in [
+            "LHWRONGTYPE",
+            "LHWRONGTYPE a",
+            "LHCORRUPT ",
+            " script: ",
+            "",
+        ] {
+            let _ = classify(script_error(odd), t);
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The script registry: every Lua script leasehold runs, declared once with its properties.
+//!
+//! Each file under `lua/` (outside `lua/prelude/`) is one atomic operation. What Redis runs is
+//! a prelude followed by that file:
+//!
+//! - [`Prelude::Queues`]: the core prelude and the queue prelude (every script but the hot path);
+//! - [`Prelude::Core`]: the core prelude alone. Redis re-runs a script's whole text on every
+//!   call, so the lock hot path (`mutex_acquire`, `mutex_release`) carries only the helpers it
+//!   uses;
+//! - [`Prelude::Batch`]: `lua/lock/mutex_batch.lua`, a dispatcher built from the core prelude
+//!   and every script declared `batched`, each wrapped as `local function <name>(KEYS, ARGV)`.
+//!
+//! A script's properties are read here and nowhere else: `grants` (a caller acts on its
+//! success, so with [`Durability`](crate::Durability) its writes must reach replicas first) and
+//! `batched` (calls of many tasks may share one `mutex_batch` call, see [`super::batch`]).
+
+use std::sync::LazyLock;
+
+use fred::types::scripts::Script;
+
+/// What goes in front of a script's own file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Prelude {
+    Core,
+    Queues,
+    Batch,
+}
+
+/// One entry of the registry: where the script lives and its properties.
+pub(crate) struct Declared {
+    /// The file under `lua/`, without `.lua`; its stem is the script's name.
+    path: &'static str,
+    body: &'static str,
+    prelude: Prelude,
+    grants: bool,
+    batched: bool,
+}
+
+/// One compiled-in script: its name (the file stem under `lua/`), its source and SHA1, and its
+/// properties.
+pub(crate) struct LuaScript {
+    pub(crate) name: &'static str,
+    pub(crate) script: Script,
+    /// A caller acts on its success (it grants something): with durability, its writes must
+    /// reach replicas before it counts. Releases, revokes and reads do not: losing a release in
+    /// a failover only delays the next holder until the lease's TTL.
+    pub(crate) grants: bool,
+    /// Calls may go to Redis inside one `mutex_batch` call with other tasks' calls.
+    pub(crate) batched: bool,
+    #[cfg(test)]
+    pub(crate) prelude: Prelude,
+}
+
+const CORE_PRELUDE: &str =
+    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/lua/prelude/core.lua"));
+const QUEUE_PRELUDE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/lua/prelude/queues.lua"
+));
+
+fn stem(path: &'static str) -> &'static str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+impl LuaScript {
+    fn new(d: &Declared) -> LuaScript {
+        let source = match d.prelude {
+            Prelude::Core => format!("{CORE_PRELUDE}{}", d.body),
+            Prelude::Queues => format!("{CORE_PRELUDE}{QUEUE_PRELUDE}{}", d.body),
+            Prelude::Batch => {
+                let mut source = CORE_PRELUDE.to_owned();
+                for op in DECLARED.iter().filter(|op| op.batched) {
+                    source.push_str(&format!(
+                        "local function {}(KEYS, ARGV)\n{}\nend\n",
+                        stem(op.path),
+                        op.body
+                    ));
+                }
+                source.push_str(d.body);
+                source
+            }
+        };
+        LuaScript {
+            name: stem(d.path),
+            script: Script::from_lua(source),
+            grants: d.grants,
+            batched: d.batched,
+            #[cfg(test)]
+            prelude: d.prelude,
+        }
+    }
+
+    /// The full text Redis runs.
+    #[cfg(test)]
+    pub(crate) fn source(&self) -> &str {
+        self.script.lua().map_or("", |s| &**s)
+    }
+}
+
+const fn has(props: &[&str], prop: &str) -> bool {
+    let mut i = 0;
+    while i < props.len() {
+        let (a, b) = (props[i].as_bytes(), prop.as_bytes());
+        if a.len() == b.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Declares each script as a `static` (compiled on first use) and lists them all in
+/// [`DECLARED`] and [`all`].
+macro_rules! registry {
+    ($($(#[$doc:meta])* $id:ident = $path:literal, $prelude:ident $(, $prop:ident)*;)+) => {
+        /// Every script, as declared.
+        const DECLARED: &[Declared] = &[$(Declared {
+            path: $path,
+            body: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/lua/", $path, ".lua")),
+            prelude: Prelude::$prelude,
+            grants: has(&[$(stringify!($prop)),*], "grants"),
+            batched: has(&[$(stringify!($prop)),*], "batched"),
+        }),+];
+
+        registry!(@statics 0usize; $($(#[$doc])* $id)+);
+
+        /// Every script of the registry.
+        #[cfg(test)]
+        pub(crate) fn all() -> Vec<&'static LuaScript> {
+            vec![$(&*$id),+]
+        }
+    };
+    (@statics $n:expr; $(#[$doc:meta])* $id:ident $($rest:tt)*) => {
+        $(#[$doc])*
+        pub(crate) static $id: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(&DECLARED[$n]));
+        registry!(@statics $n + 1; $($rest)*);
+    };
+    (@statics $n:expr;) => {};
+}
+
+registry! {
+    // Leases.
+    LEASE_GRANT = "lease/lease_grant", Queues, grants;
+    LEASE_RENEW = "lease/lease_renew", Queues, grants;
+    LEASE_ADOPT = "lease/lease_adopt", Queues, grants;
+    LEASE_REVOKE = "lease/lease_revoke", Queues;
+    LEASE_TTL = "lease/lease_ttl", Queues;
+    LEASE_LIST = "lease/lease_list", Queues;
+    // Locks: the mutex hot path, then what every queue-based lock shares.
+    MUTEX_ACQUIRE = "lock/mutex_acquire", Core, grants, batched;
+    MUTEX_RELEASE = "lock/mutex_release", Core, batched;
+    /// The batch dispatcher: every `batched` script inside one call.
+    MUTEX_BATCH = "lock/mutex_batch", Batch;
+    RWLOCK_ACQUIRE = "lock/rwlock_acquire", Queues, grants;
+    SEMAPHORE_ACQUIRE = "lock/semaphore_acquire", Queues, grants;
+    LOCK_RELEASE = "lock/lock_release", Queues;
+    LOCK_CHECK = "lock/lock_check", Queues;
+    INSPECT = "lock/inspect", Queues;
+    // Elections.
+    ELECTION_CAMPAIGN = "election/election_campaign", Queues, grants;
+    ELECTION_PROCLAIM = "election/election_proclaim", Queues, grants;
+    ELECTION_RESIGN = "election/election_resign", Queues;
+    ELECTION_OBSERVE = "election/election_observe", Queues;
+    // Keys with a lease.
+    KV_PUT = "kv/kv_put", Queues, grants;
+    KV_GET = "kv/kv_get", Queues;
+    KV_DELETE = "kv/kv_delete", Queues;
+    KV_RANGE = "kv/kv_range", Queues;
+    // etcd's recipes.
+    BARRIER_HOLD = "recipes/barrier_hold", Queues, grants;
+    BARRIER_RELEASE = "recipes/barrier_release", Queues;
+    BARRIER_CHECK = "recipes/barrier_check", Queues;
+    DBARRIER_ENTER = "recipes/dbarrier_enter", Queues, grants;
+    DBARRIER_LEAVE = "recipes/dbarrier_leave", Queues;
+    QUEUE_PUSH = "recipes/queue_push", Queues, grants;
+    QUEUE_POP = "recipes/queue_pop", Queues;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_lua_file_is_declared_once() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/lua");
+        let mut files = Vec::new();
+        for dir in std::fs::read_dir(root).unwrap() {
+            let dir = dir.unwrap().path();
+            if !dir.is_dir() || dir.ends_with("prelude") {
+                continue;
+            }
+            for f in std::fs::read_dir(&dir).unwrap() {
+                let f = f.unwrap().path();
+                files.push(f.file_stem().unwrap().to_string_lossy().into_owned());
+            }
+        }
+        files.sort();
+        let mut declared: Vec<String> = all().iter().map(|s| s.name.to_owned()).collect();
+        declared.sort();
+        assert_eq!(files, declared);
+    }
+
+    #[test]
+    fn the_hot_path_carries_only_the_core_prelude() {
+        for s in all() {
+            let has_queues = s.source().contains(QUEUE_PRELUDE);
+            assert_eq!(has_queues, s.prelude == Prelude::Queues, "{}", s.name);
+            assert!(s.source().starts_with(CORE_PRELUDE), "{}", s.name);
+        }
+        assert_eq!(MUTEX_ACQUIRE.prelude, Prelude::Core);
+        assert_eq!(MUTEX_RELEASE.prelude, Prelude::Core);
+    }
+
+    #[test]
+    fn the_batch_script_holds_every_batched_script_and_nothing_else() {
+        let source = MUTEX_BATCH.source();
+        for s in all() {
+            let wrapped = format!("local function {}(KEYS, ARGV)", s.name);
+            assert_eq!(source.contains(&wrapped), s.batched, "{}", s.name);
+        }
+        assert!(MUTEX_ACQUIRE.batched && MUTEX_RELEASE.batched);
+        // The dispatcher carries the core prelude once: what it wraps must need no more.
+        assert!(all()
+            .iter()
+            .filter(|s| s.batched)
+            .all(|s| s.prelude == Prelude::Core));
+    }
+}

@@ -1,0 +1,62 @@
+//! One namespace's view of Redis, shared by the command path and the keepalive supervisor:
+//! the key layout, the command pool ([`Conn`]), the doorbell subscriber and the client's
+//! identity.
+
+use fred::clients::SubscriberClient;
+use fred::interfaces::PubsubInterface;
+
+use super::classify::classify;
+use super::{Conn, Keys};
+use crate::base::error::Result;
+
+/// What the command path and the supervisor share: key layout, connections, identity.
+pub(crate) struct Core {
+    pub(crate) keys: Keys,
+    pub(crate) conn: Conn,
+    /// Client id: names this process's doorbell channel and is recorded in its leases.
+    pub(crate) id: String,
+    pub(crate) host: String,
+    pub(crate) pid: u32,
+    /// The doorbell connection (a handle; the supervisor reads its messages).
+    pub(crate) subscriber: SubscriberClient,
+    /// Whether the server has sharded pub/sub (Redis >= 7): the scripts then SPUBLISH, so we
+    /// SSUBSCRIBE; on a cluster that keeps doorbell traffic on the namespace's shard.
+    pub(crate) sharded: bool,
+}
+
+impl Core {
+    /// Subscribe the doorbell connection to `channel` (idempotent).
+    pub(crate) async fn subscribe(&self, channel: String) -> Result<()> {
+        let done = if self.sharded {
+            self.subscriber.ssubscribe(channel).await
+        } else {
+            self.subscriber.subscribe(channel).await
+        };
+        done.map_err(|e| classify(e, self.conn.timeout()))
+    }
+
+    /// Undo [`Core::subscribe`].
+    pub(crate) async fn unsubscribe(&self, channel: String) -> Result<()> {
+        let done = if self.sharded {
+            self.subscriber.sunsubscribe(channel).await
+        } else {
+            self.subscriber.unsubscribe(channel).await
+        };
+        done.map_err(|e| classify(e, self.conn.timeout()))
+    }
+}
+
+/// Subscribe to this client's doorbell channel, sharded when the server knows how (the scripts
+/// decide the same way, from the server's version). Returns whether it is sharded.
+pub(crate) async fn subscribe_doorbell(
+    subscriber: &SubscriberClient,
+    channel: &str,
+) -> Result<bool, fred::error::Error> {
+    match subscriber.ssubscribe(channel).await {
+        Ok(()) => Ok(true),
+        Err(e) if e.details().to_ascii_lowercase().contains("unknown command") => {
+            subscriber.subscribe(channel).await.map(|()| false)
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,170 @@
+//! A fair, fenced mutex attached to a session (etcd's `concurrency.Mutex`, with its sharp
+//! edges removed). Scripts: `lua/lock/mutex_acquire.lua` and `lua/lock/mutex_release.lua`
+//! (the lock hot path, kept lean), and `lua/lock/lock_check.lua`, shared with the other locks.
+//! Under load the first two go to Redis inside one `lua/lock/mutex_batch.lua` call (see
+//! `src/redis/batch.rs`).
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::base::error::Result;
+use crate::base::limits::check_name;
+use crate::redis::scripts;
+use crate::session::Session;
+use crate::wait::contend::Contender;
+use crate::wait::entry::{entry_guard_methods, Entry};
+use crate::wait::LockKind;
+
+const KIND: LockKind = LockKind::Mutex;
+
+/// A mutex named `name` in the session's namespace: a FIFO queue of contenders ordered by
+/// revision (`{ns}:mutex:<name>`); the first contender whose lease is alive owns it.
+///
+/// - **Fair**: contenders acquire in the order they called [`lock`](Self::lock).
+/// - **Fenced**: every acquisition carries a [fencing token](MutexGuard::fencing_token) greater
+///   than every earlier holder's; pass it to the resource you protect and have it reject
+///   lower tokens.
+/// - **Per call, not per session**: tasks sharing one session exclude each other.
+/// - **No polling**: a waiter sleeps until the releasing script rings its client's doorbell, or
+///   until the holder's lease would expire, whichever comes first.
+/// - **Batched under load**: lock and unlock calls of many tasks of one client may share one
+///   script call ([`ClientBuilder::batch_lock_calls`](crate::ClientBuilder::batch_lock_calls));
+///   each call still gets its own result, and a lone call goes out at once.
+///
+/// ```no_run
+/// # async fn demo(session: leasehold::Session) -> leasehold::Result<()> {
+/// let mutex = session.mutex("nightly-report")?;
+/// let guard = mutex.lock().await?;
+/// // ... write to storage with guard.fencing_token() ...
+/// guard.unlock().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Mutex {
+    session: Session,
+    name: Arc<str>,
+    key: Arc<str>,
+}
+
+impl fmt::Debug for Mutex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mutex")
+            .field("key", &self.key)
+            .field("lease", &self.session.lease())
+            .finish()
+    }
+}
+
+impl Mutex {
+    /// The mutex `name` (non-empty, at most [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes) for
+    /// `session`. No I/O happens until [`lock`](Self::lock).
+    pub fn new(session: &Session, name: &str) -> Result<Mutex> {
+        check_name(session.namespace(), KIND.label(), name)?;
+        let key = KIND.key(session.keys(), name);
+        Ok(Mutex {
+            session: session.clone(),
+            name: name.into(),
+            key: key.into(),
+        })
+    }
+
+    /// The lock name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The Redis key of the queue, `{ns}:mutex:<name>`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The session the mutex is attached to.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Wait for the lock, in FIFO order.
+    ///
+    /// Returns [`Error::SessionLost`](crate::Error::SessionLost) as soon as this session ends
+    /// while waiting (the queue entry goes with it and does not block the next waiter).
+    ///
+    /// **Cancel safe**: dropping the future withdraws its queue entry in the background; if it
+    /// had just become the owner, the lock passes on to the next waiter.
+    pub async fn lock(&self) -> Result<MutexGuard> {
+        self.acquire(false).await
+    }
+
+    /// Take the lock only if nobody holds it or waits for it; otherwise
+    /// [`Error::Locked`](crate::Error::Locked) without queueing. Cancel safe as
+    /// [`lock`](Self::lock).
+    pub async fn try_lock(&self) -> Result<MutexGuard> {
+        self.acquire(true).await
+    }
+
+    async fn acquire(&self, try_only: bool) -> Result<MutexGuard> {
+        let entry = Contender::new(&self.session, KIND, &self.key, "")
+            .lock(&self.name, &scripts::MUTEX_ACQUIRE, try_only)
+            .await?;
+        Ok(MutexGuard {
+            mutex: self.clone(),
+            entry,
+        })
+    }
+}
+
+/// Proof of holding a [`Mutex`], while the session lasts.
+///
+/// Dropping the guard releases the lock in the background; [`unlock`](Self::unlock) releases
+/// it and reports whether it was still held. The guard keeps its session alive.
+///
+/// Holding a guard means "held as long as the session is valid": if the session ends
+/// ([`Session::done`]), the lock may pass to someone else at any moment after. Protect the
+/// resource itself with the [fencing token](Self::fencing_token).
+#[must_use = "dropping the guard releases the lock"]
+pub struct MutexGuard {
+    mutex: Mutex,
+    entry: Entry,
+}
+
+impl fmt::Debug for MutexGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MutexGuard")
+            .field("key", &self.mutex.key)
+            .field("fencing_token", &self.entry.token)
+            .finish()
+    }
+}
+
+impl MutexGuard {
+    entry_guard_methods!();
+
+    /// The Redis key of the mutex queue.
+    pub fn key(&self) -> &str {
+        &self.mutex.key
+    }
+
+    /// The mutex this guard holds.
+    pub fn mutex(&self) -> &Mutex {
+        &self.mutex
+    }
+
+    /// The session the lock is attached to.
+    pub fn session(&self) -> &Session {
+        &self.mutex.session
+    }
+
+    /// Release the lock and hand it to the next waiter.
+    /// [`Error::NotHeld`](crate::Error::NotHeld) when it was no longer held (the lease ran out
+    /// or was revoked); the newer holder is never disturbed. On a Redis error the release is
+    /// retried in the background.
+    pub async fn unlock(mut self) -> Result<()> {
+        self.entry.unlock(&self.mutex.name).await
+    }
+}
+
+impl Session {
+    /// A fair, fenced mutex named `name`, attached to this session's lease.
+    pub fn mutex(&self, name: &str) -> Result<Mutex> {
+        Mutex::new(self, name)
+    }
+}
