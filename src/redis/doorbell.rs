@@ -13,6 +13,36 @@ use std::sync::{Arc, Mutex as StdMutex};
 
 use tokio::sync::{mpsc, watch, Notify};
 
+use crate::base::lease_id::LeaseId;
+
+/// A message on a client's doorbell channel, as the scripts publish it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ring<'a> {
+    /// `c <contender>`: the contender's turn may have come; it asks again.
+    Turn(&'a str),
+    /// `o <contender>`: a mutex contender owns now (the releasing script saw it at the head with
+    /// its lease alive).
+    Owner(&'a str),
+    /// `r <lease>`: the lease was revoked.
+    Revoked(LeaseId),
+    /// `x <lease>`: the lease expired and was swept.
+    Expired(LeaseId),
+}
+
+impl<'a> Ring<'a> {
+    /// `None` for anything else (a stray or forged message is ignored).
+    pub(crate) fn parse(text: &'a str) -> Option<Ring<'a>> {
+        let (kind, arg) = text.split_once(' ')?;
+        match kind {
+            "c" => Some(Ring::Turn(arg)),
+            "o" => Some(Ring::Owner(arg)),
+            "r" => arg.parse().ok().map(Ring::Revoked),
+            "x" => arg.parse().ok().map(Ring::Expired),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Doorbell {
     waiters: StdMutex<HashMap<String, Arc<Bell>>>,
@@ -199,6 +229,18 @@ impl Drop for ChannelTicket {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn rings_parse_and_anything_else_is_ignored() {
+        let id = LeaseId::from_u128(7);
+        assert_eq!(Ring::parse("c a.1"), Some(Ring::Turn("a.1")));
+        assert_eq!(Ring::parse("o a.1"), Some(Ring::Owner("a.1")));
+        assert_eq!(Ring::parse(&format!("r {id}")), Some(Ring::Revoked(id)));
+        assert_eq!(Ring::parse(&format!("x {id}")), Some(Ring::Expired(id)));
+        for stray in ["", "c", "r not-a-lease", "x ", "q a.1", "hello world"] {
+            assert_eq!(Ring::parse(stray), None, "{stray:?}");
+        }
+    }
 
     #[tokio::test]
     async fn ring_before_wait_is_kept_and_drop_unregisters() {

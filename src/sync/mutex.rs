@@ -5,14 +5,12 @@
 //! `src/redis/batch.rs`).
 
 use std::fmt;
-use std::sync::Arc;
 
 use crate::base::error::Result;
-use crate::base::limits::check_name;
 use crate::redis::scripts;
 use crate::session::Session;
-use crate::wait::contend::Contender;
 use crate::wait::entry::{entry_guard_methods, Entry};
+use crate::wait::named::NamedLock;
 use crate::wait::LockKind;
 
 const KIND: LockKind = LockKind::Mutex;
@@ -41,16 +39,14 @@ const KIND: LockKind = LockKind::Mutex;
 /// ```
 #[derive(Clone)]
 pub struct Mutex {
-    session: Session,
-    name: Arc<str>,
-    key: Arc<str>,
+    named: NamedLock,
 }
 
 impl fmt::Debug for Mutex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Mutex")
-            .field("key", &self.key)
-            .field("lease", &self.session.lease())
+            .field("key", &self.named.key)
+            .field("lease", &self.named.session.lease())
             .finish()
     }
 }
@@ -59,28 +55,24 @@ impl Mutex {
     /// The mutex `name` (non-empty, at most [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes) for
     /// `session`. No I/O happens until [`lock`](Self::lock).
     pub fn new(session: &Session, name: &str) -> Result<Mutex> {
-        check_name(session.namespace(), KIND.label(), name)?;
-        let key = KIND.key(session.keys(), name);
         Ok(Mutex {
-            session: session.clone(),
-            name: name.into(),
-            key: key.into(),
+            named: NamedLock::new(session, KIND, name)?,
         })
     }
 
     /// The lock name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.named.name
     }
 
     /// The Redis key of the queue, `{ns}:mutex:<name>`.
     pub fn key(&self) -> &str {
-        &self.key
+        &self.named.key
     }
 
     /// The session the mutex is attached to.
     pub fn session(&self) -> &Session {
-        &self.session
+        &self.named.session
     }
 
     /// Wait for the lock, in FIFO order.
@@ -102,8 +94,10 @@ impl Mutex {
     }
 
     async fn acquire(&self, try_only: bool) -> Result<MutexGuard> {
-        let entry = Contender::new(&self.session, KIND, &self.key, "")
-            .lock(&self.name, &scripts::MUTEX_ACQUIRE, try_only)
+        let entry = self
+            .named
+            .contender("")
+            .lock(&self.named.name, &scripts::MUTEX_ACQUIRE, try_only)
             .await?;
         Ok(MutexGuard {
             mutex: self.clone(),
@@ -129,7 +123,7 @@ pub struct MutexGuard {
 impl fmt::Debug for MutexGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MutexGuard")
-            .field("key", &self.mutex.key)
+            .field("key", &self.mutex.named.key)
             .field("fencing_token", &self.entry.token)
             .finish()
     }
@@ -140,7 +134,7 @@ impl MutexGuard {
 
     /// The Redis key of the mutex queue.
     pub fn key(&self) -> &str {
-        &self.mutex.key
+        &self.mutex.named.key
     }
 
     /// The mutex this guard holds.
@@ -150,7 +144,7 @@ impl MutexGuard {
 
     /// The session the lock is attached to.
     pub fn session(&self) -> &Session {
-        &self.mutex.session
+        &self.mutex.named.session
     }
 
     /// Release the lock and hand it to the next waiter.
@@ -158,7 +152,7 @@ impl MutexGuard {
     /// or was revoked); the newer holder is never disturbed. On a Redis error the release is
     /// retried in the background.
     pub async fn unlock(mut self) -> Result<()> {
-        self.entry.unlock(&self.mutex.name).await
+        self.entry.unlock(&self.mutex.named.name).await
     }
 }
 

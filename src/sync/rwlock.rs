@@ -3,14 +3,12 @@
 //! and `lua/lock/lock_check.lua`.
 
 use std::fmt;
-use std::sync::Arc;
 
 use crate::base::error::Result;
-use crate::base::limits::check_name;
 use crate::redis::scripts;
 use crate::session::Session;
-use crate::wait::contend::Contender;
 use crate::wait::entry::{entry_guard_methods, Entry};
+use crate::wait::named::NamedLock;
 use crate::wait::LockKind;
 
 const KIND: LockKind = LockKind::RwLock;
@@ -35,14 +33,14 @@ const KIND: LockKind = LockKind::RwLock;
 /// ```
 #[derive(Clone)]
 pub struct RwLock {
-    session: Session,
-    name: Arc<str>,
-    key: Arc<str>,
+    named: NamedLock,
 }
 
 impl fmt::Debug for RwLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RwLock").field("key", &self.key).finish()
+        f.debug_struct("RwLock")
+            .field("key", &self.named.key)
+            .finish()
     }
 }
 
@@ -56,22 +54,18 @@ pub enum RwMode {
 impl RwLock {
     /// The rwlock `name` for `session`. No I/O happens here.
     pub fn new(session: &Session, name: &str) -> Result<RwLock> {
-        check_name(session.namespace(), KIND.label(), name)?;
-        let key = KIND.key(session.keys(), name);
         Ok(RwLock {
-            session: session.clone(),
-            name: name.into(),
-            key: key.into(),
+            named: NamedLock::new(session, KIND, name)?,
         })
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.named.name
     }
 
     /// The Redis key of the queue, `{ns}:rwlock:<name>`.
     pub fn key(&self) -> &str {
-        &self.key
+        &self.named.key
     }
 
     /// Wait for shared access (behind every earlier writer). Cancel safe: dropping the future
@@ -101,8 +95,10 @@ impl RwLock {
             RwMode::Read => "r",
             RwMode::Write => "w",
         };
-        let entry = Contender::new(&self.session, KIND, &self.key, tag)
-            .lock(&self.name, &scripts::RWLOCK_ACQUIRE, try_only)
+        let entry = self
+            .named
+            .contender(tag)
+            .lock(&self.named.name, &scripts::RWLOCK_ACQUIRE, try_only)
             .await?;
         Ok(RwLockGuard {
             lock: self.clone(),
@@ -124,7 +120,7 @@ pub struct RwLockGuard {
 impl fmt::Debug for RwLockGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RwLockGuard")
-            .field("key", &self.lock.key)
+            .field("key", &self.lock.named.key)
             .field("mode", &self.mode)
             .field("fencing_token", &self.entry.token)
             .finish()
@@ -138,12 +134,12 @@ impl RwLockGuard {
     }
 
     pub fn key(&self) -> &str {
-        &self.lock.key
+        &self.lock.named.key
     }
 
     /// Release now; [`Error::NotHeld`](crate::Error::NotHeld) when it was no longer held.
     pub async fn unlock(mut self) -> Result<()> {
-        self.entry.unlock(&self.lock.name).await
+        self.entry.unlock(&self.lock.named.name).await
     }
 }
 

@@ -3,16 +3,15 @@
 //! and check are the shared `lua/lock/lock_release.lua` and `lua/lock/lock_check.lua`.
 
 use std::fmt;
-use std::sync::Arc;
 
 use fred::types::Value;
 
 use crate::base::error::{Error, Result};
-use crate::base::limits::check_name;
 use crate::redis::{scripts, Reply};
 use crate::session::Session;
-use crate::wait::contend::{parse_turn, Contender, Turn, Wake, Won};
+use crate::wait::contend::{parse_turn, Turn, Wake, Won};
 use crate::wait::entry::{entry_guard_methods, Entry};
+use crate::wait::named::NamedLock;
 use crate::wait::LockKind;
 
 const KIND: LockKind = LockKind::Semaphore;
@@ -37,16 +36,14 @@ const KIND: LockKind = LockKind::Semaphore;
 /// ```
 #[derive(Clone)]
 pub struct Semaphore {
-    session: Session,
-    name: Arc<str>,
-    key: Arc<str>,
+    named: NamedLock,
     size: u32,
 }
 
 impl fmt::Debug for Semaphore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Semaphore")
-            .field("key", &self.key)
+            .field("key", &self.named.key)
             .field("size", &self.size)
             .finish()
     }
@@ -59,23 +56,19 @@ impl Semaphore {
     /// The semaphore `name` with `size` permits (1..=[`MAX_PERMITS`]) for `session`.
     /// No I/O happens here; the size is checked against other users on the first acquire.
     pub fn new(session: &Session, name: &str, size: u32) -> Result<Semaphore> {
-        check_name(session.namespace(), KIND.label(), name)?;
         if !(1..=MAX_PERMITS).contains(&size) {
             return Err(Error::InvalidArgument(format!(
                 "semaphore {name:?} size {size} must be between 1 and {MAX_PERMITS}"
             )));
         }
-        let key = KIND.key(session.keys(), name);
         Ok(Semaphore {
-            session: session.clone(),
-            name: name.into(),
-            key: key.into(),
+            named: NamedLock::new(session, KIND, name)?,
             size,
         })
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.named.name
     }
 
     pub fn size(&self) -> u32 {
@@ -106,17 +99,17 @@ impl Semaphore {
         if n == 0 || n > self.size {
             return Err(Error::InvalidArgument(format!(
                 "cannot take {n} permits of semaphore {:?} (size {})",
-                self.name, self.size
+                self.named.name, self.size
             )));
         }
-        let session = &self.session;
-        let contender = Contender::new(session, KIND, &self.key, &format!("{n}."));
+        let session = &self.named.session;
+        let contender = self.named.contender(&format!("{n}."));
         let k = session.keys();
         let keys = vec![
             k.rev(),
             k.leases(),
-            self.key.to_string(),
-            k.semaphore_size(&self.name),
+            self.named.key.to_string(),
+            k.semaphore_size(&self.named.name),
             k.attached(session.lease()),
         ];
         let args = vec![
@@ -146,10 +139,10 @@ impl Semaphore {
                 permits: n,
                 entry: Entry::new(contender, token),
             }),
-            Won::Refused => Err(KIND.locked(session, &self.name)),
+            Won::Refused => Err(KIND.locked(session, &self.named.name)),
             Won::Other(SizeMismatch(existing)) => Err(Error::SemaphoreSize {
                 namespace: session.namespace().to_owned(),
-                name: self.name.to_string(),
+                name: self.named.name.to_string(),
                 size: self.size,
                 existing: u32::try_from(existing).unwrap_or(u32::MAX),
             }),
@@ -182,7 +175,7 @@ pub struct SemaphorePermit {
 impl fmt::Debug for SemaphorePermit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SemaphorePermit")
-            .field("key", &self.semaphore.key)
+            .field("key", &self.semaphore.named.key)
             .field("permits", &self.permits)
             .field("fencing_token", &self.entry.token)
             .finish()
@@ -198,7 +191,7 @@ impl SemaphorePermit {
 
     /// Return the permits now; [`Error::NotHeld`] when they were no longer held.
     pub async fn release(mut self) -> Result<()> {
-        self.entry.unlock(&self.semaphore.name).await
+        self.entry.unlock(&self.semaphore.named.name).await
     }
 }
 

@@ -4,5 +4,6 @@
 pub(crate) mod contend;
 pub(crate) mod entry;
 pub(crate) mod kind;
+pub(crate) mod named;
 
 pub(crate) use kind::LockKind;

@@ -7,9 +7,9 @@ use fred::interfaces::{ClientLike, ClusterInterface};
 use fred::types::Message;
 
 use super::{Supervisor, TaskDone};
-use crate::base::lease_id::LeaseId;
 use crate::base::session_state::SessionEnd;
 use crate::lease::keepalive::Event;
+use crate::redis::doorbell::Ring;
 
 impl Supervisor {
     pub(super) fn resubscribe(&mut self, renew_all: bool) {
@@ -50,8 +50,8 @@ impl Supervisor {
         }));
     }
 
-    /// Doorbell messages: `c <contender>` (your turn may have come), `o <contender>` (a mutex
-    /// contender owns now), `r <lease>` (revoked), `x <lease>` (expired and swept).
+    /// A message on a watched shared channel, or on this client's doorbell channel (see
+    /// [`Ring`]); anything else is ignored.
     pub(super) fn on_message(&mut self, msg: Message) {
         if msg.channel != self.wake_channel {
             self.doorbell.channel_message(&msg.channel);
@@ -60,23 +60,17 @@ impl Supervisor {
         let Some(text) = msg.value.as_str() else {
             return;
         };
-        let (kind, arg) = text.split_once(' ').unwrap_or((&text, ""));
-        match kind {
-            "c" => self.doorbell.ring(arg),
-            "o" => self.doorbell.ring_owner(arg),
-            "r" | "x" => {
-                if let Ok(id) = arg.parse::<LeaseId>() {
-                    if self.keepalive.remove(id) {
-                        let end = if kind == "r" {
-                            SessionEnd::Revoked
-                        } else {
-                            SessionEnd::LeaseNotFound
-                        };
-                        self.apply(Event::Lost { id, end });
-                    }
-                }
-            }
-            _ => {}
+        let Some(ring) = Ring::parse(&text) else {
+            return;
+        };
+        let (id, end) = match ring {
+            Ring::Turn(contender) => return self.doorbell.ring(contender),
+            Ring::Owner(contender) => return self.doorbell.ring_owner(contender),
+            Ring::Revoked(id) => (id, SessionEnd::Revoked),
+            Ring::Expired(id) => (id, SessionEnd::LeaseNotFound),
+        };
+        if self.keepalive.remove(id) {
+            self.apply(Event::Lost { id, end });
         }
     }
 
