@@ -66,12 +66,12 @@ impl Client {
     /// Everyone in the queue of the `kind` named `name`, in order (at most 1000 entries):
     /// holders first, then waiters. Read-only.
     pub async fn inspect(&self, kind: QueueKind, name: &str) -> Result<Vec<QueueEntry>> {
-        let k = &self.inner.keys;
+        let k = &self.shared().keys;
         let kind = kind.lock_kind();
         check_name(k.namespace(), kind.label(), name)?;
         let keys = vec![k.rev(), k.leases(), kind.key(k, name)];
         let v = self
-            .inner
+            .shared()
             .conn
             .eval(&scripts::INSPECT, keys, vec![])
             .await?;

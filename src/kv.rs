@@ -79,7 +79,7 @@ impl Client {
         value: &str,
         lease: Option<LeaseId>,
     ) -> Result<Option<u64>> {
-        let k = &self.inner.keys;
+        let k = &self.shared().keys;
         check_name(k.namespace(), "key", key)?;
         check_value(k.namespace(), "key", key, value)?;
         let mut keys = vec![k.rev(), k.leases(), k.kv(key), k.kv_index()];
@@ -91,26 +91,34 @@ impl Client {
             value.to_owned(),
             lease.map(|l| l.to_string()).unwrap_or_default(),
         ];
-        let v = self.inner.conn.eval(&scripts::KV_PUT, keys, args).await?;
+        let v = self
+            .shared()
+            .conn
+            .eval(&scripts::KV_PUT, keys, args)
+            .await?;
         parse_put(v)
     }
 
     /// Read one key; `None` when absent or when its lease is no longer alive.
     pub async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let k = &self.inner.keys;
+        let k = &self.shared().keys;
         check_name(k.namespace(), "key", key)?;
         let keys = vec![k.rev(), k.leases(), k.kv(key)];
-        let v = self.inner.conn.eval(&scripts::KV_GET, keys, vec![]).await?;
+        let v = self
+            .shared()
+            .conn
+            .eval(&scripts::KV_GET, keys, vec![])
+            .await?;
         parse_get(key, v)
     }
 
     /// Delete a key. Returns whether a live key was there.
     pub async fn delete(&self, key: &str) -> Result<bool> {
-        let k = &self.inner.keys;
+        let k = &self.shared().keys;
         check_name(k.namespace(), "key", key)?;
         let keys = vec![k.rev(), k.leases(), k.kv(key), k.kv_index()];
         let v = self
-            .inner
+            .shared()
             .conn
             .eval(&scripts::KV_DELETE, keys, vec![key.to_owned()])
             .await?;
@@ -125,7 +133,7 @@ impl Client {
         limit: usize,
         start_after: Option<&str>,
     ) -> Result<KeyRange> {
-        let k = &self.inner.keys;
+        let k = &self.shared().keys;
         if !(1..=MAX_RANGE).contains(&limit) {
             return Err(Error::InvalidArgument(format!(
                 "get_prefix limit {limit} must be between 1 and {MAX_RANGE}"
@@ -144,7 +152,11 @@ impl Client {
             limit.to_string(),
             start_after.unwrap_or_default().to_owned(),
         ];
-        let v = self.inner.conn.eval(&scripts::KV_RANGE, keys, args).await?;
+        let v = self
+            .shared()
+            .conn
+            .eval(&scripts::KV_RANGE, keys, args)
+            .await?;
         parse_range(v)
     }
 }

@@ -112,10 +112,10 @@ impl SessionOptions {
 /// ```
 #[derive(Clone)]
 pub struct Session {
-    pub(crate) inner: Arc<SessionInner>,
+    inner: Arc<SessionInner>,
 }
 
-pub(crate) struct SessionInner {
+struct SessionInner {
     pub(crate) client: Client,
     pub(crate) lease: LeaseId,
     pub(crate) ttl: Duration,
@@ -149,7 +149,7 @@ impl Client {
 
 impl Session {
     async fn open(client: &Client, opts: SessionOptions) -> Result<Session> {
-        let inner = &client.inner;
+        let inner = client.shared();
         let (lease, ttl, sent) = match opts.lease {
             Some(id) => {
                 check_label(&opts.label)?;
@@ -298,7 +298,7 @@ impl Session {
     /// told; the lease then runs out by its TTL (and is swept after).
     pub async fn close(&self) -> Result<()> {
         end_status(&self.inner.status, SessionEnd::Closed);
-        let client = &self.inner.client.inner;
+        let client = self.inner.client.shared();
         let id = self.inner.lease;
         client.send(Op::Stop { id });
         match client.revoke_unused(id).await {
@@ -328,17 +328,17 @@ impl Session {
 
     /// What the session's client shares with its supervisor: keys, connections, doorbell.
     pub(crate) fn shared(&self) -> &ClientInner {
-        &self.inner.client.inner
+        self.inner.client.shared()
     }
 
     /// The namespace's key layout.
     pub(crate) fn keys(&self) -> &Keys {
-        &self.inner.client.inner.keys
+        &self.inner.client.shared().keys
     }
 
     /// Hand work to the client's supervisor. Never blocks; usable from `Drop`.
     pub(crate) fn send(&self, op: Op) {
-        self.inner.client.inner.send(op);
+        self.inner.client.shared().send(op);
     }
 
     /// A contender id for one wait: `<lease id>.<tag><random>`, unique per call (the tag
@@ -351,7 +351,7 @@ impl Session {
 
 impl Drop for SessionInner {
     fn drop(&mut self) {
-        let client = &self.client.inner;
+        let client = self.client.shared();
         let live = client.live_sessions.fetch_sub(1, Ordering::SeqCst) - 1;
         gauge!(m::SESSIONS_LIVE).decrement(1.0);
         let (id, ttl) = (self.lease, self.ttl);

@@ -351,3 +351,27 @@ async fn a_pruned_leaders_value_does_not_linger() {
         .unwrap();
     assert_eq!(n, 1, "only the live candidate's value");
 }
+
+/// An observer polled while nobody has led yet, then left alone: it gets the first leader and
+/// every later change, not only the latest.
+#[tokio::test]
+async fn an_observer_opened_before_anyone_led_sees_every_change() {
+    let server = server();
+    let client = client(&server, "e10").await;
+    let leader = client.session().await.unwrap();
+    let watcher = client.session().await.unwrap();
+    let mut observer = Box::pin(watcher.election("first").unwrap().observe());
+    // Polled once while the log is empty: nothing to see yet.
+    let early = tokio::time::timeout(Duration::from_millis(200), observer.next()).await;
+    assert!(early.is_err(), "unexpected event {early:?}");
+    let e = leader.election("first").unwrap();
+    e.campaign("0").await.unwrap();
+    for v in ["1", "2", "3", "4"] {
+        e.proclaim(v).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(value(&next(&mut observer).await).to_owned());
+    }
+    assert_eq!(seen, ["0", "1", "2", "3", "4"]);
+}

@@ -76,7 +76,7 @@ impl ClientInner {
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    pub(crate) inner: Arc<ClientInner>,
+    inner: Arc<ClientInner>,
 }
 
 impl std::fmt::Debug for Client {

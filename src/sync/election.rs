@@ -21,6 +21,8 @@ use crate::session::Session;
 use crate::wait::contend::{parse_turn, recheck_after, Contender, Turn, Wake, Won};
 use crate::wait::LockKind;
 
+/// The log id before the first entry.
+const LOG_START: &str = "0-0";
 /// Log entries read per call.
 const OBSERVE_BATCH: usize = 64;
 
@@ -274,8 +276,9 @@ impl Election {
         parse_log(v)
     }
 
-    /// A stream of leader changes: the current leader first (if any), then every change and
-    /// proclaim, in order, each with a greater revision. Nothing is skipped: changes are read
+    /// A stream of leader changes: the leader current when the stream is first polled (if any),
+    /// then every change and proclaim, in order, each with a greater revision (also when nobody
+    /// had led yet at the first poll). Nothing is skipped: changes are read
     /// from a log kept in Redis, so a slow or reconnected observer catches up; only if it fell
     /// more than the log's capacity (about 1000 changes) behind is it resynced to the current
     /// leader, with [`LeaderEvent::after_gap`] set. A leader whose lease expires is reported at
@@ -408,8 +411,12 @@ impl Observer {
             }
         }
         let first_read = self.after.is_none();
-        if let Some(id) = page.last_id.take() {
-            self.after = Some(id);
+        match page.last_id.take() {
+            Some(id) => self.after = Some(id),
+            // Nobody has led yet: every entry from now on is news, read from the log's start
+            // (the first entry names `0-0` as its predecessor).
+            None if first_read => self.after = Some(LOG_START.to_owned()),
+            None => {}
         }
         for ev in page.events {
             // The first read returns the latest entry: only a current leader is news.
