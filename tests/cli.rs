@@ -388,3 +388,79 @@ async fn wait_replicas_refuses_a_lock_no_replica_acknowledged() {
     assert_eq!(code, 0, "{out} {err}");
     assert!(out.contains("ran"));
 }
+
+/// Whether process `pid` is gone (or a zombie waiting to be reaped by someone else).
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+async fn eventually_gone(pid: i32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while !gone(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// The command runs in its own process group: SIGTERM to `lock` stops what the command started
+/// in the background too, and so does the command's own exit, before the lock is released.
+#[tokio::test]
+async fn lock_stops_the_commands_whole_process_group() {
+    let server = server();
+    // SIGTERM to lock while the command waits for its background job.
+    let mut l = spawn(
+        &server,
+        "c9",
+        &["lock", "g", "--", "sh", "-c", "sleep 30 & echo $!; wait"],
+    );
+    let _key = l.line(secs(10)).await;
+    let background: i32 = l.line(secs(5)).await.trim().parse().unwrap();
+    assert!(!gone(background));
+    l.signal(libc::SIGTERM);
+    l.exit(secs(5)).await;
+    assert!(
+        eventually_gone(background, secs(2)).await,
+        "the command's background job outlived lock"
+    );
+    // The command exits and leaves a job behind: it is stopped before lock unlocks and exits.
+    let mut l = spawn(
+        &server,
+        "c9",
+        &["lock", "g", "--", "sh", "-c", "sleep 30 & echo $!"],
+    );
+    let _key = l.line(secs(10)).await;
+    let background: i32 = l.line(secs(5)).await.trim().parse().unwrap();
+    assert_eq!(l.exit(secs(5)).await, 0);
+    assert!(gone(background), "a job of the command outlived the lock");
+}
+
+/// On Linux, a `lock` that is killed outright (SIGKILL, no chance to clean up) takes its command
+/// with it (parent-death signal), so the command does not run on without the lock.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_killed_lock_takes_its_command_with_it() {
+    let server = server();
+    let mut l = spawn(
+        &server,
+        "c10",
+        &["lock", "k", "--", "sh", "-c", "echo $$; exec sleep 30"],
+    );
+    let _key = l.line(secs(10)).await;
+    let command: i32 = l.line(secs(5)).await.trim().parse().unwrap();
+    assert!(!gone(command));
+    l.signal(libc::SIGKILL);
+    l.exit(secs(5)).await;
+    assert!(
+        eventually_gone(command, secs(2)).await,
+        "the command outlived a killed lock"
+    );
+}

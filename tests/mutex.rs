@@ -648,3 +648,53 @@ async fn a_call_cut_off_in_flight_is_not_sent_twice() {
     let again = session.mutex("cut").unwrap().lock().await.unwrap();
     again.unlock().await.unwrap();
 }
+
+/// A doorbell message that names a waiter but not its entry's revision (stray, stale, sent by
+/// an older script, or forged by someone who can publish on the namespace's channels) does not
+/// make it an owner: it only asks Redis again, and keeps waiting.
+#[tokio::test]
+async fn a_stray_or_forged_owner_ring_does_not_hand_over_the_lock() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "forge").await;
+    let a = client.session().await.unwrap();
+    let b = client.session().await.unwrap();
+    let guard = a.mutex("m").unwrap().lock().await.unwrap();
+    let waiter = spawn_lock(b.mutex("m").unwrap());
+    let queue = || client.inspect(leasehold::QueueKind::Mutex, "m");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            queue().await.unwrap().len() == 2
+        })
+        .await
+    );
+    let waiting = queue().await.unwrap().remove(1);
+    assert!(!waiting.holder);
+    let channel = format!("{{forge}}:wake:{}", client.id());
+    let c = &waiting.contender;
+    for msg in [
+        format!("o {c}"),
+        format!("o {c} {}", waiting.fencing_token + 1),
+        format!("o {c} {}", guard.fencing_token()),
+        format!("o {c} not-a-revision"),
+        format!("c {c}"),
+        "o".to_owned(),
+        "garbage".to_owned(),
+    ] {
+        cmd::<i64>(&raw, "SPUBLISH", &[&channel, &msg])
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(ms(300)).await;
+    assert!(!waiter.is_finished(), "a forged ring handed the lock over");
+    assert!(guard.is_owner().await.unwrap());
+    let held = guard.fencing_token();
+    guard.unlock().await.unwrap();
+    let token = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the real handoff still comes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(token, waiting.fencing_token);
+    assert!(token > held);
+}

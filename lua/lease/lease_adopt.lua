@@ -15,7 +15,7 @@ local ttl = ttl_of(redis.call('HGET', LK, 'ttl'))
 if not ttl then return -1 end
 redis.call('PEXPIRE', LK, int(ttl))
 redis.call('ZADD', REG, 'XX', int(NOW_MS + ttl), id)
-redis.call('HSET', LK, 'client', ARGV[2], 'owner_rings', ARGV[2])
+redis.call('HSET', LK, 'client', ARGV[2], 'owner_rings', ARGV[2], 'fenced_rings', ARGV[2])
 local locks = { mutex = true, rwlock = true, semaphore = true, dbarrier = true }
 for _, e in ipairs(redis.call('SMEMBERS', AK)) do
   if string.sub(e, 1, 2) == 'w ' then

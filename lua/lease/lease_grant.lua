@@ -12,8 +12,10 @@ if redis.call('EXISTS', LK) == 1 then
   if not cur then fail('CORRUPT', 'lease has no numeric ttl field: ' .. LK) end
   return cur
 end
--- owner_rings: this client takes 'o' doorbell rings (see ring in lua/prelude/core.lua).
+-- owner_rings, fenced_rings: this client takes 'o' doorbell rings, with the revision (see ring
+-- in lua/prelude/core.lua).
 redis.call('HSET', LK, 'ttl', int(ttl), 'client', ARGV[3], 'owner_rings', ARGV[3],
+  'fenced_rings', ARGV[3],
   'host', ARGV[4], 'pid', ARGV[5], 'label', ARGV[6], 'granted', int(NOW_MS))
 redis.call('PEXPIRE', LK, int(ttl))
 redis.call('ZADD', REG, int(NOW_MS + ttl), id)

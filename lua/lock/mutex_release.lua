@@ -37,6 +37,6 @@ if head and head_score < score then
 end
 -- No live entry was ahead of it: it owned (if its lease is alive), and a live head behind it
 -- owns now. (Past the walk's limit of dead entries head is nil, and waiters re-check at once.)
-if head then ring_turn(Q, head) end
+if head then ring_turn(Q, head, head_score) end
 if owned then return 1 end
 return 0

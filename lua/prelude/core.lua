@@ -174,28 +174,35 @@ end
 
 -- Doorbell: one channel per client process; the lease hash names the client that renews it.
 -- No message when that client is `unless_client` (it told us it needs none). With `owner_msg`
--- (an 'o <member>' ring, see ring_turn), that message goes instead when the client is one that
--- understands it: the lease hash's owner_rings field names such a client (an older client
--- that adopted the lease changes `client` only, and gets `msg`).
-local function ring(lease, msg, unless_client, owner_msg)
+-- (an 'o <member> <revision>' ring, see ring_turn), that message goes instead when the client
+-- is one that understands it: the lease hash's fenced_rings field names such a client. A client
+-- whose owner_rings field names it (one that takes 'o <member>' without the revision) gets
+-- that form; any other client (one that adopted the lease later, changing `client` only) gets
+-- `msg`.
+local function ring(lease, msg, unless_client, owner_msg, revision)
   -- A queue member without a lease part (foreign data) has no doorbell.
   if not lease then return end
   -- pcall: foreign data at the lease key (not a hash) means no doorbell, not an error.
-  local f = redis.pcall('HMGET', lease_key(lease), 'client', 'owner_rings')
+  local f = redis.pcall('HMGET', lease_key(lease), 'client', 'owner_rings', 'fenced_rings')
   if type(f) ~= 'table' or f.err then return end
   local client = f[1]
   if type(client) == 'string' and client ~= unless_client then
-    if owner_msg and f[2] == client then msg = owner_msg end
+    if owner_msg and f[3] == client then
+      msg = owner_msg .. ' ' .. int(revision)
+    elseif owner_msg and f[2] == client then
+      msg = owner_msg
+    end
     publish(P .. 'wake:' .. client, msg)
   end
 end
 
--- Member `m` of queue `q` may have just become an owner: wake it. A mutex's live head owns it
--- outright, so its waiter takes the lock without asking again ('o <member>'); other kinds'
--- waiters re-check ('c <member>').
-local function ring_turn(q, m)
+-- Member `m` (at revision `score`) of queue `q` may have just become an owner: wake it. A
+-- mutex's live head owns it outright, so its waiter takes the lock without asking again
+-- ('o <member> <revision>': the waiter checks the revision against its own entry's, so a stray
+-- or stale ring only makes it ask); other kinds' waiters re-check ('c <member>').
+local function ring_turn(q, m, score)
   if string.sub(q, #P + 1, #P + 6) == 'mutex:' then
-    ring(lease_of(m), 'c ' .. m, nil, 'o ' .. m)
+    ring(lease_of(m), 'c ' .. m, nil, 'o ' .. m, score)
   else
     ring(lease_of(m), 'c ' .. m)
   end

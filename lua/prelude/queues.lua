@@ -55,7 +55,7 @@ end
 -- Returns the live head's score, or nil when the queue has no live member.
 local function handoff(q, score)
   local m, _, s = live_head(q, true, 64)
-  if m and s >= score then ring_turn(q, m) end
+  if m and s >= score then ring_turn(q, m, s) end
   return s
 end
 

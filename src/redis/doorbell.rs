@@ -8,7 +8,7 @@
 //! too; each message bumps a counter they watch.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use tokio::sync::{mpsc, watch, Notify};
@@ -20,9 +20,10 @@ use crate::base::lease_id::LeaseId;
 pub(crate) enum Ring<'a> {
     /// `c <contender>`: the contender's turn may have come; it asks again.
     Turn(&'a str),
-    /// `o <contender>`: a mutex contender owns now (the releasing script saw it at the head with
-    /// its lease alive).
-    Owner(&'a str),
+    /// `o <contender> <revision>`: a mutex contender owns now, at that revision (the releasing
+    /// script saw it at the head with its lease alive). `o <contender>` without a revision (from
+    /// an older client's script) counts as a [`Ring::Turn`].
+    Owner(&'a str, u64),
     /// `r <lease>`: the lease was revoked.
     Revoked(LeaseId),
     /// `x <lease>`: the lease expired and was swept.
@@ -35,7 +36,10 @@ impl<'a> Ring<'a> {
         let (kind, arg) = text.split_once(' ')?;
         match kind {
             "c" => Some(Ring::Turn(arg)),
-            "o" => Some(Ring::Owner(arg)),
+            "o" => Some(match arg.split_once(' ') {
+                Some((contender, revision)) => Ring::Owner(contender, revision.parse().ok()?),
+                None => Ring::Turn(arg),
+            }),
             "r" => arg.parse().ok().map(Ring::Revoked),
             "x" => arg.parse().ok().map(Ring::Expired),
             _ => None,
@@ -81,10 +85,11 @@ impl Doorbell {
         }
     }
 
-    /// Wake the waiter registered for `member` and tell it that it owns its lock now.
-    pub(crate) fn ring_owner(&self, member: &str) {
+    /// Wake the waiter registered for `member` and tell it that it owns its lock now, at
+    /// `revision`.
+    pub(crate) fn ring_owner(&self, member: &str, revision: u64) {
         if let Some(b) = self.lock().get(member) {
-            b.owner.store(true, Ordering::Release);
+            b.owner.store(revision, Ordering::Release);
             b.notify.notify_one();
         }
     }
@@ -148,11 +153,11 @@ impl Doorbell {
     }
 }
 
-/// One waiter's bell: rung, and whether a ring said it owns.
+/// One waiter's bell: rung, and the revision at which a ring said it owns (0: none).
 #[derive(Debug, Default)]
 pub(crate) struct Bell {
     notify: Notify,
-    owner: AtomicBool,
+    owner: AtomicU64,
 }
 
 /// A registered waiter; dropping it unregisters.
@@ -169,10 +174,11 @@ impl Ticket {
         self.bell.notify.notified().await
     }
 
-    /// Whether an `o` ring said this waiter owns its lock (a script saw it at the head of the
-    /// queue with its lease alive, after the waiter had queued).
-    pub(crate) fn told_owner(&self) -> bool {
-        self.bell.owner.load(Ordering::Acquire)
+    /// The revision at which an `o` ring said this waiter owns its lock (a script saw it at the
+    /// head of the queue with its lease alive, after the waiter had queued). The waiter trusts
+    /// it only when it is its own entry's revision.
+    pub(crate) fn told_owner(&self) -> Option<u64> {
+        Some(self.bell.owner.load(Ordering::Acquire)).filter(|&rev| rev != 0)
     }
 }
 
@@ -234,10 +240,20 @@ mod tests {
     fn rings_parse_and_anything_else_is_ignored() {
         let id = LeaseId::from_u128(7);
         assert_eq!(Ring::parse("c a.1"), Some(Ring::Turn("a.1")));
-        assert_eq!(Ring::parse("o a.1"), Some(Ring::Owner("a.1")));
+        assert_eq!(Ring::parse("o a.1 42"), Some(Ring::Owner("a.1", 42)));
+        // An older script's form, without the revision: only a reason to ask again.
+        assert_eq!(Ring::parse("o a.1"), Some(Ring::Turn("a.1")));
         assert_eq!(Ring::parse(&format!("r {id}")), Some(Ring::Revoked(id)));
         assert_eq!(Ring::parse(&format!("x {id}")), Some(Ring::Expired(id)));
-        for stray in ["", "c", "r not-a-lease", "x ", "q a.1", "hello world"] {
+        for stray in [
+            "",
+            "c",
+            "r not-a-lease",
+            "x ",
+            "q a.1",
+            "hello world",
+            "o a.1 x",
+        ] {
             assert_eq!(Ring::parse(stray), None, "{stray:?}");
         }
     }
@@ -252,9 +268,9 @@ mod tests {
             .await
             .expect("kept ring");
         assert_eq!(bell.waiting(), 1);
-        assert!(!t.told_owner(), "a plain ring is not ownership");
-        bell.ring_owner("a.1");
-        assert!(t.told_owner());
+        assert_eq!(t.told_owner(), None, "a plain ring is not ownership");
+        bell.ring_owner("a.1", 9);
+        assert_eq!(t.told_owner(), Some(9));
         drop(t);
         assert_eq!(bell.waiting(), 0);
         bell.ring("a.1"); // no waiter: nothing happens

@@ -23,7 +23,7 @@ pub(crate) const LAYOUT: &[(&str, &str, &str)] = &[
     (
         "{ns}:lease:<id>",
         "hash",
-        "ttl, client, owner_rings, host, pid, label, granted",
+        "ttl, client, owner_rings, fenced_rings, host, pid, label, granted",
     ),
     (
         "{ns}:attached:<id>",

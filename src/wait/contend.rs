@@ -220,12 +220,18 @@ impl<'a> Contender<'a> {
                         end = session.done() => return Err(session.lost(end)),
                         _ = wake.woken(blocker_left) => {}
                     }
-                    // The releasing script saw this entry at the head with its lease alive: it
-                    // owns, exactly as a re-check would have answered (the session's own
-                    // validity is what the guard goes by from here, as after any acquire).
-                    if let (true, true, Some(token)) = (owner_rings, wake.told_owner(), revision) {
-                        session.check()?;
-                        return Ok(self.held(token, true, started, &mut pending));
+                    // The releasing script saw this entry, at its own revision, at the head
+                    // with its lease alive: it owns, exactly as a re-check would have answered
+                    // (the session's own validity is what the guard goes by from here, as after
+                    // any acquire). A ring naming another revision (stray, stale, forged) only
+                    // makes it ask again.
+                    if let (true, Some(told), Some(token)) =
+                        (owner_rings, wake.told_owner(), revision)
+                    {
+                        if told == token {
+                            session.check()?;
+                            return Ok(self.held(token, true, started, &mut pending));
+                        }
                     }
                 }
             }
@@ -325,8 +331,11 @@ impl Waker {
         }
     }
 
-    fn told_owner(&self) -> bool {
-        matches!(self, Waker::Ring(ticket) if ticket.told_owner())
+    fn told_owner(&self) -> Option<u64> {
+        match self {
+            Waker::Ring(ticket) => ticket.told_owner(),
+            Waker::Channel(_) => None,
+        }
     }
 }
 

@@ -18,8 +18,14 @@ pub const KILL_GRACE: Duration = Duration::from_secs(10);
     until SIGINT/SIGTERM, then unlocks (exit 0). If the session is lost while holding: \
     `Error: session lost: …`, exit 1.\n\nWith a command: runs it while holding the lock, with \
     LEASEHOLD_LOCK_KEY, LEASEHOLD_FENCING_TOKEN and LEASEHOLD_LEASE in its environment, and \
-    exits with its status. If the lock is lost while it runs, the command gets SIGTERM, then \
-    SIGKILL 10 s later, and lock exits 1. SIGINT or SIGTERM to lock stops the command with SIGTERM (SIGKILL 10 s later) and unlocks.\n\n\
+    exits with its status. The command runs in a process group of its own, and every signal \
+    goes to the whole group, so what it starts in the background stops with it: if the lock \
+    is lost while it runs, the group gets SIGTERM, then SIGKILL 10 s later, and lock exits 1. \
+    SIGINT or SIGTERM to lock stops the group the same way, then unlocks. When the command \
+    exits, whatever it left running in its group is stopped the same way before the lock is \
+    released. On Linux, if lock itself is killed (SIGKILL), the command gets SIGKILL too; \
+    processes it started in the background survive that case, and its lease then frees the \
+    lock after the TTL.\n\n\
     Interrupting a lock that is still waiting leaves no queue entry behind (exit 130)."
 )]
 pub struct Args {
@@ -69,27 +75,39 @@ pub async fn run(cli: &Cli, args: &Args, signals: &mut Interrupts) -> Outcome {
         }
     }
 
-    let mut child = tokio::process::Command::new(&args.command[0])
+    let mut command = tokio::process::Command::new(&args.command[0]);
+    command
         .args(&args.command[1..])
         .env("LEASEHOLD_LOCK_KEY", &key)
         .env("LEASEHOLD_FENCING_TOKEN", token.to_string())
         .env("LEASEHOLD_LEASE", session.lease().to_string())
         .kill_on_drop(true)
+        // Its own group, so that a signal reaches whatever it starts, too.
+        .process_group(0);
+    die_with_parent(&mut command);
+    let mut child = command
         .spawn()
         .map_err(|e| Failure::new(EXIT_ERROR, format!("cannot run {:?}: {e}", args.command[0])))?;
+    // The group's id is the command's pid (known until it is reaped, below).
+    let group = child
+        .id()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .ok_or_else(|| Failure::new(EXIT_ERROR, "the command has no pid".to_owned()))?;
     let status = tokio::select! {
         status = child.wait() => status,
         _ = signals.recv() => {
-            signal(&child, libc::SIGTERM);
-            stop(&mut child).await
+            signal_group(group, libc::SIGTERM);
+            stop(&mut child, group).await
         }
         end = session.done() => {
             eprintln!("Error: lock {key} lost ({end}); stopping the command");
-            signal(&child, libc::SIGTERM);
-            let _ = stop(&mut child).await;
+            signal_group(group, libc::SIGTERM);
+            let _ = stop(&mut child, group).await;
             return Err(Failure::new(EXIT_ERROR, format!("session lost: {end}")));
         }
     };
+    // What the command left running in its group must not outlive the lock.
+    stop_rest_of_group(group).await;
     let status =
         status.map_err(|e| Failure::new(EXIT_ERROR, format!("waiting for the command: {e}")))?;
     // The lock may have been lost just as the command finished: report it, keep its status.
@@ -100,23 +118,62 @@ pub async fn run(cli: &Cli, args: &Args, signals: &mut Interrupts) -> Outcome {
     Ok(exit_code(status))
 }
 
-fn signal(child: &tokio::process::Child, sig: i32) {
-    if let Some(pid) = child.id() {
-        // SAFETY: kill(2) on the pid of our own child, which we have not reaped yet.
+/// On Linux, the command gets SIGKILL when `lock` dies, so it cannot go on without the lock.
+fn die_with_parent(command: &mut tokio::process::Command) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: getpid(2) here, and prctl(2), getppid(2) and raise(3) in the child between
+        // fork and exec, are async-signal-safe and touch no memory of the parent.
+        let parent = unsafe { libc::getpid() };
         unsafe {
-            libc::kill(pid as i32, sig);
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // lock died before prctl took effect: nobody would send the signal.
+                if libc::getppid() != parent {
+                    libc::raise(libc::SIGKILL);
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
+}
+
+/// Send `sig` to every process of the command's group. False when the group is empty.
+fn signal_group(group: i32, sig: i32) -> bool {
+    // SAFETY: kill(2) on the process group our child leads (its pid is the group id).
+    unsafe { libc::kill(-group, sig) == 0 }
+}
+
+/// Wait for a command whose group was sent SIGTERM; SIGKILL the group after the grace period.
+async fn stop(child: &mut tokio::process::Child, group: i32) -> std::io::Result<ExitStatus> {
+    match tokio::time::timeout(KILL_GRACE, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            signal_group(group, libc::SIGKILL);
+            child.wait().await
         }
     }
 }
 
-/// Wait for a child that was sent SIGTERM; SIGKILL it after the grace period.
-async fn stop(child: &mut tokio::process::Child) -> std::io::Result<ExitStatus> {
-    match tokio::time::timeout(KILL_GRACE, child.wait()).await {
-        Ok(status) => status,
-        Err(_) => {
-            child.kill().await?;
-            child.wait().await
+/// Stop what is left in the command's group once the command itself has exited: SIGTERM, then
+/// SIGKILL after the grace period.
+async fn stop_rest_of_group(group: i32) {
+    // Signal 0 checks whether any process of the group is left.
+    if !signal_group(group, 0) {
+        return;
+    }
+    signal_group(group, libc::SIGTERM);
+    let deadline = tokio::time::Instant::now() + KILL_GRACE;
+    while signal_group(group, 0) {
+        if tokio::time::Instant::now() >= deadline {
+            signal_group(group, libc::SIGKILL);
+            return;
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

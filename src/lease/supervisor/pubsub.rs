@@ -65,7 +65,9 @@ impl Supervisor {
         };
         let (id, end) = match ring {
             Ring::Turn(contender) => return self.doorbell.ring(contender),
-            Ring::Owner(contender) => return self.doorbell.ring_owner(contender),
+            Ring::Owner(contender, revision) => {
+                return self.doorbell.ring_owner(contender, revision)
+            }
             Ring::Revoked(id) => (id, SessionEnd::Revoked),
             Ring::Expired(id) => (id, SessionEnd::LeaseNotFound),
         };
