@@ -535,7 +535,7 @@ async fn resuming_a_lease_releases_its_stale_lock_entries() {
 /// does not name its client under `owner_rings` (a lease granted by a leasehold from before
 /// `o` rings, which would ignore them) gets the plain `c <contender>` and re-checks.
 #[tokio::test]
-async fn a_handoff_costs_one_script_call_and_older_clients_get_the_plain_ring() {
+async fn a_handoff_costs_one_script_call_and_older_clients_get_the_ring_they_take() {
     use fred::prelude::{EventInterface, PubsubInterface};
 
     let server = server();
@@ -552,7 +552,14 @@ async fn a_handoff_costs_one_script_call_and_older_clients_get_the_plain_ring() 
         let (calls, failed) = command_calls(&raw, "evalsha").await;
         calls - failed
     };
-    for older in [false, true] {
+    // The lease hash fields a client names itself in: today's clients both; an older client
+    // only owner_rings (it takes `o <contender>`, which today's clients only re-check); the
+    // oldest neither (plain `c` rings).
+    for older_fields in [
+        &[][..],
+        &["fenced_rings"][..],
+        &["fenced_rings", "owner_rings"][..],
+    ] {
         let (a, b) = (
             client.session().await.unwrap(),
             client.session().await.unwrap(),
@@ -571,11 +578,9 @@ async fn a_handoff_costs_one_script_call_and_older_clients_get_the_plain_ring() 
                 .await
                 .unwrap();
         let (contender, revision) = queued[0].clone();
-        if older {
-            let lease_key = format!("{{m20}}:lease:{}", b.lease());
-            let _: i64 = cmd(&raw, "HDEL", &[&lease_key, "owner_rings"])
-                .await
-                .unwrap();
+        let lease_key = format!("{{m20}}:lease:{}", b.lease());
+        for field in older_fields {
+            let _: i64 = cmd(&raw, "HDEL", &[&lease_key, field]).await.unwrap();
         }
         let before = evalsha_calls().await;
         holder.unlock().await.unwrap();
@@ -594,11 +599,12 @@ async fn a_handoff_costs_one_script_call_and_older_clients_get_the_plain_ring() 
             .await
             .expect("the release rang")
             .unwrap();
-        let (want_ring, want_calls) = if older { ("c", 2) } else { ("o", 1) };
-        assert_eq!(
-            ring.value.as_str().unwrap(),
-            format!("{want_ring} {contender}").as_str()
-        );
+        let (want_ring, want_calls) = match older_fields.len() {
+            0 => (format!("o {contender} {revision}"), 1),
+            1 => (format!("o {contender}"), 2),
+            _ => (format!("c {contender}"), 2),
+        };
+        assert_eq!(ring.value.as_str().unwrap(), want_ring.as_str());
         assert_eq!(
             calls, want_calls,
             "release, plus the re-check of an older client"
