@@ -55,8 +55,10 @@ impl SessionOptions {
     /// restart. Its election candidacies and keys are still yours (campaigning again resumes
     /// the candidacy in its place). Its lock entries (mutex, rwlock, semaphore, double
     /// barrier) are released: the guards that owned them died with the old process, so
-    /// nothing else could ever release them. Fails with [`Error::LeaseNotFound`] when the
-    /// lease is gone.
+    /// nothing else could ever release them. If a live session of another client still uses
+    /// the lease, that session ends at once with [`SessionEnd::Adopted`] (and at its next
+    /// renewal at the latest, should the message be lost). Fails with
+    /// [`Error::LeaseNotFound`] when the lease is gone.
     pub fn lease(mut self, id: LeaseId) -> Self {
         self.lease = Some(id);
         self

@@ -428,3 +428,92 @@ async fn sessions_per_request_leave_no_task_lease_or_entry_behind() {
         before_client
     );
 }
+
+/// A process that takes over a lease another live process still uses (`SessionOptions::lease`)
+/// ends that process's session at once, with `SessionEnd::Adopted`: the holder stops believing
+/// in a lock whose entry the adoption released, before the next holder can act on it.
+#[tokio::test]
+async fn adopting_a_lease_in_use_ends_the_old_session_at_once() {
+    let server = server();
+    let old = client(&server, "adopt1").await;
+    let new = client(&server, "adopt1").await;
+    let third = client(&server, "adopt1").await;
+    let session = old.session().await.unwrap();
+    let guard = session.mutex("m").unwrap().lock().await.unwrap();
+    let waiter = third.session().await.unwrap();
+    let next = spawn_lock(waiter.mutex("m").unwrap());
+    let t = Instant::now();
+    let _adopted = new
+        .session_with(SessionOptions::new().lease(session.lease()))
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(secs(2), session.done())
+        .await
+        .expect("the old session learns at once");
+    assert_eq!(end, SessionEnd::Adopted);
+    assert!(end.is_loss());
+    assert!(!guard.is_valid());
+    // The next holder got the lock the adoption released; the old holder already knew.
+    let token = tokio::time::timeout(secs(5), next)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(token > guard.fencing_token());
+    println!(
+        "old session ended {:?} after the adoption began",
+        t.elapsed()
+    );
+}
+
+/// Without the doorbell message (an older client adopting, or the message lost), the old
+/// session still ends as adopted at its next renewal.
+#[tokio::test]
+async fn an_adoption_without_a_ring_is_found_by_the_next_renewal() {
+    let server = server();
+    let raw = raw(&server).await;
+    let old = client(&server, "adopt2").await;
+    let session = old
+        .session_with(SessionOptions::new().ttl(secs(3)))
+        .await
+        .unwrap();
+    // What an older client's adoption writes: only the client field changes.
+    let key = format!("{{adopt2}}:lease:{}", session.lease());
+    let _: i64 = cmd(&raw, "HSET", &[&key, "client", "another-client"])
+        .await
+        .unwrap();
+    // One renewal interval is TTL/3 = 1 s.
+    let end = tokio::time::timeout(secs(2), session.done())
+        .await
+        .expect("found within a renewal interval");
+    assert_eq!(end, SessionEnd::Adopted);
+}
+
+/// A lease whose hash vanished (evicted, deleted) while the registry still counts it is
+/// dropped by the renewal that finds it gone: its lock passes to the next waiter at once
+/// rather than when the registry entry runs out.
+#[tokio::test]
+async fn a_renewal_that_finds_the_lease_hash_gone_frees_its_locks_at_once() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "evict1").await;
+    let holder = client
+        .session_with(SessionOptions::new().ttl(secs(3)))
+        .await
+        .unwrap();
+    let _guard = holder.mutex("m").unwrap().lock().await.unwrap();
+    let waiter = client.session().await.unwrap();
+    let next = spawn_lock(waiter.mutex("m").unwrap());
+    let key = format!("{{evict1}}:lease:{}", holder.lease());
+    let _: i64 = cmd(&raw, "DEL", &[&key]).await.unwrap();
+    let end = tokio::time::timeout(secs(2), holder.done())
+        .await
+        .expect("the holder learns within a renewal interval");
+    assert_eq!(end, SessionEnd::LeaseNotFound);
+    // The registry entry would have kept the lock 3 s more.
+    tokio::time::timeout(secs(1), next)
+        .await
+        .expect("the waiter gets the lock at once, not when the registry entry runs out")
+        .unwrap()
+        .unwrap();
+}

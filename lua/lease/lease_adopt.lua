@@ -5,7 +5,8 @@
 -- them otherwise. Election candidacies (one per lease, resumable by design) and keys stay.
 -- KEYS: rev, leases, lease:<id>, attached:<id>
 -- ARGV: id, client id
--- Returns the TTL in ms, or -1 when the lease is not alive.
+-- Returns the TTL in ms, or -1 when the lease is not alive. The client that used the lease is
+-- told ('a <lease>' on its doorbell), and its renewals are answered "adopted" from now on.
 expect_base()
 local LK, AK = KEYS[3], KEYS[4]
 local id = ARGV[1]
@@ -15,6 +16,8 @@ local ttl = ttl_of(redis.call('HGET', LK, 'ttl'))
 if not ttl then return -1 end
 redis.call('PEXPIRE', LK, int(ttl))
 redis.call('ZADD', REG, 'XX', int(NOW_MS + ttl), id)
+-- The client that used the lease until now learns at once that its session is over.
+ring(id, 'a ' .. id, ARGV[2])
 redis.call('HSET', LK, 'client', ARGV[2], 'owner_rings', ARGV[2], 'fenced_rings', ARGV[2])
 local locks = { mutex = true, rwlock = true, semaphore = true, dbarrier = true }
 for _, e in ipairs(redis.call('SMEMBERS', AK)) do

@@ -1,18 +1,20 @@
 -- Renew a batch of leases and sweep expired ones (the keepalive supervisor's one call per tick;
 -- also Client::keep_alive_once; see src/lease/leases.rs).
 -- KEYS: rev, leases, then lease:<id>, attached:<id> for each id in ARGV order
--- ARGV: sweep limit, id...
--- Returns {server seconds, server microseconds, swept, replication id, ttl_ms or -1 per id}.
+-- ARGV: sweep limit, renewing client id ('' to renew whoever uses the lease), id...
+-- Returns {server seconds, server microseconds, swept, replication id, then per id: ttl_ms,
+-- -1 when the lease is gone, or -2 when another client took it over (lease_adopt.lua)}.
 -- A lease whose hash leasehold cannot read (foreign data: another type, a TTL that is not one)
 -- is reported gone rather than renewed forever, and never fails the batch: one session's
 -- corrupted lease must not stop the others' renewals.
 -- The replication id tells the client when it is talking to another history (a promoted
 -- replica, a server restarted empty): its leases may be gone and its sessions are re-checked.
 expect_base()
-local n = #ARGV - 1
+local n = #ARGV - 2
+local client = ARGV[2]
 if #KEYS ~= 2 + 2 * n then fail('ARG', 'expected 2 keys per lease id') end
 for i = 1, n do
-  local id = ARGV[1 + i]
+  local id = ARGV[2 + i]
   if KEYS[1 + 2 * i] ~= lease_key(id) or KEYS[2 + 2 * i] ~= attached_key(id) then
     fail('ARG', 'keys do not match lease ' .. id)
   end
@@ -22,15 +24,22 @@ local info = redis.pcall('INFO', 'replication')
 local replid = type(info) == 'string' and string.match(info, 'master_replid:(%w+)') or ''
 local out = { T[1], T[2], 0, replid }
 for i = 1, n do
-  local id, lk = ARGV[1 + i], KEYS[1 + 2 * i]
+  local id, lk = ARGV[2 + i], KEYS[1 + 2 * i]
   local ttl = -1
   if lease_left(id) then
     -- pcall: a lease key holding another type (foreign data) reads as no TTL: reported gone.
-    local t = ttl_of(redis.pcall('HGET', lk, 'ttl'))
-    if t then
+    local f = redis.pcall('HMGET', lk, 'ttl', 'client')
+    local t = type(f) == 'table' and not f.err and ttl_of(f[1])
+    if t and client ~= '' and f[2] ~= client then
+      ttl = -2
+    elseif t then
       ttl = t
       redis.call('PEXPIRE', lk, int(ttl))
       redis.call('ZADD', REG, 'XX', int(NOW_MS + ttl), id)
+    elseif type(f) == 'table' and not f.err and redis.call('EXISTS', lk) == 0 then
+      -- The hash vanished (evicted, deleted) while the registry still counts the lease: drop
+      -- the rest now, so nobody waits behind its entries until the registry entry runs out.
+      drop_lease(id, 'x', client)
     end
   end
   out[4 + i] = ttl

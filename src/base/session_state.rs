@@ -21,6 +21,9 @@ pub enum SessionEnd {
     Closed,
     /// [`Session::orphan`]: no longer renewed; the lease runs out on the server by its TTL.
     Orphaned,
+    /// Another client took the lease over (`SessionOptions::lease`): its lock entries were
+    /// released, and this session may no longer act on anything it held.
+    Adopted,
 }
 
 impl SessionEnd {
@@ -28,7 +31,10 @@ impl SessionEnd {
     pub fn is_loss(&self) -> bool {
         matches!(
             self,
-            SessionEnd::Expired | SessionEnd::LeaseNotFound | SessionEnd::Revoked
+            SessionEnd::Expired
+                | SessionEnd::LeaseNotFound
+                | SessionEnd::Revoked
+                | SessionEnd::Adopted
         )
     }
 
@@ -39,6 +45,7 @@ impl SessionEnd {
             SessionEnd::Revoked => "revoked",
             SessionEnd::Closed => "closed",
             SessionEnd::Orphaned => "orphaned",
+            SessionEnd::Adopted => "adopted",
         }
     }
 }
@@ -51,6 +58,7 @@ impl fmt::Display for SessionEnd {
             SessionEnd::Revoked => "the lease was revoked",
             SessionEnd::Closed => "the session was closed",
             SessionEnd::Orphaned => "the session was orphaned",
+            SessionEnd::Adopted => "another client took the lease over",
         })
     }
 }

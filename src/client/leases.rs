@@ -29,12 +29,11 @@ impl Client {
     /// such a lease is never renewed).
     pub async fn keep_alive_once(&self, id: LeaseId) -> Result<Duration> {
         let inner = &self.inner;
-        let reply = inner.renew(&[id], 0, inner.conn.timeout()).await?;
+        let reply = inner.renew(&[id], 0, false, inner.conn.timeout()).await?;
         reply
-            .ttls
+            .leases
             .first()
-            .copied()
-            .flatten()
+            .and_then(|renewal| renewal.ttl())
             .ok_or_else(|| inner.not_found(id))
     }
 

@@ -78,23 +78,53 @@ pub(crate) struct RenewReply {
     pub(crate) server_us: u64,
     /// Expired leases this call swept.
     pub(crate) swept: u64,
-    /// Per id, in call order: the TTL it was renewed for, or `None` when it is gone.
-    pub(crate) ttls: Vec<Option<Duration>>,
+    /// Per id, in call order: what became of it.
+    pub(crate) leases: Vec<Renewal>,
     /// The answering server's replication id: it changes when a replica is promoted or a
     /// server restarts without its data, i.e. when leases may have been lost.
     pub(crate) replid: String,
 }
 
+/// What one renewal did to one lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Renewal {
+    /// Renewed for this TTL.
+    Renewed(Duration),
+    /// The lease is gone.
+    Gone,
+    /// Another client took the lease over (only when the renewal named its client).
+    Adopted,
+}
+
+impl Renewal {
+    /// The TTL it was renewed for, if it was.
+    pub(crate) fn ttl(self) -> Option<Duration> {
+        match self {
+            Renewal::Renewed(ttl) => Some(ttl),
+            Renewal::Gone | Renewal::Adopted => None,
+        }
+    }
+}
+
 impl Core {
-    /// Renew `ids` in one script call, sweeping up to `sweep` expired leases on the way.
+    /// Renew `ids` in one script call, sweeping up to `sweep` expired leases on the way. With
+    /// `as_owner`, a lease that another client took over is not renewed but reported
+    /// [`Renewal::Adopted`] (the supervisor's renewals); without, any live lease is renewed
+    /// ([`Client::keep_alive_once`](crate::Client::keep_alive_once)).
     pub(crate) async fn renew(
         &self,
         ids: &[LeaseId],
         sweep: usize,
+        as_owner: bool,
         timeout: Duration,
     ) -> Result<RenewReply> {
         let mut keys = self.keys.base();
-        let mut args = vec![sweep.to_string()];
+        let owner = if as_owner {
+            self.id.clone()
+        } else {
+            String::new()
+        };
+        let mut args = vec![sweep.to_string(), owner];
         for &id in ids {
             keys.push(self.keys.lease(id));
             keys.push(self.keys.attached(id));
@@ -213,6 +243,9 @@ pub(crate) fn parse_adopt(v: Value) -> Result<Option<Duration>> {
     lease_ttl(&Reply::new("lease adopt"), &v)
 }
 
+/// `lua/lease/lease_renew.lua`'s answer for a lease another client took over.
+const ADOPTED: i64 = -2;
+
 /// The reply of `lua/lease/lease_renew.lua` for `n` ids.
 pub(crate) fn parse_renew(v: Value, n: usize) -> Result<RenewReply> {
     let r = Reply::new("lease renew");
@@ -222,14 +255,17 @@ pub(crate) fn parse_renew(v: Value, n: usize) -> Result<RenewReply> {
         .checked_mul(1_000_000)
         .and_then(|us| us.checked_add(r.uint(&items[1]).ok()?))
         .ok_or_else(|| r.bad("server time out of range"))?;
-    let ttls = items[4..4 + n]
+    let leases = items[4..4 + n]
         .iter()
-        .map(|v| lease_ttl(&r, v))
+        .map(|v| match r.int(v)? {
+            ADOPTED => Ok(Renewal::Adopted),
+            _ => Ok(lease_ttl(&r, v)?.map_or(Renewal::Gone, Renewal::Renewed)),
+        })
         .collect::<Result<_>>()?;
     Ok(RenewReply {
         server_us,
         swept: r.uint(&items[2])?,
-        ttls,
+        leases,
         replid: r.string(&items[3])?,
     })
 }

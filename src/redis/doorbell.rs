@@ -28,6 +28,8 @@ pub(crate) enum Ring<'a> {
     Revoked(LeaseId),
     /// `x <lease>`: the lease expired and was swept.
     Expired(LeaseId),
+    /// `a <lease>`: another client took the lease over.
+    Adopted(LeaseId),
 }
 
 impl<'a> Ring<'a> {
@@ -42,6 +44,7 @@ impl<'a> Ring<'a> {
             }),
             "r" => arg.parse().ok().map(Ring::Revoked),
             "x" => arg.parse().ok().map(Ring::Expired),
+            "a" => arg.parse().ok().map(Ring::Adopted),
             _ => None,
         }
     }
@@ -245,6 +248,7 @@ mod tests {
         assert_eq!(Ring::parse("o a.1"), Some(Ring::Turn("a.1")));
         assert_eq!(Ring::parse(&format!("r {id}")), Some(Ring::Revoked(id)));
         assert_eq!(Ring::parse(&format!("x {id}")), Some(Ring::Expired(id)));
+        assert_eq!(Ring::parse(&format!("a {id}")), Some(Ring::Adopted(id)));
         for stray in [
             "",
             "c",

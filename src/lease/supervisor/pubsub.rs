@@ -70,6 +70,7 @@ impl Supervisor {
             }
             Ring::Revoked(id) => (id, SessionEnd::Revoked),
             Ring::Expired(id) => (id, SessionEnd::LeaseNotFound),
+            Ring::Adopted(id) => (id, SessionEnd::Adopted),
         };
         if self.keepalive.remove(id) {
             self.apply(Event::Lost { id, end });

@@ -10,6 +10,7 @@ use crate::base::lease_id::LeaseId;
 use crate::base::metrics as m;
 use crate::base::session_state::{end_status, SessionEnd, SessionState};
 use crate::lease::keepalive::{Event, MAX_BATCH};
+use crate::lease::leases::Renewal;
 
 impl Supervisor {
     pub(super) fn tick(&mut self) {
@@ -36,7 +37,7 @@ impl Supervisor {
         let core = self.core.clone();
         self.tasks.push(Box::pin(async move {
             let sent = Instant::now();
-            let result = core.renew(&ids, SWEEP_LIMIT, timeout).await;
+            let result = core.renew(&ids, SWEEP_LIMIT, true, timeout).await;
             TaskDone::Renewed {
                 ids,
                 sent,
@@ -124,8 +125,15 @@ impl Supervisor {
                         }
                     }
                 }
-                for (id, ttl) in ids.into_iter().zip(reply.ttls) {
-                    if let Some(ev) = self.keepalive.renewed(id, ttl, sent, recv, step) {
+                for (id, renewal) in ids.into_iter().zip(reply.leases) {
+                    let ev = match renewal {
+                        Renewal::Adopted => self.keepalive.remove(id).then_some(Event::Lost {
+                            id,
+                            end: SessionEnd::Adopted,
+                        }),
+                        renewal => self.keepalive.renewed(id, renewal.ttl(), sent, recv, step),
+                    };
+                    if let Some(ev) = ev {
                         self.apply(ev);
                     }
                 }
