@@ -152,6 +152,7 @@ impl Client {
 impl Session {
     async fn open(client: &Client, opts: SessionOptions) -> Result<Session> {
         let inner = client.shared();
+        inner.eviction.check()?;
         let (lease, ttl, sent) = match opts.lease {
             Some(id) => {
                 check_label(&opts.label)?;

@@ -3,7 +3,8 @@
 -- KEYS: rev, leases, then lease:<id>, attached:<id> for each id in ARGV order
 -- ARGV: sweep limit, renewing client id ('' to renew whoever uses the lease), id...
 -- Returns {server seconds, server microseconds, swept, replication id, then per id: ttl_ms,
--- -1 when the lease is gone, or -2 when another client took it over (lease_adopt.lua)}.
+-- -1 when the lease is gone, or -2 when another client took it over (lease_adopt.lua), then
+-- the server's maxmemory-policy ('' when INFO is not permitted)}.
 -- A lease whose hash leasehold cannot read (foreign data: another type, a TTL that is not one)
 -- is reported gone rather than renewed forever, and never fails the batch: one session's
 -- corrupted lease must not stop the others' renewals.
@@ -47,4 +48,7 @@ end
 -- The renewals above stand even if the sweep fails on data nobody foresaw.
 local swept_ok, swept = pcall(sweep, uint_of(ARGV[1]) or 0)
 out[3] = swept_ok and swept or 0
+-- A policy that can evict lock keys may have been set since the client connected.
+local mem = redis.pcall('INFO', 'memory')
+out[#out + 1] = type(mem) == 'string' and string.match(mem, 'maxmemory_policy:([%w-]+)') or ''
 return out

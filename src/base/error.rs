@@ -124,6 +124,24 @@ pub enum Error {
     #[error("key {key:?} holds data leasehold cannot read: {detail}")]
     CorruptData { key: String, detail: String },
 
+    /// The server's `maxmemory-policy` can evict leasehold's keys (any policy but
+    /// `noeviction`; the `volatile-*` ones evict lease hashes): an evicted queue entry can give
+    /// a lock to two holders. Refused when the client connects and when a session opens
+    /// (also after a `CONFIG SET` or a failover that a renewal noticed), unless the client was
+    /// built with [`ClientBuilder::allow_eviction`](crate::ClientBuilder::allow_eviction).
+    /// Nothing was written.
+    #[error(
+        "Redis maxmemory-policy is {policy}, which can evict lock keys and so give a lock to two \
+         holders; set `maxmemory-policy noeviction`, or accept the risk with \
+         ClientBuilder::allow_eviction (CLI: --allow-eviction)"
+    )]
+    EvictionPolicy { policy: String },
+
+    /// Redis refused a write because it reached `maxmemory` (policy `noeviction`). Nothing was
+    /// written; the call may succeed once memory is freed.
+    #[error("Redis is out of memory (maxmemory reached), nothing was written: {0}")]
+    OutOfMemory(String),
+
     /// The Redis user may not run a command or touch a key (ACL `NOPERM`).
     #[error("permission denied by Redis ACL: {0}")]
     PermissionDenied(String),

@@ -20,6 +20,7 @@ use crate::lease::supervisor::{failover, Op, Supervisor};
 use crate::redis::classify::{classify, denied_during};
 use crate::redis::doorbell::Doorbell;
 use crate::redis::durability::Durability;
+use crate::redis::eviction::{read_policy, Eviction};
 use crate::redis::shared::subscribe_doorbell;
 use crate::redis::tls;
 use crate::redis::{Conn, Core, Keys};
@@ -36,6 +37,7 @@ pub struct ClientBuilder {
     on_drop: OnDrop,
     durability: Option<Durability>,
     batch_locks: bool,
+    allow_eviction: bool,
     /// CA certificates (PEM) to trust instead of the system's (feature `tls`).
     tls_roots: Option<Arc<[u8]>>,
 }
@@ -52,6 +54,7 @@ impl Default for ClientBuilder {
             on_drop: OnDrop::Revoke,
             durability: None,
             batch_locks: true,
+            allow_eviction: false,
             tls_roots: None,
         }
     }
@@ -107,6 +110,27 @@ impl ClientBuilder {
     /// changes; use it with Sentinel or any primary with replicas.
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = Some(durability);
+        self
+    }
+
+    /// Accept a server whose `maxmemory-policy` can evict leasehold's keys (default: refuse it
+    /// with [`Error::EvictionPolicy`], when connecting and when a session opens). Under
+    /// eviction a lock's queue entry can vanish while its holder still believes it holds, and
+    /// the next contender gets the lock too; only fencing tokens checked by the resource then
+    /// keep it safe. A lease hash that is evicted ends its session at the next renewal.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> leasehold::Result<()> {
+    /// // A cache Redis with allkeys-lru, used for advisory locks only.
+    /// let client = leasehold::Client::builder()
+    ///     .url("redis://cache.internal:6379")
+    ///     .allow_eviction(true)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn allow_eviction(mut self, allow: bool) -> Self {
+        self.allow_eviction = allow;
         self
     }
 
@@ -215,7 +239,13 @@ impl ClientBuilder {
                 return Err(unreachable(e, &pool, &subscriber).await);
             }
         };
+        let policy = read_policy(&pool).await;
+        let eviction = Eviction::new(self.allow_eviction, policy);
+        if let Err(e) = eviction.check() {
+            return Err(unreachable(e, &pool, &subscriber).await);
+        }
         let core = Arc::new(Core {
+            eviction,
             keys,
             conn: Conn::new(
                 pool,

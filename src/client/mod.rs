@@ -109,6 +109,14 @@ impl Client {
         &self.inner.id
     }
 
+    /// The server's `maxmemory-policy` as last seen (when the client connected, then at each
+    /// renewal); `None` when the server does not say (e.g. the ACL user may not run `INFO`).
+    /// Any policy but `noeviction` can evict lock keys: see
+    /// [`ClientBuilder::allow_eviction`].
+    pub fn maxmemory_policy(&self) -> Option<String> {
+        self.inner.eviction.policy()
+    }
+
     /// What this client shares with its sessions and supervisor.
     pub(crate) fn shared(&self) -> &ClientInner {
         &self.inner

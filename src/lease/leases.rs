@@ -80,6 +80,8 @@ pub(crate) struct RenewReply {
     pub(crate) swept: u64,
     /// Per id, in call order: what became of it.
     pub(crate) leases: Vec<Renewal>,
+    /// The server's `maxmemory-policy` (empty when it could not be read).
+    pub(crate) maxmemory_policy: String,
     /// The answering server's replication id: it changes when a replica is promoted or a
     /// server restarts without its data, i.e. when leases may have been lost.
     pub(crate) replid: String,
@@ -265,6 +267,11 @@ pub(crate) fn parse_renew(v: Value, n: usize) -> Result<RenewReply> {
     Ok(RenewReply {
         server_us,
         swept: r.uint(&items[2])?,
+        maxmemory_policy: items
+            .get(4 + n)
+            .map(|v| r.string(v))
+            .transpose()?
+            .unwrap_or_default(),
         leases,
         replid: r.string(&items[3])?,
     })

@@ -24,6 +24,7 @@ pub(super) fn error_kind(e: &Error) -> &'static str {
         Error::Tls(_) => "tls",
         Error::InvalidArgument(_) => "argument",
         Error::NotReplicated { .. } => "not_replicated",
+        Error::OutOfMemory(_) => "out_of_memory",
         _ => "other",
     }
 }
@@ -62,6 +63,10 @@ pub(crate) fn classify(e: RedisError, timeout: Duration) -> Error {
             detail: detail.to_owned(),
         };
     }
+    // Redis checks memory before a script's first write, so nothing was written.
+    if details.starts_with("OOM ") {
+        return Error::OutOfMemory(details.to_owned());
+    }
     if let Some(rest) = details.strip_prefix("LHARG ") {
         return Error::InvalidArgument(rest.to_owned());
     }
@@ -98,6 +103,18 @@ mod tests {
 
     fn script_error(msg: &str) -> RedisError {
         RedisError::new(ErrorKind::Unknown, msg.to_owned())
+    }
+
+    #[test]
+    fn out_of_memory_is_its_own_error() {
+        let oom = "OOM command not allowed when used memory > 'maxmemory'. script: 1f, on \
+                   @user_script:9.";
+        let e = classify(script_error(oom), Duration::from_secs(1));
+        assert!(
+            matches!(e, Error::OutOfMemory(ref m) if m.starts_with("OOM command not allowed")),
+            "{e:?}"
+        );
+        assert_eq!(error_kind(&e), "out_of_memory");
     }
 
     /// The texts Redis 7.0.15 answers, checked against a server (see tests/acl.rs).

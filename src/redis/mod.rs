@@ -8,6 +8,7 @@ pub(crate) mod classify;
 pub(crate) mod conn;
 pub(crate) mod doorbell;
 pub(crate) mod durability;
+pub(crate) mod eviction;
 pub(crate) mod keys;
 pub(crate) mod reply;
 pub(crate) mod scripts;

@@ -6,6 +6,7 @@ use fred::clients::SubscriberClient;
 use fred::interfaces::PubsubInterface;
 
 use super::classify::classify;
+use super::eviction::Eviction;
 use super::{Conn, Keys};
 use crate::base::error::Result;
 
@@ -22,6 +23,8 @@ pub(crate) struct Core {
     /// Whether the server has sharded pub/sub (Redis >= 7): the scripts then SPUBLISH, so we
     /// SSUBSCRIBE; on a cluster that keeps doorbell traffic on the namespace's shard.
     pub(crate) sharded: bool,
+    /// The server's `maxmemory-policy`, and whether one that can evict was accepted.
+    pub(crate) eviction: Eviction,
 }
 
 impl Core {

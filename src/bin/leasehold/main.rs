@@ -20,6 +20,8 @@ use leasehold::{Client, Durability, Error};
 /// Exit codes.
 pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_UNREACHABLE: u8 = 2;
+/// The Redis ACL refused a command, key or channel.
+pub const EXIT_DENIED: u8 = 3;
 pub const EXIT_USAGE: u8 = 128;
 
 #[derive(Parser, Debug)]
@@ -27,7 +29,8 @@ pub const EXIT_USAGE: u8 = 128;
     name = "leasehold",
     version,
     about = "Sessions, locks, elections and leases on Redis (etcdctl's lock / elect / lease)",
-    after_help = "Exit codes: 0 ok, 1 error, 2 cannot reach Redis, 128 bad arguments; \
+    after_help = "Exit codes: 0 ok, 1 error, 2 cannot reach Redis, 3 permission denied by the \
+                  Redis ACL, 128 bad arguments; \
                   `lock NAME -- CMD` exits with CMD's status."
 )]
 pub struct Cli {
@@ -59,6 +62,10 @@ pub struct Cli {
     /// How long to wait for the replicas of --wait-replicas.
     #[arg(long, global = true, value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub wait_timeout: Duration,
+    /// Work with a Redis whose maxmemory-policy can evict lock keys (refused otherwise: an
+    /// evicted lock can have two holders).
+    #[arg(long, global = true, env = "LEASEHOLD_ALLOW_EVICTION")]
+    pub allow_eviction: bool,
     /// Machine-readable output: one JSON object per line (see the README for the fields).
     #[arg(long, global = true)]
     pub json: bool,
@@ -90,7 +97,8 @@ pub struct Failure {
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
         let code = match e {
-            Error::Unreachable(_) | Error::Timeout(_) => EXIT_UNREACHABLE,
+            Error::Unreachable(_) | Error::Timeout(_) | Error::Tls(_) => EXIT_UNREACHABLE,
+            Error::PermissionDenied(_) => EXIT_DENIED,
             Error::InvalidName { .. }
             | Error::InvalidNamespace { .. }
             | Error::InvalidTtl { .. }
@@ -121,7 +129,8 @@ pub async fn connect(cli: &Cli) -> Result<Client, Failure> {
         .url(&cli.url)
         .namespace(&cli.namespace)
         .connect_timeout(Duration::from_secs(3))
-        .command_timeout(Duration::from_secs(5));
+        .command_timeout(Duration::from_secs(5))
+        .allow_eviction(cli.allow_eviction);
     if let Some(n) = cli.wait_replicas {
         builder = builder.durability(Durability::replicas(n).timeout(cli.wait_timeout));
     }
@@ -136,11 +145,12 @@ pub async fn connect(cli: &Cli) -> Result<Client, Failure> {
         builder = builder.tls_root_ca_pem(pem);
     }
     builder.build().await.map_err(|e| match e {
-        Error::InvalidNamespace { .. } | Error::InvalidArgument(_) => Failure::from(e),
-        e => Failure::new(
+        Error::Unreachable(_) | Error::Timeout(_) | Error::Tls(_) => Failure::new(
             EXIT_UNREACHABLE,
             format!("cannot reach Redis at {}: {e}", cli.url),
         ),
+        // Reached, but refused: say what was refused.
+        e => Failure::from(e),
     })
 }
 
