@@ -464,3 +464,23 @@ async fn a_killed_lock_takes_its_command_with_it() {
         "the command outlived a killed lock"
     );
 }
+
+/// Text from Redis (a session label with a newline and a terminal escape) is shown escaped:
+/// it cannot forge a table row or reach the terminal.
+#[tokio::test]
+async fn labels_with_control_characters_are_shown_escaped() {
+    let server = server();
+    let client = client(&server, "c11").await;
+    let _session = client
+        .session_with(leasehold::SessionOptions::new().label("evil\nforged row\u{1b}[31m"))
+        .await
+        .unwrap();
+    let (code, out, _) = output(&server, "c11", &["sessions"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        !out.contains('\u{1b}'),
+        "an escape reached the terminal: {out:?}"
+    );
+    assert!(!out.lines().any(|l| l.starts_with("forged row")), "{out}");
+    assert!(out.contains("evil\\nforged row\\u{1b}[31m"), "{out}");
+}

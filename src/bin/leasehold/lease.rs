@@ -100,7 +100,7 @@ pub async fn run(cli: &Cli, cmd: &Command, signals: &mut Interrupts) -> Outcome 
                         let list: Vec<String> = info.attached.iter().map(attachment).collect();
                         line.push_str(&format!(", attached keys([{}])", list.join(" ")));
                     }
-                    println!("{line}");
+                    println!("{}", output::printable(&line));
                 }
             }
         }

@@ -59,7 +59,8 @@ pub async fn run(cli: &Cli, args: &Args, signals: &mut Interrupts) -> Outcome {
             "key": key, "fencing_token": token, "lease": session.lease().to_string(),
         }));
     } else {
-        println!("{key} fencing_token={token} lease={}", session.lease());
+        let shown = output::printable(&key);
+        println!("{shown} fencing_token={token} lease={}", session.lease());
     }
 
     if args.command.is_empty() {

@@ -1,9 +1,34 @@
 //! Output helpers: aligned tables for people, one JSON object per line for machines.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
-/// Print rows as a table with aligned columns (the first row is the header).
+/// `s` with its control characters escaped (`\n`, `\u{1b}`, ...): text from Redis (labels,
+/// hosts, names) cannot add lines to a table or send escape sequences to the terminal.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Print rows as a table with aligned columns (the first row is the header). Cells are shown
+/// [`printable`].
 pub fn table(rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| printable(c).into_owned()).collect())
+        .collect();
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {

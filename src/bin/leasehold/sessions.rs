@@ -75,6 +75,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Outcome {
     let mut summary: Vec<_> = per_process.into_iter().collect();
     summary.sort_by_key(|(_, (n, _))| std::cmp::Reverse(*n));
     for ((host, pid), (n, attached)) in summary {
+        let host = output::printable(&host);
         println!("  host {host} pid {pid}: {n} sessions, {attached} attached entries");
     }
     Ok(0)
