@@ -521,3 +521,21 @@ async fn a_user_cannot_touch_another_namespace_nor_disturb_its_locks() {
     sa.close().await.unwrap();
     sb.close().await.unwrap();
 }
+
+/// The CLI reports a denial as one, with its own exit code (3), not as "cannot reach Redis".
+#[tokio::test]
+async fn the_cli_reports_a_denial_with_its_own_exit_code() {
+    let server = server();
+    create_user(&server, "lh-cli", "acl-a");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_leasehold"))
+        .env_remove("REDIS_URL")
+        .args(["--url", &url(&server, "lh-cli"), "--namespace", "acl-b"])
+        .args(["lease", "list"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("permission denied"), "{stderr}");
+    assert!(!stderr.contains("cannot reach"), "{stderr}");
+}
