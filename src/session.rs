@@ -13,7 +13,7 @@ use crate::base::lease_id::LeaseId;
 use crate::base::limits::{check_label, DEFAULT_TTL};
 use crate::base::metrics as m;
 use crate::base::session_state::{
-    end_status, OnDrop, SessionEnd, SessionState, Status, StatusCell,
+    end_status, EntryCount, OnDrop, SessionEnd, SessionState, Status, StatusCell,
 };
 use crate::client::{Client, ClientInner};
 use crate::lease::keepalive;
@@ -122,6 +122,8 @@ struct SessionInner {
     pub(crate) lease: LeaseId,
     pub(crate) ttl: Duration,
     pub(crate) status: Arc<StatusCell>,
+    /// Lock entries it holds or waits with (compared with Redis at each renewal).
+    entries: EntryCount,
     on_drop: OnDrop,
 }
 
@@ -180,12 +182,14 @@ impl Session {
             })
             .0,
         );
+        let entries = EntryCount::default();
         inner.send(Op::Register {
             id: lease,
             ttl,
             sent,
             valid_until,
             status: status.clone(),
+            entries: entries.clone(),
         });
         let live = inner.live_sessions.fetch_add(1, Ordering::SeqCst) + 1;
         gauge!(m::SESSIONS_LIVE).increment(1.0);
@@ -196,6 +200,7 @@ impl Session {
                 lease,
                 ttl,
                 status,
+                entries,
                 on_drop: opts.on_drop.unwrap_or(inner.on_drop),
             }),
         })
@@ -332,6 +337,11 @@ impl Session {
     /// What the session's client shares with its supervisor: keys, connections, doorbell.
     pub(crate) fn shared(&self) -> &ClientInner {
         self.inner.client.shared()
+    }
+
+    /// The count of lock entries this session holds or waits with.
+    pub(crate) fn entries(&self) -> &EntryCount {
+        &self.inner.entries
     }
 
     /// The namespace's key layout.

@@ -411,20 +411,22 @@ async fn eventually_gone(pid: i32, within: Duration) -> bool {
     true
 }
 
+/// `lock x -- sh -c SCRIPT`, once holding; `SCRIPT` prints the pid of a process to watch first.
+async fn lock_sh(server: &RedisServer, ns: &str, script: &str) -> (Running, i32) {
+    let mut l = spawn(server, ns, &["lock", "x", "--", "sh", "-c", script]);
+    let _key = l.line(secs(10)).await;
+    let pid: i32 = l.line(secs(5)).await.trim().parse().unwrap();
+    assert!(!gone(pid), "{pid} runs");
+    (l, pid)
+}
+
 /// The command runs in its own process group: SIGTERM to `lock` stops what the command started
 /// in the background too, and so does the command's own exit, before the lock is released.
 #[tokio::test]
 async fn lock_stops_the_commands_whole_process_group() {
     let server = server();
     // SIGTERM to lock while the command waits for its background job.
-    let mut l = spawn(
-        &server,
-        "c9",
-        &["lock", "g", "--", "sh", "-c", "sleep 30 & echo $!; wait"],
-    );
-    let _key = l.line(secs(10)).await;
-    let background: i32 = l.line(secs(5)).await.trim().parse().unwrap();
-    assert!(!gone(background));
+    let (mut l, background) = lock_sh(&server, "c9", "sleep 30 & echo $!; wait").await;
     l.signal(libc::SIGTERM);
     l.exit(secs(5)).await;
     assert!(
@@ -432,13 +434,7 @@ async fn lock_stops_the_commands_whole_process_group() {
         "the command's background job outlived lock"
     );
     // The command exits and leaves a job behind: it is stopped before lock unlocks and exits.
-    let mut l = spawn(
-        &server,
-        "c9",
-        &["lock", "g", "--", "sh", "-c", "sleep 30 & echo $!"],
-    );
-    let _key = l.line(secs(10)).await;
-    let background: i32 = l.line(secs(5)).await.trim().parse().unwrap();
+    let (mut l, background) = lock_sh(&server, "c9", "sleep 30 & echo $!").await;
     assert_eq!(l.exit(secs(5)).await, 0);
     assert!(gone(background), "a job of the command outlived the lock");
 }
@@ -449,14 +445,7 @@ async fn lock_stops_the_commands_whole_process_group() {
 #[tokio::test]
 async fn a_killed_lock_takes_its_command_with_it() {
     let server = server();
-    let mut l = spawn(
-        &server,
-        "c10",
-        &["lock", "k", "--", "sh", "-c", "echo $$; exec sleep 30"],
-    );
-    let _key = l.line(secs(10)).await;
-    let command: i32 = l.line(secs(5)).await.trim().parse().unwrap();
-    assert!(!gone(command));
+    let (mut l, command) = lock_sh(&server, "c10", "echo $$; exec sleep 30").await;
     l.signal(libc::SIGKILL);
     l.exit(secs(5)).await;
     assert!(

@@ -466,6 +466,21 @@ async fn adopting_a_lease_in_use_ends_the_old_session_at_once() {
     );
 }
 
+/// A session with a 3 s TTL: renewed every second.
+async fn session_of_3s(client: &leasehold::Client) -> leasehold::Session {
+    client
+        .session_with(SessionOptions::new().ttl(secs(3)))
+        .await
+        .unwrap()
+}
+
+/// How a 3 s session ended, which must be within about one renewal interval (1 s).
+async fn ended_within_a_renewal(session: &leasehold::Session) -> SessionEnd {
+    tokio::time::timeout(secs(2), session.done())
+        .await
+        .expect("ended within a renewal interval")
+}
+
 /// Without the doorbell message (an older client adopting, or the message lost), the old
 /// session still ends as adopted at its next renewal.
 #[tokio::test]
@@ -473,20 +488,13 @@ async fn an_adoption_without_a_ring_is_found_by_the_next_renewal() {
     let server = server();
     let raw = raw(&server).await;
     let old = client(&server, "adopt2").await;
-    let session = old
-        .session_with(SessionOptions::new().ttl(secs(3)))
-        .await
-        .unwrap();
+    let session = session_of_3s(&old).await;
     // What an older client's adoption writes: only the client field changes.
     let key = format!("{{adopt2}}:lease:{}", session.lease());
     let _: i64 = cmd(&raw, "HSET", &[&key, "client", "another-client"])
         .await
         .unwrap();
-    // One renewal interval is TTL/3 = 1 s.
-    let end = tokio::time::timeout(secs(2), session.done())
-        .await
-        .expect("found within a renewal interval");
-    assert_eq!(end, SessionEnd::Adopted);
+    assert_eq!(ended_within_a_renewal(&session).await, SessionEnd::Adopted);
 }
 
 /// A lease whose hash vanished (evicted, deleted) while the registry still counts it is
@@ -497,18 +505,13 @@ async fn a_renewal_that_finds_the_lease_hash_gone_frees_its_locks_at_once() {
     let server = server();
     let raw = raw(&server).await;
     let client = client(&server, "evict1").await;
-    let holder = client
-        .session_with(SessionOptions::new().ttl(secs(3)))
-        .await
-        .unwrap();
+    let holder = session_of_3s(&client).await;
     let _guard = holder.mutex("m").unwrap().lock().await.unwrap();
     let waiter = client.session().await.unwrap();
     let next = spawn_lock(waiter.mutex("m").unwrap());
     let key = format!("{{evict1}}:lease:{}", holder.lease());
     let _: i64 = cmd(&raw, "DEL", &[&key]).await.unwrap();
-    let end = tokio::time::timeout(secs(2), holder.done())
-        .await
-        .expect("the holder learns within a renewal interval");
+    let end = ended_within_a_renewal(&holder).await;
     assert_eq!(end, SessionEnd::LeaseNotFound);
     // The registry entry would have kept the lock 3 s more.
     tokio::time::timeout(secs(1), next)
@@ -516,4 +519,95 @@ async fn a_renewal_that_finds_the_lease_hash_gone_frees_its_locks_at_once() {
         .expect("the waiter gets the lock at once, not when the registry entry runs out")
         .unwrap()
         .unwrap();
+}
+
+/// Entries a session holds that vanish from Redis (a foreign `DEL` of the attachment set, a
+/// flush of some keys) end the session at its next renewal: the holder stops believing in a
+/// lock that may have passed to someone else, and the rest of its lease is freed.
+#[tokio::test]
+async fn a_holder_whose_entries_vanished_learns_it_within_a_renewal() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "vanish").await;
+    let holder = session_of_3s(&client).await;
+    let guard = holder.mutex("m").unwrap().lock().await.unwrap();
+    let other = holder.mutex("n").unwrap().lock().await.unwrap();
+    // Another session's lock stays untouched by the check.
+    let bystander = session_of_3s(&client).await;
+    let kept = bystander.mutex("b").unwrap().lock().await.unwrap();
+    let attached = format!("{{vanish}}:attached:{}", holder.lease());
+    let _: i64 = cmd(&raw, "DEL", &[&attached]).await.unwrap();
+    assert_eq!(
+        ended_within_a_renewal(&holder).await,
+        SessionEnd::EntriesLost
+    );
+    assert!(!guard.is_valid() && !other.is_valid());
+    assert!(SessionEnd::EntriesLost.is_loss());
+    // What was left of the lease is revoked in the background: the locks come free.
+    let next = client.session().await.unwrap();
+    for name in ["m", "n"] {
+        let free = eventually(secs(2), || async {
+            match next.mutex(name).unwrap().try_lock().await {
+                Ok(g) => g.unlock().await.is_ok(),
+                Err(_) => false,
+            }
+        })
+        .await;
+        assert!(free, "{name} stayed locked");
+    }
+    // Releasing and dropping guards keeps the count honest: no false alarm for the bystander.
+    tokio::time::sleep(secs(2)).await;
+    assert!(bystander.is_valid());
+    assert!(kept.is_owner().await.unwrap());
+}
+
+/// Locks taken and released, waits cancelled and try-locks refused never make the session's
+/// count exceed what Redis holds: a busy session is never ended by the check.
+#[tokio::test]
+async fn the_entry_count_never_raises_a_false_alarm() {
+    let server = server();
+    let client = client(&server, "count").await;
+    let busy = session_of_3s(&client).await;
+    let other = client.session().await.unwrap();
+    let blocker = other.mutex("held").unwrap().lock().await.unwrap();
+    let deadline = std::time::Instant::now() + secs(3);
+    let mut rounds = 0;
+    while std::time::Instant::now() < deadline {
+        let g = busy.mutex("a").unwrap().lock().await.unwrap();
+        let r = busy.rwlock("r").unwrap().read().await.unwrap();
+        let p = busy.semaphore("s", 2).unwrap().acquire().await.unwrap();
+        assert!(busy.mutex("held").unwrap().try_lock().await.is_err());
+        // A wait cancelled while queued.
+        let m = busy.mutex("held").unwrap();
+        let _ = tokio::time::timeout(Duration::from_millis(5), m.lock()).await;
+        g.unlock().await.unwrap();
+        drop(r);
+        p.release().await.unwrap();
+        rounds += 1;
+    }
+    assert!(rounds > 10, "{rounds}");
+    assert!(busy.is_valid(), "ended: {:?}", busy.state());
+    drop(blocker);
+    // Many tasks of one session, their calls batched, renewed every ~333 ms meanwhile.
+    let shared = client
+        .session_with(SessionOptions::new().ttl(secs(1)))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let s = shared.clone();
+            tokio::spawn(async move {
+                let deadline = std::time::Instant::now() + secs(3);
+                while std::time::Instant::now() < deadline {
+                    let g = s.mutex(&format!("t{}", i % 4)).unwrap().lock().await?;
+                    g.unlock().await?;
+                }
+                Ok::<_, leasehold::Error>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert!(shared.is_valid(), "ended: {:?}", shared.state());
 }

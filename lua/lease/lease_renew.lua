@@ -1,21 +1,24 @@
 -- Renew a batch of leases and sweep expired ones (the keepalive supervisor's one call per tick;
 -- also Client::keep_alive_once; see src/lease/leases.rs).
 -- KEYS: rev, leases, then lease:<id>, attached:<id> for each id in ARGV order
--- ARGV: sweep limit, renewing client id ('' to renew whoever uses the lease), id...
+-- ARGV: sweep limit, renewing client id ('' to renew whoever uses the lease), then per lease:
+--   id, count (1: also count its attachments, which its session compares with what it holds)
 -- Returns {server seconds, server microseconds, swept, replication id, then per id: ttl_ms,
 -- -1 when the lease is gone, or -2 when another client took it over (lease_adopt.lua), then
--- the server's maxmemory-policy ('' when INFO is not permitted)}.
+-- per id: its attachments (-1 when not counted), then the server's maxmemory-policy ('' when
+-- INFO is not permitted)}.
 -- A lease whose hash leasehold cannot read (foreign data: another type, a TTL that is not one)
 -- is reported gone rather than renewed forever, and never fails the batch: one session's
 -- corrupted lease must not stop the others' renewals.
 -- The replication id tells the client when it is talking to another history (a promoted
 -- replica, a server restarted empty): its leases may be gone and its sessions are re-checked.
 expect_base()
-local n = #ARGV - 2
+local n = (#ARGV - 2) / 2
+if n ~= math.floor(n) then fail('ARG', 'expected an entry count per lease id') end
 local client = ARGV[2]
 if #KEYS ~= 2 + 2 * n then fail('ARG', 'expected 2 keys per lease id') end
 for i = 1, n do
-  local id = ARGV[2 + i]
+  local id = ARGV[1 + 2 * i]
   if KEYS[1 + 2 * i] ~= lease_key(id) or KEYS[2 + 2 * i] ~= attached_key(id) then
     fail('ARG', 'keys do not match lease ' .. id)
   end
@@ -25,7 +28,8 @@ local info = redis.pcall('INFO', 'replication')
 local replid = type(info) == 'string' and string.match(info, 'master_replid:(%w+)') or ''
 local out = { T[1], T[2], 0, replid }
 for i = 1, n do
-  local id, lk = ARGV[2 + i], KEYS[1 + 2 * i]
+  local id, lk, ak = ARGV[1 + 2 * i], KEYS[1 + 2 * i], KEYS[2 + 2 * i]
+  local count = ARGV[2 + 2 * i] == '1'
   local ttl = -1
   if lease_left(id) then
     -- pcall: a lease key holding another type (foreign data) reads as no TTL: reported gone.
@@ -44,6 +48,8 @@ for i = 1, n do
     end
   end
   out[4 + i] = ttl
+  -- pcall: an attachment key of another type (foreign data) counts as none.
+  out[4 + n + i] = count and (tonumber(redis.pcall('SCARD', ak)) or 0) or -1
 end
 -- The renewals above stand even if the sweep fails on data nobody foresaw.
 local swept_ok, swept = pcall(sweep, uint_of(ARGV[1]) or 0)

@@ -173,14 +173,7 @@ const LOCK_BUCKETS: &[f64] = &[
 ];
 
 const fn gauge(name: &'static str, help: &'static str) -> Metric {
-    Metric {
-        name,
-        kind: Kind::Gauge,
-        labels: &[],
-        buckets: &[],
-        help,
-        unit: None,
-    }
+    counter(name, &[], help).of_kind(Kind::Gauge)
 }
 
 const fn counter(
@@ -205,13 +198,16 @@ const fn histogram(
     buckets: &'static [f64],
     help: &'static str,
 ) -> Metric {
-    Metric {
-        name,
-        kind: Kind::Histogram,
-        labels,
-        buckets,
-        help,
-        unit: Some(unit),
+    let mut m = counter(name, labels, help).of_kind(Kind::Histogram);
+    m.buckets = buckets;
+    m.unit = Some(unit);
+    m
+}
+
+impl Metric {
+    const fn of_kind(mut self, kind: Kind) -> Metric {
+        self.kind = kind;
+        self
     }
 }
 

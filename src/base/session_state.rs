@@ -21,6 +21,10 @@ pub enum SessionEnd {
     Closed,
     /// [`Session::orphan`]: no longer renewed; the lease runs out on the server by its TTL.
     Orphaned,
+    /// Redis lost entries attached to the lease (deleted by someone else, flushed, evicted): a
+    /// lock this session held may have passed to someone else. The rest of the lease was
+    /// dropped.
+    EntriesLost,
     /// Another client took the lease over (`SessionOptions::lease`): its lock entries were
     /// released, and this session may no longer act on anything it held.
     Adopted,
@@ -35,6 +39,7 @@ impl SessionEnd {
                 | SessionEnd::LeaseNotFound
                 | SessionEnd::Revoked
                 | SessionEnd::Adopted
+                | SessionEnd::EntriesLost
         )
     }
 
@@ -46,6 +51,7 @@ impl SessionEnd {
             SessionEnd::Closed => "closed",
             SessionEnd::Orphaned => "orphaned",
             SessionEnd::Adopted => "adopted",
+            SessionEnd::EntriesLost => "entries_lost",
         }
     }
 }
@@ -59,6 +65,7 @@ impl fmt::Display for SessionEnd {
             SessionEnd::Closed => "the session was closed",
             SessionEnd::Orphaned => "the session was orphaned",
             SessionEnd::Adopted => "another client took the lease over",
+            SessionEnd::EntriesLost => "Redis lost entries attached to the lease",
         })
     }
 }
@@ -94,6 +101,54 @@ pub(crate) struct Status {
 }
 
 pub(crate) type StatusCell = watch::Sender<Status>;
+
+/// How many lock entries a session holds or waits with, by its own count: each renewal
+/// compares the lease's attachment set with it, so entries that vanished from Redis (a foreign
+/// `DEL`, a flush) end the session. Counted low rather than high: an entry counts from when its
+/// request was answered until its release or withdrawal is sent. A renewal compares with the
+/// fewest entries held while it was in flight (releases sent meanwhile may have reached Redis
+/// first), and only the latest renewal's window counts.
+pub(crate) type EntryCount = std::sync::Arc<Entries>;
+
+/// See [`EntryCount`].
+#[derive(Debug, Default)]
+pub(crate) struct Entries {
+    /// (held now, fewest held since the window opened, the window's generation)
+    state: std::sync::Mutex<(usize, usize, u64)>,
+}
+
+impl Entries {
+    fn state(&self) -> std::sync::MutexGuard<'_, (usize, usize, u64)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One more entry (its request was answered: Redis has it).
+    pub(crate) fn add(&self) {
+        self.state().0 += 1;
+    }
+
+    /// One entry fewer (its release or withdrawal is about to be sent).
+    pub(crate) fn sub(&self) {
+        let mut s = self.state();
+        s.0 = s.0.saturating_sub(1);
+        s.1 = s.1.min(s.0);
+    }
+
+    /// Open the window of a renewal about to be sent: its generation, and how many entries are
+    /// held now.
+    pub(crate) fn open_window(&self) -> (u64, usize) {
+        let mut s = self.state();
+        s.2 += 1;
+        s.1 = s.0;
+        (s.2, s.0)
+    }
+
+    /// The fewest entries held since window `generation` opened, while it is the latest.
+    pub(crate) fn fewest_since(&self, generation: u64) -> Option<usize> {
+        let s = self.state();
+        (s.2 == generation).then_some(s.1)
+    }
+}
 
 /// Move a session to `Ended(end)` unless it has already ended. Returns whether it changed.
 pub(crate) fn end_status(cell: &StatusCell, end: SessionEnd) -> bool {

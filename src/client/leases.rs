@@ -29,7 +29,9 @@ impl Client {
     /// such a lease is never renewed).
     pub async fn keep_alive_once(&self, id: LeaseId) -> Result<Duration> {
         let inner = &self.inner;
-        let reply = inner.renew(&[id], 0, false, inner.conn.timeout()).await?;
+        let reply = inner
+            .renew(&[(id, false)], 0, false, inner.conn.timeout())
+            .await?;
         reply
             .leases
             .first()

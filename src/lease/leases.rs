@@ -80,6 +80,8 @@ pub(crate) struct RenewReply {
     pub(crate) swept: u64,
     /// Per id, in call order: what became of it.
     pub(crate) leases: Vec<Renewal>,
+    /// Per id, in call order: how many entries are attached to it, when asked.
+    pub(crate) attached: Vec<Option<u64>>,
     /// The server's `maxmemory-policy` (empty when it could not be read).
     pub(crate) maxmemory_policy: String,
     /// The answering server's replication id: it changes when a replica is promoted or a
@@ -109,13 +111,14 @@ impl Renewal {
 }
 
 impl Core {
-    /// Renew `ids` in one script call, sweeping up to `sweep` expired leases on the way. With
+    /// Renew `leases` (each with whether to count its attachments) in one script call,
+    /// sweeping up to `sweep` expired leases on the way. With
     /// `as_owner`, a lease that another client took over is not renewed but reported
     /// [`Renewal::Adopted`] (the supervisor's renewals); without, any live lease is renewed
     /// ([`Client::keep_alive_once`](crate::Client::keep_alive_once)).
     pub(crate) async fn renew(
         &self,
-        ids: &[LeaseId],
+        leases: &[(LeaseId, bool)],
         sweep: usize,
         as_owner: bool,
         timeout: Duration,
@@ -127,16 +130,17 @@ impl Core {
             String::new()
         };
         let mut args = vec![sweep.to_string(), owner];
-        for &id in ids {
+        for &(id, count) in leases {
             keys.push(self.keys.lease(id));
             keys.push(self.keys.attached(id));
             args.push(id.to_string());
+            args.push(if count { "1" } else { "0" }.to_owned());
         }
         let v = self
             .conn
             .eval_within(&scripts::LEASE_RENEW, keys, args, timeout)
             .await?;
-        let reply = parse_renew(v, ids.len())?;
+        let reply = parse_renew(v, leases.len())?;
         if reply.swept > 0 {
             counter!(m::LEASES_EXPIRED).increment(reply.swept);
         }
@@ -267,8 +271,12 @@ pub(crate) fn parse_renew(v: Value, n: usize) -> Result<RenewReply> {
     Ok(RenewReply {
         server_us,
         swept: r.uint(&items[2])?,
+        attached: (0..n)
+            .map(|i| items.get(4 + n + i).map(|v| r.int(v)))
+            .map(|v| Ok(v.transpose()?.and_then(|c| u64::try_from(c).ok())))
+            .collect::<Result<_>>()?,
         maxmemory_policy: items
-            .get(4 + n)
+            .get(4 + 2 * n)
             .map(|v| r.string(v))
             .transpose()?
             .unwrap_or_default(),

@@ -30,20 +30,22 @@ pub(crate) struct Core {
 impl Core {
     /// Subscribe the doorbell connection to `channel` (idempotent).
     pub(crate) async fn subscribe(&self, channel: String) -> Result<()> {
-        let done = if self.sharded {
-            self.subscriber.ssubscribe(channel).await
-        } else {
-            self.subscriber.subscribe(channel).await
-        };
-        done.map_err(|e| classify(e, self.conn.timeout()))
+        self.subscription(channel, true).await
     }
 
     /// Undo [`Core::subscribe`].
     pub(crate) async fn unsubscribe(&self, channel: String) -> Result<()> {
-        let done = if self.sharded {
-            self.subscriber.sunsubscribe(channel).await
-        } else {
-            self.subscriber.unsubscribe(channel).await
+        self.subscription(channel, false).await
+    }
+
+    /// (Un)subscribe, sharded when the server has sharded pub/sub.
+    async fn subscription(&self, channel: String, on: bool) -> Result<()> {
+        let s = &self.subscriber;
+        let done = match (self.sharded, on) {
+            (true, true) => s.ssubscribe(channel).await,
+            (true, false) => s.sunsubscribe(channel).await,
+            (false, true) => s.subscribe(channel).await,
+            (false, false) => s.unsubscribe(channel).await,
         };
         done.map_err(|e| classify(e, self.conn.timeout()))
     }

@@ -175,6 +175,7 @@ impl<'a> Contender<'a> {
             session,
             withdraw: &withdraw,
             armed: true,
+            counted: false,
         };
         let started = Instant::now();
         let mut recheck = false;
@@ -195,6 +196,10 @@ impl<'a> Contender<'a> {
                     }
                 },
             };
+            // The first answer that queued: the entry exists, count it for the session.
+            if !recheck && self.kind.counted() && matches!(turn, Turn::Held(_) | Turn::Wait(..)) {
+                pending.count();
+            }
             match turn {
                 Turn::Held(token) => return Ok(self.held(token, recheck, started, &mut pending)),
                 Turn::Refused => {
@@ -246,6 +251,8 @@ impl<'a> Contender<'a> {
         pending: &mut Withdraw<'_, impl Fn() -> Op>,
     ) -> Won<X> {
         pending.armed = false;
+        // The entry's count passes to the `Entry` the caller builds.
+        pending.counted = false;
         if let Some(label) = self.kind.wait_metrics_label() {
             histogram!(m::LOCK_WAIT, "kind" => label).record(started.elapsed().as_secs_f64());
             if handed_over {
@@ -339,15 +346,27 @@ impl Waker {
     }
 }
 
-/// Sends the withdrawal when dropped while armed.
+/// Sends the withdrawal when dropped while armed, and takes the entry out of the session's
+/// count if it was counted and not handed to an `Entry`.
 struct Withdraw<'a, W: Fn() -> Op> {
     session: &'a Session,
     withdraw: &'a W,
     armed: bool,
+    counted: bool,
+}
+
+impl<W: Fn() -> Op> Withdraw<'_, W> {
+    fn count(&mut self) {
+        self.session.entries().add();
+        self.counted = true;
+    }
 }
 
 impl<W: Fn() -> Op> Drop for Withdraw<'_, W> {
     fn drop(&mut self) {
+        if self.counted {
+            self.session.entries().sub();
+        }
         if self.armed {
             self.session.send((self.withdraw)());
         }

@@ -85,6 +85,8 @@ pub(crate) struct Entry {
     acquired: Instant,
     kind: LockKind,
     released: bool,
+    /// Still in the session's entry count.
+    counted: bool,
 }
 
 impl Entry {
@@ -98,6 +100,7 @@ impl Entry {
             acquired: Instant::now(),
             kind: contender.kind,
             released: false,
+            counted: contender.kind.counted(),
         }
     }
 
@@ -116,6 +119,8 @@ impl Entry {
     /// Release now. `Ok(false)`: it was no longer held. On error the release is retried in
     /// the background when the entry drops.
     pub(crate) async fn release(&mut self) -> Result<bool> {
+        // Out of the count before the release is sent: counted low, never high.
+        self.uncount();
         let script = self.kind.release_script();
         let client = &self.session.shared();
         let args = vec![
@@ -151,8 +156,17 @@ impl Entry {
     }
 }
 
+impl Entry {
+    fn uncount(&mut self) {
+        if std::mem::take(&mut self.counted) {
+            self.session.entries().sub();
+        }
+    }
+}
+
 impl Drop for Entry {
     fn drop(&mut self) {
+        self.uncount();
         histogram!(m::LOCK_HOLD, "kind" => self.kind.label())
             .record(self.acquired.elapsed().as_secs_f64());
         if !self.released {

@@ -74,6 +74,15 @@ impl LockKind {
         }
     }
 
+    /// Whether its entries are held by an `Entry` and counted in the session's
+    /// [`EntryCount`](crate::base::session_state::EntryCount).
+    pub(crate) fn counted(self) -> bool {
+        matches!(
+            self,
+            LockKind::Mutex | LockKind::RwLock | LockKind::Semaphore
+        )
+    }
+
     /// Whether the script that frees a mutex tells the next contender it owns (an `o` ring),
     /// sparing its re-check. Only mutex queues have a single owner at the head.
     pub(crate) fn owner_rings(self) -> bool {

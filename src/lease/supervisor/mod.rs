@@ -33,7 +33,7 @@ use super::keepalive::Keepalive;
 use super::leases::RenewReply;
 use crate::base::error::Result;
 use crate::base::lease_id::LeaseId;
-use crate::base::session_state::StatusCell;
+use crate::base::session_state::{EntryCount, StatusCell};
 use crate::redis::doorbell::Doorbell;
 use crate::redis::{Core, LuaScript};
 
@@ -46,6 +46,7 @@ pub(crate) enum Op {
         sent: Instant,
         valid_until: Instant,
         status: Arc<StatusCell>,
+        entries: EntryCount,
     },
     /// Stop renewing (closed, or lost).
     Stop { id: LeaseId },
@@ -75,6 +76,8 @@ type Task = Pin<Box<dyn Future<Output = TaskDone> + Send>>;
 enum TaskDone {
     Renewed {
         ids: Vec<LeaseId>,
+        /// Per id, the window of its session's entry count (see `EntryCount`).
+        windows: Vec<Option<u64>>,
         sent: Instant,
         recv: Instant,
         result: Result<RenewReply>,
@@ -104,6 +107,8 @@ struct Tracked {
     /// Shared with the session's handles.
     status: Arc<StatusCell>,
     ttl: Duration,
+    /// Lock entries the session holds or waits with, by its own count.
+    entries: EntryCount,
 }
 
 pub(crate) struct Supervisor {
@@ -203,9 +208,17 @@ impl Supervisor {
                 sent,
                 valid_until,
                 status,
+                entries,
             } => {
                 self.keepalive.insert(id, ttl, valid_until, sent);
-                self.sessions.insert(id, Tracked { status, ttl });
+                self.sessions.insert(
+                    id,
+                    Tracked {
+                        status,
+                        ttl,
+                        entries,
+                    },
+                );
             }
             Op::Stop { id } => {
                 self.keepalive.remove(id);

@@ -35,11 +35,27 @@ impl Supervisor {
     pub(super) fn spawn_renew(&mut self, ids: Vec<LeaseId>, timeout: Duration) {
         self.last_sweep = Instant::now();
         let core = self.core.clone();
+        // Each session with entries opens a window: the reply's attachment count is compared
+        // with the fewest entries it held while the call was in flight.
+        let windows: Vec<Option<u64>> = ids
+            .iter()
+            .map(|id| {
+                let t = self.sessions.get(id)?;
+                let (generation, held) = t.entries.open_window();
+                (held > 0).then_some(generation)
+            })
+            .collect();
+        let leases: Vec<(LeaseId, bool)> = ids
+            .iter()
+            .zip(&windows)
+            .map(|(&id, w)| (id, w.is_some()))
+            .collect();
         self.tasks.push(Box::pin(async move {
             let sent = Instant::now();
-            let result = core.renew(&ids, SWEEP_LIMIT, true, timeout).await;
+            let result = core.renew(&leases, SWEEP_LIMIT, true, timeout).await;
             TaskDone::Renewed {
                 ids,
+                windows,
                 sent,
                 recv: Instant::now(),
                 result,
@@ -87,6 +103,7 @@ impl Supervisor {
         }
         let TaskDone::Renewed {
             ids,
+            windows,
             sent,
             recv,
             result,
@@ -126,13 +143,21 @@ impl Supervisor {
                         }
                     }
                 }
-                for (id, renewal) in ids.into_iter().zip(reply.leases) {
-                    let ev = match renewal {
-                        Renewal::Adopted => self.keepalive.remove(id).then_some(Event::Lost {
-                            id,
-                            end: SessionEnd::Adopted,
-                        }),
-                        renewal => self.keepalive.renewed(id, renewal.ttl(), sent, recv, step),
+                let answers = ids.into_iter().zip(windows).zip(reply.leases);
+                for (((id, window), renewal), attached) in answers.zip(reply.attached) {
+                    let ev = match (renewal, attached) {
+                        (Renewal::Adopted, _) => self.lost(id, SessionEnd::Adopted),
+                        (Renewal::Renewed(_), Some(attached))
+                            if self.entries_lost(id, window, attached) =>
+                        {
+                            // What is left of the lease may block others: free it.
+                            self.spawn_revoke(
+                                id,
+                                self.sessions.get(&id).map_or(Duration::ZERO, |t| t.ttl),
+                            );
+                            self.lost(id, SessionEnd::EntriesLost)
+                        }
+                        (renewal, _) => self.keepalive.renewed(id, renewal.ttl(), sent, recv, step),
                     };
                     if let Some(ev) = ev {
                         self.apply(ev);
@@ -215,5 +240,17 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// Stop renewing `id`: its session ended with `end` (if it was still renewed here).
+    fn lost(&mut self, id: LeaseId, end: SessionEnd) -> Option<Event> {
+        self.keepalive.remove(id).then_some(Event::Lost { id, end })
+    }
+
+    /// Whether fewer entries are attached to `id` (`attached`, counted by the renewal) than its
+    /// session held at every moment of the renewal's `window`.
+    fn entries_lost(&self, id: LeaseId, window: Option<u64>, attached: u64) -> bool {
+        let fewest = window.and_then(|w| self.sessions.get(&id)?.entries.fewest_since(w));
+        fewest.is_some_and(|held| attached < held as u64)
     }
 }
