@@ -48,8 +48,9 @@ for i = 1, n do
     end
   end
   out[4 + i] = ttl
-  -- pcall: an attachment key of another type (foreign data) counts as none.
-  out[4 + n + i] = count and (tonumber(redis.pcall('SCARD', ak)) or 0) or -1
+  -- pcall: an ACL user without SCARD, or foreign data at the key, leaves it uncounted.
+  local attached = count and redis.pcall('SCARD', ak)
+  out[4 + n + i] = type(attached) == 'number' and attached or -1
 end
 -- The renewals above stand even if the sweep fails on data nobody foresaw.
 local swept_ok, swept = pcall(sweep, uint_of(ARGV[1]) or 0)
