@@ -30,6 +30,10 @@ pub struct KeyValue {
 /// Most keys [`Client::get_prefix`] returns in one call.
 pub const MAX_RANGE: usize = 10_000;
 
+/// Most bytes of keys and values one [`Client::get_prefix`] page holds (plus one key and
+/// value): a page stops there with [`KeyRange::more`] set.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// A page of [`Client::get_prefix`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRange {
@@ -126,7 +130,12 @@ impl Client {
     }
 
     /// Live keys starting with `prefix` (empty: all keys), in byte order, at most `limit`
-    /// (1..=[`MAX_RANGE`]). Pass the last key of a page as `start_after` to read the next one.
+    /// (1..=[`MAX_RANGE`]) and about [`MAX_PAGE_BYTES`]. Pass the last key of a page as
+    /// `start_after` to read the next one.
+    ///
+    /// The page is read in several script calls when the index is large or holds many dead
+    /// entries: each call looks at a bounded number of index entries, so none stalls Redis.
+    /// Keys put or deleted between those calls may or may not be seen, as between pages.
     pub async fn get_prefix(
         &self,
         prefix: &str,
@@ -146,18 +155,38 @@ impl Client {
                 crate::MAX_NAME_LEN
             )));
         }
-        let keys = vec![k.rev(), k.leases(), k.kv_index()];
-        let args = vec![
-            prefix.to_owned(),
-            limit.to_string(),
-            start_after.unwrap_or_default().to_owned(),
-        ];
-        let v = self
-            .shared()
-            .conn
-            .eval(&scripts::KV_RANGE, keys, args)
-            .await?;
-        parse_range(v)
+        let mut page = KeyRange {
+            kvs: Vec::new(),
+            more: false,
+        };
+        let mut after = start_after.unwrap_or_default().to_owned();
+        let mut bytes = 0;
+        loop {
+            let keys = vec![k.rev(), k.leases(), k.kv_index()];
+            let args = vec![
+                prefix.to_owned(),
+                (limit - page.kvs.len()).to_string(),
+                after,
+                (MAX_PAGE_BYTES - bytes).to_string(),
+            ];
+            let v = self
+                .shared()
+                .conn
+                .eval(&scripts::KV_RANGE, keys, args)
+                .await?;
+            let (chunk, resume) = parse_range(v)?;
+            bytes += chunk
+                .kvs
+                .iter()
+                .map(|kv| kv.key.len() + kv.value.len())
+                .sum::<usize>();
+            page.kvs.extend(chunk.kvs);
+            page.more = chunk.more;
+            after = resume;
+            if !page.more || page.kvs.len() >= limit || bytes >= MAX_PAGE_BYTES {
+                return Ok(page);
+            }
+        }
     }
 }
 
@@ -182,12 +211,14 @@ pub(crate) fn parse_get(key: &str, v: Value) -> Result<Option<KeyValue>> {
     Ok(Some(key_value(&r, key.to_owned(), &f)?))
 }
 
-/// `{more, name, value, lease, crev, mrev, ver, name, ...}`.
-pub(crate) fn parse_range(v: Value) -> Result<KeyRange> {
+/// `{more, resume after, name, value, lease, crev, mrev, ver, name, ...}`: the page and the
+/// name to resume after.
+pub(crate) fn parse_range(v: Value) -> Result<(KeyRange, String)> {
     let r = Reply::new("key range");
-    let items = r.array_min(v, 1)?;
+    let items = r.array_min(v, 2)?;
     let more = r.int(&items[0])? == 1;
-    let rows = &items[1..];
+    let resume = r.string(&items[1])?;
+    let rows = &items[2..];
     if rows.len() % 6 != 0 {
         return Err(r.bad(format!(
             "{} fields is not a whole number of rows",
@@ -198,7 +229,7 @@ pub(crate) fn parse_range(v: Value) -> Result<KeyRange> {
         .chunks(6)
         .map(|row| key_value(&r, r.string(&row[0])?, &row[1..]))
         .collect::<Result<_>>()?;
-    Ok(KeyRange { kvs, more })
+    Ok((KeyRange { kvs, more }, resume))
 }
 
 /// `f` = value, lease, crev, mrev, ver.

@@ -65,7 +65,7 @@ pub use base::metrics;
 pub use base::session_state::{OnDrop, SessionEnd, SessionState};
 pub use client::{Client, ClientBuilder, DEFAULT_NAMESPACE};
 pub use inspect::{QueueEntry, QueueKind};
-pub use kv::{KeyRange, KeyValue, MAX_RANGE};
+pub use kv::{KeyRange, KeyValue, MAX_PAGE_BYTES, MAX_RANGE};
 pub use lease::leases::{Attachment, Lease, LeaseInfo};
 pub use recipes::barrier::Barrier;
 pub use recipes::double_barrier::DoubleBarrier;

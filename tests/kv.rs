@@ -174,3 +174,69 @@ async fn oversized_values_bad_names_and_wrong_types_are_typed_errors() {
     assert_eq!(v, "foreign");
     assert_eq!(zcard(&raw, "{k6}:keys").await, 0);
 }
+
+/// An index full of entries whose key is gone (deleted or evicted behind leasehold's back):
+/// get_prefix still returns exactly the live keys, reads the index in bounded steps, and
+/// removes the dead entries on the way.
+#[tokio::test]
+async fn get_prefix_over_many_dead_index_entries_returns_the_live_ones_and_prunes() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "k9").await;
+    client.put("d/0-first", "a", None).await.unwrap();
+    client.put("d/zz-last", "b", None).await.unwrap();
+    for (size, limit) in [(10_000u32, 10usize), (100_000, 1)] {
+        let script = "for i = 1, tonumber(ARGV[1]) do \
+                      redis.call('ZADD', KEYS[1], 0, 'd/5-dead-' .. i) end";
+        let _: fred::types::Value =
+            cmd(&raw, "EVAL", &[script, "1", "{k9}:keys", &size.to_string()])
+                .await
+                .unwrap();
+        assert_eq!(zcard(&raw, "{k9}:keys").await, u64::from(size) + 2);
+        let mut keys = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = client
+                .get_prefix("d/", limit, after.as_deref())
+                .await
+                .unwrap();
+            keys.extend(page.kvs.iter().map(|kv| kv.key.clone()));
+            after = page.kvs.last().map(|kv| kv.key.clone());
+            if !page.more {
+                break;
+            }
+        }
+        assert_eq!(keys, ["d/0-first", "d/zz-last"], "{size} dead entries");
+        assert_eq!(zcard(&raw, "{k9}:keys").await, 2, "dead entries pruned");
+    }
+}
+
+/// A page stops at about MAX_PAGE_BYTES of keys and values, whatever the limit; paging reads
+/// the rest.
+#[tokio::test]
+async fn get_prefix_pages_are_bounded_in_bytes() {
+    let server = server();
+    let client = client(&server, "k10").await;
+    let big = "v".repeat(leasehold::MAX_VALUE_LEN);
+    for i in 0..12 {
+        client
+            .put(&format!("big/{i:02}"), &big, None)
+            .await
+            .unwrap();
+    }
+    let first = client.get_prefix("big/", 100, None).await.unwrap();
+    let bytes: usize = first
+        .kvs
+        .iter()
+        .map(|kv| kv.key.len() + kv.value.len())
+        .sum();
+    assert!(first.more);
+    assert!(
+        bytes < leasehold::MAX_PAGE_BYTES + leasehold::MAX_VALUE_LEN + 64,
+        "{bytes}"
+    );
+    let last = first.kvs.last().unwrap().key.clone();
+    let rest = client.get_prefix("big/", 100, Some(&last)).await.unwrap();
+    assert_eq!(first.kvs.len() + rest.kvs.len(), 12);
+    assert!(!rest.more);
+}
