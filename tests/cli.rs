@@ -473,3 +473,52 @@ async fn labels_with_control_characters_are_shown_escaped() {
     assert!(!out.lines().any(|l| l.starts_with("forged row")), "{out}");
     assert!(out.contains("evil\\nforged row\\u{1b}[31m"), "{out}");
 }
+
+/// A URL's password never reaches a message, and a reader that goes away (`| head -1`) ends
+/// the CLI quietly, as it does any Unix tool.
+#[tokio::test]
+async fn passwords_stay_out_of_messages_and_a_closed_pipe_ends_quietly() {
+    let out = Command::new(BIN)
+        .env_remove("REDIS_URL")
+        .args([
+            "--url",
+            "redis://someone:s3cret-pw@127.0.0.1:1",
+            "lease",
+            "list",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot reach Redis"), "{stderr}");
+    assert!(!stderr.contains("s3cret-pw"), "{stderr}");
+
+    let server = server();
+    let client = client(&server, "c12").await;
+    let _sessions: Vec<_> = futures_util::future::join_all((0..50).map(|_| client.session()))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let mut child = leasehold(&server, "c12", &["sessions"]).spawn().unwrap();
+    drop(child.stdout.take());
+    let status = tokio::time::timeout(secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut stderr = String::new();
+    use tokio::io::AsyncReadExt;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        status.success() || std::os::unix::process::ExitStatusExt::signal(&status) == Some(13),
+        "{status:?} {stderr}"
+    );
+}

@@ -147,7 +147,10 @@ pub async fn connect(cli: &Cli) -> Result<Client, Failure> {
     builder.build().await.map_err(|e| match e {
         Error::Unreachable(_) | Error::Timeout(_) | Error::Tls(_) => Failure::new(
             EXIT_UNREACHABLE,
-            format!("cannot reach Redis at {}: {e}", cli.url),
+            format!(
+                "cannot reach Redis at {}: {e}",
+                output::without_password(&cli.url)
+            ),
         ),
         // Reached, but refused: say what was refused.
         e => Failure::from(e),
@@ -197,6 +200,12 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    // Like every Unix tool, end quietly when the reader of our output goes away
+    // (`leasehold inspect x | head -1`) instead of failing on the write.
+    // SAFETY: called before any thread starts; SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

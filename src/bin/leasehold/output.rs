@@ -22,6 +22,14 @@ pub fn printable(s: &str) -> Cow<'_, str> {
     )
 }
 
+/// `url` with its user and password left out (`redis://…@host:6379`): for messages.
+pub fn without_password(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://…{}", &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
 /// Print rows as a table with aligned columns (the first row is the header). Cells are shown
 /// [`printable`].
 pub fn table(rows: &[Vec<String>]) {
