@@ -15,7 +15,7 @@
 //! calls on a pool's connections, reach Redis in any order. Batches are not used with
 //! [`Durability`](crate::Durability), where every grant is followed by its own `WAIT`.
 //!
-//! This module is the queue (no I/O): [`Batcher`] decides when a flusher runs and what it takes;
+//! [`Batcher`] is the queue, without I/O: it decides when a flusher runs and what it takes;
 //! [`encode`] and [`decode`] are the wire format; the `impl Conn` block below sends.
 
 use std::collections::VecDeque;

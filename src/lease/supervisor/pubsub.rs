@@ -8,7 +8,6 @@ use fred::types::Message;
 
 use super::{Supervisor, TaskDone};
 use crate::base::session_state::SessionEnd;
-use crate::lease::keepalive::Event;
 use crate::redis::doorbell::Ring;
 
 impl Supervisor {
@@ -72,8 +71,8 @@ impl Supervisor {
             Ring::Expired(id) => (id, SessionEnd::LeaseNotFound),
             Ring::Adopted(id) => (id, SessionEnd::Adopted),
         };
-        if self.keepalive.remove(id) {
-            self.apply(Event::Lost { id, end });
+        if let Some(ev) = self.lost(id, end) {
+            self.apply(ev);
         }
     }
 

@@ -150,11 +150,6 @@ impl Supervisor {
                         (Renewal::Renewed(_), Some(attached))
                             if self.entries_lost(id, window, attached) =>
                         {
-                            // What is left of the lease may block others: free it.
-                            self.spawn_revoke(
-                                id,
-                                self.sessions.get(&id).map_or(Duration::ZERO, |t| t.ttl),
-                            );
                             self.lost(id, SessionEnd::EntriesLost)
                         }
                         (renewal, _) => self.keepalive.renewed(id, renewal.ttl(), sent, recv, step),
@@ -234,8 +229,9 @@ impl Supervisor {
                     end_status(&t.status, end);
                 }
                 tracing::warn!(lease = %id, reason = %end, "session lost");
-                if let (SessionEnd::Expired, Some(t)) = (end, tracked) {
-                    // The server may still hold the lease; free what it holds once we can.
+                if let (SessionEnd::Expired | SessionEnd::EntriesLost, Some(t)) = (end, tracked) {
+                    // The server may still hold the lease (and what is left of its entries,
+                    // which may block others): free it once we can.
                     self.spawn_revoke(id, t.ttl);
                 }
             }
@@ -243,7 +239,7 @@ impl Supervisor {
     }
 
     /// Stop renewing `id`: its session ended with `end` (if it was still renewed here).
-    fn lost(&mut self, id: LeaseId, end: SessionEnd) -> Option<Event> {
+    pub(super) fn lost(&mut self, id: LeaseId, end: SessionEnd) -> Option<Event> {
         self.keepalive.remove(id).then_some(Event::Lost { id, end })
     }
 
