@@ -59,7 +59,8 @@ mod wait;
 pub use base::error::{Error, Result};
 pub use base::lease_id::LeaseId;
 pub use base::limits::{
-    DEFAULT_TTL, MAX_LABEL_LEN, MAX_NAMESPACE_LEN, MAX_NAME_LEN, MAX_TTL, MAX_VALUE_LEN, MIN_TTL,
+    DEFAULT_TTL, ELECTION_LOG_BYTES, ELECTION_LOG_ENTRIES, MAX_ATTACHMENTS_SHOWN, MAX_LABEL_LEN,
+    MAX_NAMESPACE_LEN, MAX_NAME_LEN, MAX_TTL, MAX_VALUE_LEN, MIN_TTL,
 };
 pub use base::metrics;
 pub use base::session_state::{OnDrop, SessionEnd, SessionState};

@@ -375,3 +375,55 @@ async fn an_observer_opened_before_anyone_led_sees_every_change() {
     }
     assert_eq!(seen, ["0", "1", "2", "3", "4"]);
 }
+
+/// The values of the election log's entries, oldest first.
+async fn log_values(raw: &fred::clients::Client, key: &str) -> Vec<String> {
+    let entries: Vec<(String, Vec<String>)> = cmd(raw, "XRANGE", &[key, "-", "+"]).await.unwrap();
+    entries
+        .into_iter()
+        .map(|(_, f)| {
+            f.chunks(2)
+                .find(|kv| kv[0] == "value")
+                .map(|kv| kv[1].clone())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_log_is_capped_in_bytes_and_observers_read_large_values_in_order() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "e_bytes").await;
+    let session = client.session().await.unwrap();
+    let election = session.election("big").unwrap();
+    election.campaign("v0").await.unwrap();
+    let mut observer = Box::pin(election.observe());
+    assert_eq!(value(&next(&mut observer).await), "v0");
+    let big = |i: usize| format!("{i:03}{}", "x".repeat(leasehold::MAX_VALUE_LEN - 3));
+
+    // 12 values of 512 KiB (6 MiB, within the cap): read in order, none skipped, though one
+    // reply carries only part of them.
+    for i in 1..=12 {
+        election.proclaim(&big(i)).await.unwrap();
+    }
+    for i in 1..=12 {
+        let ev = next(&mut observer).await;
+        assert!(!ev.after_gap);
+        assert_eq!(&value(&ev)[..3], format!("{i:03}"));
+    }
+
+    // 40 more: the log keeps at most ELECTION_LOG_BYTES of values; an observer that fell
+    // further behind is told it missed changes and resumes at the current leader.
+    for i in 13..=52 {
+        election.proclaim(&big(i)).await.unwrap();
+    }
+    let values = log_values(&raw, "{e_bytes}:election-log:big").await;
+    let bytes: usize = values.iter().map(String::len).sum();
+    assert!(bytes <= leasehold::ELECTION_LOG_BYTES, "{bytes} bytes kept");
+    assert!(bytes + leasehold::MAX_VALUE_LEN > leasehold::ELECTION_LOG_BYTES);
+    assert_eq!(&values.last().unwrap()[..3], "052");
+    let ev = next(&mut observer).await;
+    assert!(ev.after_gap);
+    assert_eq!(&value(&ev)[..3], "052");
+}

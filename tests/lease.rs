@@ -197,3 +197,119 @@ async fn negative_or_garbage_ttl_is_refused_by_the_script_too() {
     }
     assert!(keys(&raw, "*").await.is_empty());
 }
+
+/// Keys `k0000`.. put with `lease`, concurrently.
+async fn put_keys(client: &leasehold::Client, lease: LeaseId, n: usize) {
+    let puts = (0..n).map(|i| {
+        let client = client.clone();
+        async move { client.put(&format!("k{i:05}"), "v", Some(lease)).await }
+    });
+    for r in futures_util::future::join_all(puts).await {
+        r.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn revoke_releases_attachments_in_bounded_calls_and_all_of_them_before_returning() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "lease_many").await;
+    let lease = client.grant(Duration::from_secs(60)).await.unwrap();
+    put_keys(&client, lease.id, 1100).await;
+    let info = client
+        .time_to_live_with_keys(lease.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.attached_count, 1100);
+    assert_eq!(info.attached.len(), leasehold::MAX_ATTACHMENTS_SHOWN);
+
+    let (before, _) = command_calls(&raw, "evalsha").await;
+    client.revoke(lease.id).await.unwrap();
+    let (after, _) = command_calls(&raw, "evalsha").await;
+    // 1100 attachments, a few hundred per call: more than one call, all before revoke returns.
+    assert!(after - before >= 2, "{} calls", after - before);
+    assert!(keys(&raw, "{lease_many}:key:*").await.is_empty());
+    assert_eq!(zcard(&raw, "{lease_many}:keys").await, 0);
+    assert_eq!(zcard(&raw, "{lease_many}:leases").await, 0);
+    assert!(!exists(&raw, &format!("{{lease_many}}:attached:{}", lease.id)).await);
+}
+
+#[tokio::test]
+async fn a_lease_is_dead_after_the_first_revoke_call_and_a_sweep_finishes_the_rest() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "lease_half").await;
+    let lease = client.grant(Duration::from_secs(60)).await.unwrap();
+    put_keys(&client, lease.id, 1000).await;
+    let ns = "{lease_half}";
+    let id = lease.id.to_string();
+    // One call of the revoke script, as if the revoking process died right after it.
+    let reply = eval_script(
+        &raw,
+        "lease_revoke",
+        vec![
+            format!("{ns}:rev"),
+            format!("{ns}:leases"),
+            format!("{ns}:lease:{id}"),
+            format!("{ns}:attached:{id}"),
+        ],
+        vec![id.clone()],
+    )
+    .await
+    .unwrap();
+    let reply: Vec<i64> = fred::types::FromValue::from_value(reply).unwrap();
+    assert_eq!(reply, vec![1, 0], "alive, and attachments left");
+    let left = keys(&raw, "{lease_half}:key:*").await.len();
+    assert!(left > 0 && left < 1000, "{left} keys left");
+    // Dead already: nothing renews it, nothing shows it.
+    assert!(matches!(
+        client.keep_alive_once(lease.id).await,
+        Err(Error::LeaseNotFound { .. })
+    ));
+    assert!(client.time_to_live(lease.id).await.unwrap().is_none());
+    // Any client's renewals sweep the rest.
+    let other = client_at(&server.url(), "lease_half").await;
+    let _session = other
+        .session_with(leasehold::SessionOptions::new().ttl(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            keys(&raw, "{lease_half}:key:*").await.is_empty()
+        })
+        .await,
+        "the sweep released the rest"
+    );
+    assert_eq!(zcard(&raw, "{lease_half}:keys").await, 0);
+    assert!(!exists(&raw, &format!("{ns}:attached:{id}")).await);
+    assert_eq!(
+        zcard(&raw, "{lease_half}:leases").await,
+        1,
+        "only the new session's"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_lease_with_more_attachments_than_a_call_releases_is_swept_entirely() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "lease_exp").await;
+    let lease = client.grant(Duration::from_secs(1)).await.unwrap();
+    put_keys(&client, lease.id, 1000).await;
+    // Nobody renews it; a session of another client sweeps it once it expired.
+    let other = client_at(&server.url(), "lease_exp").await;
+    let _session = other
+        .session_with(leasehold::SessionOptions::new().ttl(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            keys(&raw, "{lease_exp}:key:*").await.is_empty()
+        })
+        .await,
+        "swept"
+    );
+    assert_eq!(zcard(&raw, "{lease_exp}:keys").await, 0);
+    assert!(!exists(&raw, &format!("{{lease_exp}}:attached:{}", lease.id)).await);
+}

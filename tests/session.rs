@@ -611,3 +611,62 @@ async fn the_entry_count_never_raises_a_false_alarm() {
     }
     assert!(shared.is_valid(), "ended: {:?}", shared.state());
 }
+
+#[tokio::test]
+async fn adopting_a_lease_releases_every_lock_entry_it_held_however_many() {
+    let server = server();
+    let raw = raw(&server).await;
+    let old = client(&server, "adopt_many").await;
+    let session = old.session().await.unwrap();
+    let mut guards = Vec::new();
+    for i in 0..600 {
+        guards.push(
+            session
+                .mutex(&format!("m{i}"))
+                .unwrap()
+                .lock()
+                .await
+                .unwrap(),
+        );
+    }
+    // The old client stops renewing and never releases (a process that froze).
+    let lease = session.lease();
+    std::mem::forget(guards);
+    session.orphan();
+
+    let new = client(&server, "adopt_many").await;
+    let adopted = new
+        .session_with(SessionOptions::new().lease(lease))
+        .await
+        .unwrap();
+    assert!(
+        keys(&raw, "{adopt_many}:mutex:*").await.is_empty(),
+        "all 600 entries released before the session is returned"
+    );
+
+    // A release step that goes on after the new session queued an entry leaves that entry:
+    // only entries up to the takeover's revision are the old owner's.
+    let fresh = adopted.mutex("fresh").unwrap().lock().await.unwrap();
+    let ns = "{adopt_many}";
+    let reply = eval_script(
+        &raw,
+        "lease_adopt",
+        vec![
+            format!("{ns}:rev"),
+            format!("{ns}:leases"),
+            format!("{ns}:lease:{lease}"),
+            format!("{ns}:attached:{lease}"),
+        ],
+        vec![
+            lease.to_string(),
+            new.id().to_owned(),
+            (fresh.fencing_token() - 1).to_string(),
+            "0".into(),
+        ],
+    )
+    .await
+    .unwrap();
+    let reply: Vec<String> = fred::types::FromValue::from_value(reply).unwrap();
+    assert_eq!(reply.last().map(String::as_str), Some("0"), "{reply:?}");
+    assert!(fresh.is_owner().await.unwrap());
+}

@@ -5,7 +5,9 @@
 -- ARGV: after (a log id, or '' for the latest entry only), count
 -- Returns {leader_left_ms, gap, id, member, value, token, id, member, value, token, ...}
 -- where gap = 1 when entries after `after` were trimmed from the log. Entries leasehold did
--- not write (foreign data: no candidate, a token that is not a revision) are left out.
+-- not write (foreign data: no candidate, a token that is not a revision) are left out. Values
+-- past OBSERVE_BYTES in one reply end it early (the first entry always goes): the caller
+-- asks again after the last id it got.
 expect_base()
 local Q, VK, LK = KEYS[3], KEYS[4], KEYS[5]
 expect_election_keys()
@@ -25,8 +27,12 @@ else
   if #entries > count then entries[#entries] = nil end
   if #entries > 0 and entry_fields(entries[1]).prev ~= after then out[2] = 1 end
 end
+local OBSERVE_BYTES = 4194304
+local bytes = 0
 for _, e in ipairs(entries) do
   local f = entry_fields(e)
+  bytes = bytes + #(f.value or '')
+  if bytes > OBSERVE_BYTES and #out > 2 then break end
   local member, token = f.member or '', f.token or '0'
   if uint_of(string.match(e[1], '^(%d+)%-')) and uint_of(token)
     and (member == '' or lease_of(member) and is_lease_id(lease_of(member))) then

@@ -6,7 +6,9 @@
 -- Returns {server seconds, server microseconds, swept, replication id, then per id: ttl_ms,
 -- -1 when the lease is gone, or -2 when another client took it over (lease_adopt.lua), then
 -- per id: its attachments (-1 when not counted), then the server's maxmemory-policy ('' when
--- INFO is not permitted)}.
+-- INFO is not permitted), then 1 when expired leases are left to sweep (0 when not)}.
+-- The sweep works within the drop budget (lua/prelude/queues.lua): a backlog, or a lease with
+-- many attachments, is finished by further calls.
 -- A lease whose hash leasehold cannot read (foreign data: another type, a TTL that is not one)
 -- is reported gone rather than renewed forever, and never fails the batch: one session's
 -- corrupted lease must not stop the others' renewals.
@@ -53,9 +55,10 @@ for i = 1, n do
   out[4 + n + i] = type(attached) == 'number' and attached or -1
 end
 -- The renewals above stand even if the sweep fails on data nobody foresaw.
-local swept_ok, swept = pcall(sweep, uint_of(ARGV[1]) or 0)
+local swept_ok, swept, more = pcall(sweep, uint_of(ARGV[1]) or 0)
 out[3] = swept_ok and swept or 0
 -- A policy that can evict lock keys may have been set since the client connected.
 local mem = redis.pcall('INFO', 'memory')
 out[#out + 1] = type(mem) == 'string' and string.match(mem, 'maxmemory_policy:([%w-]+)') or ''
+out[#out + 1] = (swept_ok and more) and 1 or 0
 return out

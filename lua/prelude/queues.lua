@@ -65,7 +65,12 @@ end
 -- the leader's value, ends with election_sync, which appends to the log only when the live
 -- head differs from the last entry; so the log is complete and self-healing.
 local ELECTION = 'election:'
+-- The log keeps at most LOG_CAP entries (roughly: trimmed with MAXLEN ~) and LOG_BYTES bytes
+-- of values (ELECTION_LOG_BYTES in src/base/limits.rs); an observer that falls further
+-- behind is told it missed entries. Each entry carries `at`, the log's byte total up to and
+-- including it, so trimming by bytes reads only the entries it removes.
 local LOG_CAP = 1000
+local LOG_BYTES = 8388608
 -- A log whose election has no candidates left is kept this long for late observers.
 local IDLE_LOG_MS = 3600000
 
@@ -135,8 +140,19 @@ local function election_sync(q)
     rev = top + 1
     set_rev(rev)
   end
+  local at = #value + ((last and uint_of(entry_fields(last).at)) or 0)
   redis.call('XADD', lk, 'MAXLEN', '~', LOG_CAP, int(rev) .. '-0',
-    'member', member, 'value', value, 'token', token, 'prev', prev)
+    'member', member, 'value', value, 'token', token, 'prev', prev, 'at', int(at))
+  -- Trim by bytes, oldest first, never the entry just written; an entry without `at`
+  -- (foreign data) counts as the oldest bytes.
+  for _ = 1, LOG_CAP do
+    local first = redis.call('XRANGE', lk, '-', '+', 'COUNT', 1)[1]
+    if not first or first[1] == int(rev) .. '-0' then break end
+    local f = entry_fields(first)
+    local first_at = uint_of(f.at) or 0
+    if at - first_at + #(f.value or '') <= LOG_BYTES then break end
+    redis.call('XDEL', lk, first[1])
+  end
   if head then
     redis.call('PERSIST', lk)
   else
@@ -293,14 +309,11 @@ local function is_attachment(e)
   return string.match(e, '^z [^ ]+ .') ~= nil or string.match(e, '^k .') ~= nil
 end
 
--- Attachments other than tombstones (and foreign entries).
+-- Entries of attachment set `akey` (0 when it is not a set). O(1): it counts the rare
+-- tombstones too, so it never reads as fewer attachments than a lease has.
 local function attached_count(akey)
   if redis.call('TYPE', akey)['ok'] ~= 'set' then return 0 end
-  local n = 0
-  for _, e in ipairs(redis.call('SMEMBERS', akey)) do
-    if is_attachment(e) then n = n + 1 end
-  end
-  return n
+  return redis.call('SCARD', akey)
 end
 
 -- Double barriers: {ns}:dbarrier:<name> holds the participants (attached to their leases),
@@ -405,32 +418,52 @@ local function detach_entry(entry, lease)
   end
 end
 
--- Delete a lease and everything attached to it; tell its owner why (`why` = 'r' revoked,
--- 'x' expired), unless the owner is `caller`: a client revoking a lease it has stopped using.
--- Returns the number of attachments released.
+-- Attachments one script call releases at most (revoke, sweep, a renewal that finds a lease's
+-- hash gone): releasing one costs a few microseconds, so a call stays in the low milliseconds
+-- whatever a lease holds. A lease with more is finished by later calls: it is dead from the
+-- first one (its hash is gone and its registry score is 0, so every script sees it expired),
+-- the revoking client repeats its call, and any client's sweep resumes it.
+local DROP_BUDGET = 256
+local drop_budget = DROP_BUDGET
+
+-- Delete a lease and everything attached to it, within this call's drop budget; tell its
+-- owner why (`why` = 'r' revoked, 'x' expired), unless the owner is `caller`: a client
+-- revoking a lease it has stopped using. Returns the attachments released and whether the
+-- lease is now gone entirely (false: the budget ran out, later calls finish it).
 local function drop_lease(id, why, caller)
   local lk, ak = lease_key(id), attached_key(id)
   ring(id, why .. ' ' .. id, caller)
-  local n = 0
-  if redis.call('TYPE', ak)['ok'] == 'set' then
-    -- Take the lease out of the registry first, so hand-overs see it dead.
-    redis.call('ZREM', REG, id)
-    for _, e in ipairs(redis.call('SMEMBERS', ak)) do
-      detach_entry(e, id)
-      n = n + 1
-    end
-    redis.call('DEL', ak)
-  end
   -- Foreign data at the lease's keys stays where it is.
   if redis.call('TYPE', lk)['ok'] == 'hash' then redis.call('DEL', lk) end
+  local n = 0
+  if redis.call('TYPE', ak)['ok'] == 'set' then
+    -- Dead before the first release, so hand-overs skip its other entries.
+    redis.call('ZADD', REG, 0, id)
+    while drop_budget > 0 do
+      local batch = redis.call('SPOP', ak, math.min(drop_budget, 64))
+      if #batch == 0 then break end
+      for _, e in ipairs(batch) do detach_entry(e, id) end
+      n = n + #batch
+      drop_budget = drop_budget - #batch
+    end
+    if redis.call('EXISTS', ak) == 1 then return n, false end
+  end
   redis.call('ZREM', REG, id)
-  return n
+  return n, true
 end
 
--- Drop up to `limit` leases whose registry expiry has passed. Returns how many.
+-- Drop up to `limit` leases whose registry expiry has passed, within this call's drop
+-- budget. Returns how many expired leases it found (a lease a revoke or an earlier sweep
+-- began, score 0, is finished but not counted again) and whether more are left.
 local function sweep(limit)
-  if limit <= 0 then return 0 end
-  local ids = redis.call('ZRANGEBYSCORE', REG, '-inf', NOW_MS, 'LIMIT', 0, limit)
-  for _, id in ipairs(ids) do drop_lease(id, 'x') end
-  return #ids
+  if limit <= 0 then return 0, false end
+  local ids = redis.call('ZRANGEBYSCORE', REG, '-inf', NOW_MS, 'WITHSCORES', 'LIMIT', 0, limit)
+  local found = 0
+  for i = 1, #ids, 2 do
+    if drop_budget <= 0 then return found, true end
+    if ids[i + 1] ~= '0' then found = found + 1 end
+    local _, done = drop_lease(ids[i], 'x')
+    if not done then return found, true end
+  end
+  return found, #ids >= 2 * limit
 end

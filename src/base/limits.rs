@@ -19,6 +19,15 @@ pub const MAX_VALUE_LEN: usize = 512 * 1024;
 pub const MAX_LABEL_LEN: usize = 256;
 /// Longest namespace name.
 pub const MAX_NAMESPACE_LEN: usize = 64;
+/// An election's log of leader changes keeps about this many entries; an observer that falls
+/// further behind resumes at the current leader, told it missed changes.
+pub const ELECTION_LOG_ENTRIES: usize = 1000;
+/// An election's log keeps at most this many bytes of values (at least the newest entry): with
+/// large values it holds fewer entries than [`ELECTION_LOG_ENTRIES`].
+pub const ELECTION_LOG_BYTES: usize = 8 * 1024 * 1024;
+/// [`Client::time_to_live_with_keys`](crate::Client::time_to_live_with_keys) lists at most this
+/// many of a lease's attachments.
+pub const MAX_ATTACHMENTS_SHOWN: usize = 1000;
 
 /// Check a namespace name: `[A-Za-z0-9_.-]{1,64}`.
 pub(crate) fn check_namespace(ns: &str) -> Result<()> {
@@ -102,6 +111,36 @@ pub(crate) fn check_label(label: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The value of `local NAME = <digits>` in a Lua file under `lua/`.
+    fn lua_constant(file: &str, name: &str) -> u64 {
+        let path = format!("{}/lua/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let prefix = format!("local {name} = ");
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{path} declares no {name}"));
+        line.trim().parse().unwrap()
+    }
+
+    #[test]
+    fn the_scripts_enforce_the_limits_declared_here() {
+        let ms = |d: Duration| d.as_millis() as u64;
+        assert_eq!(lua_constant("prelude/core.lua", "MAX_TTL_MS"), ms(MAX_TTL));
+        assert_eq!(
+            lua_constant("prelude/queues.lua", "LOG_CAP"),
+            ELECTION_LOG_ENTRIES as u64
+        );
+        assert_eq!(
+            lua_constant("prelude/queues.lua", "LOG_BYTES"),
+            ELECTION_LOG_BYTES as u64
+        );
+        assert_eq!(
+            lua_constant("lease/lease_ttl.lua", "ATTACHMENTS_SHOWN"),
+            MAX_ATTACHMENTS_SHOWN as u64
+        );
+    }
 
     #[test]
     fn namespaces() {

@@ -39,9 +39,19 @@ impl Client {
             .ok_or_else(|| inner.not_found(id))
     }
 
-    /// Revoke a lease: everything attached to it is deleted at once, whoever waited behind it
-    /// is woken, and the owning client's doorbell rings so its session ends without waiting for
-    /// a renewal. [`Error::LeaseNotFound`] when it was already gone.
+    /// Revoke a lease: it ends at once (nothing can renew or use it after the first script
+    /// call), everything attached to it is deleted, whoever waited behind it is woken, and the
+    /// owning client's doorbell rings so its session ends without waiting for a renewal.
+    /// [`Error::LeaseNotFound`] when it was already gone.
+    ///
+    /// A script call releases a few hundred attachments at most, so that Redis stays
+    /// responsive to everyone else: a lease with more takes several calls, all made before
+    /// this returns.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future after the first call leaves the lease ended with part of its
+    /// attachments in place; any client's next sweep (part of every renewal) releases them.
     pub async fn revoke(&self, id: LeaseId) -> Result<()> {
         if self.inner.revoke(id).await? {
             Ok(())
@@ -56,7 +66,8 @@ impl Client {
         self.ttl_inner(id, false).await
     }
 
-    /// As [`time_to_live`](Self::time_to_live), with the attached entries listed.
+    /// As [`time_to_live`](Self::time_to_live), with the attached entries listed: at most
+    /// [`MAX_ATTACHMENTS_SHOWN`](crate::MAX_ATTACHMENTS_SHOWN) of them.
     pub async fn time_to_live_with_keys(&self, id: LeaseId) -> Result<Option<LeaseInfo>> {
         self.ttl_inner(id, true).await
     }

@@ -65,9 +65,12 @@ pub struct LeaseInfo {
     pub label: String,
     /// When the lease was granted, by the server's clock.
     pub granted_at: Option<SystemTime>,
-    /// How many entries are attached.
+    /// How many entries are attached (a count Redis keeps: it also counts the rare
+    /// tombstones of waits withdrawn before they were queued).
     pub attached_count: usize,
-    /// The attached entries; filled only by [`Client::time_to_live_with_keys`].
+    /// The attached entries; filled only by [`Client::time_to_live_with_keys`], and then at
+    /// most [`MAX_ATTACHMENTS_SHOWN`](crate::MAX_ATTACHMENTS_SHOWN) of them (any of them, when the lease has more: see
+    /// `attached_count`).
     pub attached: Vec<Attachment>,
 }
 
@@ -78,6 +81,8 @@ pub(crate) struct RenewReply {
     pub(crate) server_us: u64,
     /// Expired leases this call swept.
     pub(crate) swept: u64,
+    /// Expired leases (or attachments of one) are left: the sweep stopped on its budget.
+    pub(crate) sweep_more: bool,
     /// Per id, in call order: what became of it.
     pub(crate) leases: Vec<Renewal>,
     /// Per id, in call order: how many entries are attached to it, when asked.
@@ -178,19 +183,28 @@ impl Core {
     }
 
     /// Take over a live lease for a new session (see `lua/lease/lease_adopt.lua`): renews it,
-    /// routes its doorbell here and releases its stale lock entries. Returns its TTL, or
-    /// `None` when it is gone.
+    /// routes its doorbell here and releases its stale lock entries, a bounded number per call
+    /// (the first call does the takeover; later ones go on releasing). Returns its TTL, or
+    /// `None` when it is gone (or another client took it over before the release ended).
     pub(crate) async fn adopt(&self, id: LeaseId) -> Result<Option<Duration>> {
-        let keys = self.keys.for_lease(id);
-        let v = self
-            .conn
-            .eval(
-                &scripts::LEASE_ADOPT,
-                keys,
-                vec![id.to_string(), self.id.clone()],
-            )
-            .await?;
-        parse_adopt(v)
+        let mut args = vec![id.to_string(), self.id.clone()];
+        let mut ttl = None;
+        loop {
+            let v = self
+                .conn
+                .eval(&scripts::LEASE_ADOPT, self.keys.for_lease(id), args.clone())
+                .await?;
+            let Some(step) = parse_adopt(v)? else {
+                return Ok(None);
+            };
+            let ttl = *ttl.get_or_insert(step.ttl);
+            if step.cursor == "0" {
+                return Ok(Some(ttl));
+            }
+            args.truncate(2);
+            args.push(step.revision.to_string());
+            args.push(step.cursor);
+        }
     }
 
     /// Revoke a lease. Returns whether it was alive.
@@ -205,16 +219,30 @@ impl Core {
         self.revoke_with(id, Some(&self.id)).await
     }
 
+    /// The first call ends the lease; a lease with more attachments than one call releases
+    /// (`lua/lease/lease_revoke.lua`) takes more calls, each short, so Redis serves others in
+    /// between. Should this stop half-way (an error, a cancelled future), the lease is dead
+    /// already and any client's sweep releases the rest.
     async fn revoke_with(&self, id: LeaseId, caller: Option<&str>) -> Result<bool> {
-        let keys = self.keys.for_lease(id);
-        let mut args = vec![id.to_string()];
-        args.extend(caller.map(str::to_owned));
-        let v = self.conn.eval(&scripts::LEASE_REVOKE, keys, args).await?;
-        let alive = Reply::new("lease revoke").int(&v)? == 1;
-        if alive {
-            counter!(m::LEASES_REVOKED).increment(1);
+        let r = Reply::new("lease revoke");
+        let mut alive = None;
+        loop {
+            let keys = self.keys.for_lease(id);
+            let mut args = vec![id.to_string()];
+            args.extend(caller.map(str::to_owned));
+            let v = self.conn.eval(&scripts::LEASE_REVOKE, keys, args).await?;
+            let f = r.array_min(v, 2)?;
+            if alive.is_none() {
+                let was = r.uint(&f[0])? == 1;
+                if was {
+                    counter!(m::LEASES_REVOKED).increment(1);
+                }
+                alive = Some(was);
+            }
+            if r.uint(&f[1])? == 1 {
+                return Ok(alive == Some(true));
+            }
         }
-        Ok(alive)
     }
 
     pub(crate) fn not_found(&self, lease: LeaseId) -> Error {
@@ -245,8 +273,34 @@ pub(crate) fn parse_grant(v: Value) -> Result<Duration> {
 }
 
 /// The reply of `lua/lease/lease_adopt.lua`: the lease's TTL, or `None` when it is gone.
-pub(crate) fn parse_adopt(v: Value) -> Result<Option<Duration>> {
-    lease_ttl(&Reply::new("lease adopt"), &v)
+pub(crate) fn parse_adopt(v: Value) -> Result<Option<AdoptStep>> {
+    let r = Reply::new("lease adopt");
+    let f = r.array_min(v, 1)?;
+    let Some(ttl) = lease_ttl(&r, &f[0])? else {
+        return Ok(None);
+    };
+    if f.len() < 3 {
+        return Err(r.bad("a takeover without its revision and cursor"));
+    }
+    let cursor = r.string(&f[2])?;
+    if cursor.is_empty() || !cursor.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(r.bad(format!("scan cursor {cursor:?}")));
+    }
+    Ok(Some(AdoptStep {
+        ttl,
+        revision: r.uint(&f[1])?,
+        cursor,
+    }))
+}
+
+/// One call of `lua/lease/lease_adopt.lua` that found the lease alive.
+#[derive(Debug)]
+pub(crate) struct AdoptStep {
+    ttl: Duration,
+    /// Entries up to this revision are the old owner's and are released.
+    revision: u64,
+    /// Where the release goes on; "0" when it is done.
+    cursor: String,
 }
 
 /// `lua/lease/lease_renew.lua`'s answer for a lease another client took over.
@@ -280,6 +334,11 @@ pub(crate) fn parse_renew(v: Value, n: usize) -> Result<RenewReply> {
             .map(|v| r.string(v))
             .transpose()?
             .unwrap_or_default(),
+        sweep_more: items
+            .get(5 + 2 * n)
+            .map(|v| r.uint(v))
+            .transpose()?
+            .is_some_and(|more| more == 1),
         leases,
         replid: r.string(&items[3])?,
     })

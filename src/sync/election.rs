@@ -280,7 +280,8 @@ impl Election {
     /// then every change and proclaim, in order, each with a greater revision (also when nobody
     /// had led yet at the first poll). Nothing is skipped: changes are read
     /// from a log kept in Redis, so a slow or reconnected observer catches up; only if it fell
-    /// more than the log's capacity (about 1000 changes) behind is it resynced to the current
+    /// more than the log's capacity ([`ELECTION_LOG_ENTRIES`](crate::ELECTION_LOG_ENTRIES) changes,
+    /// or [`ELECTION_LOG_BYTES`](crate::ELECTION_LOG_BYTES) of values) behind is it resynced to the current
     /// leader, with [`LeaderEvent::after_gap`] set. A leader whose lease expires is reported at
     /// its lease deadline.
     ///

@@ -119,8 +119,9 @@ impl Supervisor {
         }
         match result {
             Ok(reply) => {
-                if reply.swept >= SWEEP_LIMIT as u64 {
-                    // A backlog of expired leases (a crashed process had many): keep sweeping.
+                if reply.sweep_more {
+                    // A backlog of expired leases (a crashed process had many), or one with
+                    // more attachments than a call releases: keep sweeping, a call at a time.
                     self.spawn_renew(Vec::new(), SWEEP_TIMEOUT);
                 } else {
                     // Everything expired when this call was sent is gone: so are the orphans
