@@ -10,12 +10,10 @@ expect_type(Q, 'zset')
 local holders = {}
 local kind = kind_of(Q)
 if kind == 'rwlock' or kind == 'semaphore' then
-  -- The rules of owners(), without its pruning: a read path removes nothing.
-  local owns = owner_rule(Q, kind)
-  for _, m in ipairs(redis.call('ZRANGE', Q, 0, 999)) do
-    if lease_left(lease_of(m) or '') then
-      if not owns(m) then break end
-      holders[m] = true
+  local hk = holders_key(Q)
+  if redis.call('TYPE', hk)['ok'] == 'zset' then
+    for _, m in ipairs(redis.call('ZRANGE', hk, 0, 1000)) do
+      if lease_left(lease_of(m) or '') then holders[m] = true end
     end
   end
 else

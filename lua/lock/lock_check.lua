@@ -6,8 +6,14 @@
 expect_base()
 local Q = KEYS[3]
 expect_type(Q, 'zset')
-local list = owners(Q)
-for _, o in ipairs(list) do
-  if o[1] == ARGV[1] and o[2] == uint_of(ARGV[2]) then return { 1, o[3] } end
+local member, want = ARGV[1], uint_of(ARGV[2])
+if tonumber(redis.call('ZSCORE', Q, member)) ~= want then return { 0, 0 } end
+local kind = kind_of(Q)
+local owns
+if kind == 'rwlock' or kind == 'semaphore' then
+  owns = holds(Q, member)
+else
+  owns = live_head(Q, false, 64) == member
 end
-return { 0, 0 }
+if not owns then return { 0, 0 } end
+return { 1, lease_left(lease_of(member) or '') }

@@ -162,13 +162,20 @@ local function election_sync(q)
 end
 
 -- Queues with shared ownership. {ns}:rwlock:<name> members are "<lease>.r<id>" (reader) or
--- "<lease>.w<id>" (writer): a writer owns when no live entry is ahead of it, a reader when no
--- live writer is. {ns}:semaphore:<name> members are "<lease>.<permits>.<id>": an entry owns
--- when it and every live entry ahead of it fit in the size kept in
--- {ns}:semaphore-size:<name>. Both are FIFO: nobody overtakes a waiting entry.
+-- "<lease>.w<id>" (writer); {ns}:semaphore:<name> members are "<lease>.<permits>.<id>", with
+-- the size in {ns}:semaphore-size:<name>. Both are FIFO: entries are admitted as owners in
+-- queue order while they fit (a writer when nobody holds, a reader when no writer holds, a
+-- semaphore entry when its permits fit in what the holders leave of the size), so nobody
+-- overtakes a waiting entry.
 local function kind_of(q)
   local rest = string.sub(q, #P + 1)
   return string.match(rest, '^([%a-]+):')
+end
+
+-- The holders of shared queue `q` (see admit).
+local function holders_key(q)
+  local kind = kind_of(q)
+  return P .. kind .. '-holders:' .. string.sub(q, #P + #kind + 2)
 end
 
 local function semaphore_size_key(q)
@@ -194,6 +201,10 @@ end
 
 -- A queue's last entry went: remove its side keys (semaphore size, double-barrier round flag).
 local function queue_emptied(q, kind)
+  if kind == 'semaphore' or kind == 'rwlock' then
+    local hk = holders_key(q)
+    if redis.call('TYPE', hk)['ok'] == 'zset' then redis.call('DEL', hk) end
+  end
   if kind == 'semaphore' then
     del_string(semaphore_size_key(q))
   elseif kind == 'dbarrier' then
@@ -201,75 +212,131 @@ local function queue_emptied(q, kind)
   end
 end
 
--- Who owns in queue `q` of kind `kind`: returns a function to be given the live members of `q`
--- in queue order, which says of each whether it owns. Once one does not, no later one does: a
--- caller stops there.
-local function owner_rule(q, kind)
-  local size = 1
-  if kind == 'semaphore' then size = semaphore_size(q) end
-  local live_ahead, writer_ahead, used = 0, false, 0
-  return function(m)
-    local owns
-    if kind == 'rwlock' then
-      local writer = string.match(m, '^[^.]+%.(.)') == 'w'
-      if writer then owns = live_ahead == 0 else owns = not writer_ahead end
-      writer_ahead = writer_ahead or writer
-    elseif kind == 'semaphore' then
-      used = used + permits_of(m)
-      owns = used <= size
-    elseif kind == 'dbarrier' then
-      owns = true
-    else
-      owns = live_ahead == 0
-    end
-    if owns then live_ahead = live_ahead + 1 end
-    return owns
-  end
+-- Owners of a shared queue (rwlock, semaphore) are kept in a second zset,
+-- {ns}:<kind>-holders:<name>, with the same scores. They are admitted in queue order, so they
+-- are always a prefix of the queue and the first waiter is the queue's entry at the rank of
+-- the holders' count: no call walks the holders, whatever their number. A semaphore's holders
+-- zset also keeps the permits they hold, as the score of member USED (a member name no
+-- contender can have: contenders start with a lease id). Should the holders zset vanish
+-- (FLUSHALL, a foreign DEL), the next call admits the queue's front again.
+local USED = '#used'
+-- Entries one call admits at most; when more could be admitted, the next waiter is rung and
+-- its re-check admits the next ones.
+local ADMIT_BATCH = 128
+
+-- Whether the holders key of `q` may be used (absent or a zset: foreign data is left alone).
+local function holders_usable(hk)
+  local t = redis.call('TYPE', hk)['ok']
+  return t == 'zset' or t == 'none'
 end
 
--- Live owners of a shared queue, in order: a list of {member, score, left}, plus the set of
--- their members. Dead entries met on the way are removed (at most 64 per call; past that the
--- walk stops and the list may be short, so waiters re-check at once).
-local function owners(q)
-  local kind = kind_of(q)
-  local owns = owner_rule(q, kind)
-  local list, set, dead = {}, {}, {}
-  local start, done = 0, false
-  while not done do
-    local batch = redis.call('ZRANGE', q, start, start + 31, 'WITHSCORES')
-    if #batch == 0 then break end
-    start = start + #batch / 2
-    for i = 1, #batch, 2 do
-      local m = batch[i]
+local function holder_count(hk)
+  local n = redis.call('ZCARD', hk)
+  if n > 0 and redis.call('ZSCORE', hk, USED) then n = n - 1 end
+  return n
+end
+
+local function used_permits(hk)
+  return tonumber(redis.call('ZSCORE', hk, USED) or '0')
+end
+
+local function is_writer(m)
+  return string.match(m, '^[^.]+%.(.)') == 'w'
+end
+
+-- Admit the waiters of shared queue `q` that may own now, in queue order, at most
+-- ADMIT_BATCH; each is rung, except `caller` (it reads the answer of its own call). Dead
+-- waiters met at the front are removed (at most 64).
+local function admit(q, kind, caller)
+  local hk = holders_key(q)
+  if not holders_usable(hk) then return end
+  local size = kind == 'semaphore' and semaphore_size(q) or 0
+  local used = kind == 'semaphore' and used_permits(hk) or 0
+  local dead, admitted = 0, 0
+  while true do
+    local n = holder_count(hk)
+    local w = redis.call('ZRANGE', q, n, n, 'WITHSCORES')
+    if #w == 0 then break end
+    local m = w[1]
+    if not lease_left(lease_of(m) or '') then
+      redis.call('ZREM', q, m)
+      touch_rev()
+      dead = dead + 1
+      if dead >= 64 then break end
+    else
+      local fits
+      if kind == 'rwlock' then
+        if is_writer(m) then
+          fits = n == 0
+        else
+          fits = n == 0 or not is_writer(redis.call('ZRANGE', hk, 0, 0)[1])
+        end
+      else
+        fits = used + permits_of(m) <= size
+      end
+      if not fits then break end
+      if admitted >= ADMIT_BATCH then
+        ring(lease_of(m), 'c ' .. m)
+        break
+      end
+      redis.call('ZADD', hk, w[2], m)
+      if kind == 'semaphore' then
+        used = used + permits_of(m)
+        redis.call('ZADD', hk, int(used), USED)
+      end
+      if m ~= caller then ring(lease_of(m), 'c ' .. m) end
+      admitted = admitted + 1
+    end
+  end
+  if dead > 0 and redis.call('ZCARD', q) == 0 then queue_emptied(q, kind) end
+end
+
+-- Live holders among the first few of shared queue `q`: the dead ones met (expired, not
+-- swept yet) leave the queue, which admits whoever stood behind them. Returns the smallest
+-- lease time left among the live ones looked at (0 when none): when a waiter should ask again
+-- if nothing rings it first.
+local leave_queue
+local function settle(q)
+  local hk = holders_key(q)
+  if redis.call('TYPE', hk)['ok'] ~= 'zset' then return 0 end
+  local best = 0
+  for _, m in ipairs(redis.call('ZRANGE', hk, 0, 16)) do
+    if m ~= USED then
       local left = lease_left(lease_of(m) or '')
       if not left then
-        dead[#dead + 1] = m
-        if #dead >= 64 then done = true break end
-      elseif owns(m) then
-        list[#list + 1] = { m, tonumber(batch[i + 1]), left }
-        set[m] = true
-      else
-        done = true
-        break
+        leave_queue(q, m)
+      elseif best == 0 or left < best then
+        best = left
       end
     end
   end
-  for _, m in ipairs(dead) do redis.call('ZREM', q, m) end
-  if #dead > 0 then
-    touch_rev()
-    if redis.call('ZCARD', q) == 0 then queue_emptied(q, kind) end
-  end
-  -- (elections are walked by live_head, which also drops a pruned candidate's value)
-  return list, set
+  return best
 end
 
--- Smallest lease time left among `list` (owners), or 0.
-local function min_left(list)
-  local best = 0
-  for _, o in ipairs(list) do
-    if best == 0 or o[3] < best then best = o[3] end
+-- Whether `member` of shared queue `q` owns, by the server's view: admitted and alive.
+local function holds(q, member)
+  local hk = holders_key(q)
+  if redis.call('TYPE', hk)['ok'] ~= 'zset' then return false end
+  return redis.call('ZSCORE', hk, member) ~= false and lease_left(lease_of(member) or '') ~= nil
+end
+
+-- Participants of double barrier `q` (all of its entries own): the dead ones among the first
+-- 64 are removed; one further back counts until a sweep removes it (any client's renewal
+-- sweeps expired leases). Returns their count and the smallest lease time left among the live
+-- ones looked at.
+local function participants(q)
+  local best, dead = 0, {}
+  for _, m in ipairs(redis.call('ZRANGE', q, 0, 63)) do
+    local left = lease_left(lease_of(m) or '')
+    if not left then
+      dead[#dead + 1] = m
+    elseif best == 0 or left < best then
+      best = left
+    end
   end
-  return best
+  for _, m in ipairs(dead) do redis.call('ZREM', q, m) end
+  if #dead > 0 then touch_rev() end
+  return redis.call('ZCARD', q), best
 end
 
 -- Keys put with a lease: {ns}:key:<key> is a hash {v, lease, crev, mrev, ver}, indexed in the
@@ -332,21 +399,28 @@ local function dbarrier_changed(q)
 end
 
 -- Remove a member from a queue zset: hand over, and log a leader change for elections.
-local function leave_queue(q, member)
+leave_queue = function(q, member)
   local score = redis.call('ZSCORE', q, member)
   if not score then return false end
   score = tonumber(score)
   local kind = kind_of(q)
   if kind == 'rwlock' or kind == 'semaphore' then
-    -- Shared ownership: ring exactly the entries that own now and did not before.
-    local _, before = owners(q)
     redis.call('ZREM', q, member)
     touch_rev()
-    local after = owners(q)
-    for _, o in ipairs(after) do
-      if not before[o[1]] then ring(lease_of(o[1]), 'c ' .. o[1]) end
+    local hk = holders_key(q)
+    local held = false
+    if redis.call('TYPE', hk)['ok'] == 'zset' then
+      held = redis.call('ZREM', hk, member) == 1
+      if held and kind == 'semaphore' then
+        local used = used_permits(hk) - permits_of(member)
+        if used > 0 then redis.call('ZADD', hk, int(used), USED) else redis.call('ZREM', hk, USED) end
+      end
     end
-    if not before[member] then ring(lease_of(member), 'c ' .. member) end
+    -- Whoever may own now is admitted and rung.
+    admit(q, kind)
+    -- A waiting entry removed by someone else (a revoke, another handle) must stop waiting:
+    -- ring it so it re-checks and finds itself gone.
+    if not held then ring(lease_of(member), 'c ' .. member) end
     if redis.call('ZCARD', q) == 0 then queue_emptied(q, kind) end
     return true
   end

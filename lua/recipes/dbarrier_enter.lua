@@ -14,19 +14,19 @@ expect_type(Q, 'zset')
 expect_type(READY, 'string')
 expect_type(AK, 'set')
 if not lease_left(lease) then return { 'lost' } end
-local live = owners(Q)
+local live, left = participants(Q)
 -- A round flag with nobody in the round is stale (foreign data, or written by hand).
-if #live == 0 and redis.call('EXISTS', READY) == 1 then redis.call('DEL', READY) end
+if live == 0 and redis.call('EXISTS', READY) == 1 then redis.call('DEL', READY) end
 if not redis.call('ZSCORE', Q, member) then
   if recheck or tombstoned(AK, member) then return { 'gone' } end
-  if redis.call('EXISTS', READY) == 1 or #live >= count then return { 'full', #live } end
+  if redis.call('EXISTS', READY) == 1 or live >= count then return { 'full', live } end
   redis.call('ZADD', Q, int(next_rev()), member)
   attach(lease, AK, 'z ' .. member .. ' ' .. Q)
-  live = owners(Q)
-  if #live >= count then
+  live, left = participants(Q)
+  if live >= count then
     redis.call('SET', READY, '1')
     dbarrier_changed(Q)
   end
 end
 if redis.call('EXISTS', READY) == 1 then return { 'ready' } end
-return { 'wait', #live, min_left(live) }
+return { 'wait', live, left }

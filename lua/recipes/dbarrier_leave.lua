@@ -15,8 +15,8 @@ if ARGV[3] == '1' then
   leave_queue(Q, member)
   redis.call('SREM', AK, 'z ' .. member .. ' ' .. Q)
 end
-local live = owners(Q)
-if #live == 0 then
+local live, left = participants(Q)
+if live == 0 then
   if redis.call('EXISTS', READY) == 1 then
     redis.call('DEL', READY)
     touch_rev()
@@ -24,4 +24,4 @@ if #live == 0 then
   end
   return { 'done' }
 end
-return { 'wait', #live, min_left(live) }
+return { 'wait', live, left }

@@ -41,6 +41,11 @@ pub(crate) const LAYOUT: &[(&str, &str, &str)] = &[
         "contender (r/w) -> revision: readers share, writers exclude",
     ),
     (
+        "{ns}:rwlock-holders:<name>",
+        "zset",
+        "the owners among the rwlock's entries (a prefix of its queue)",
+    ),
+    (
         "{ns}:semaphore:<name>",
         "zset",
         "contender (with its permit count) -> revision",
@@ -49,6 +54,11 @@ pub(crate) const LAYOUT: &[(&str, &str, &str)] = &[
         "{ns}:semaphore-size:<name>",
         "string",
         "the size set by the first user",
+    ),
+    (
+        "{ns}:semaphore-holders:<name>",
+        "zset",
+        "the owners among the semaphore's entries (a prefix of its queue), and `#used` -> permits they hold",
     ),
     (
         "{ns}:election:<name>",
@@ -161,6 +171,13 @@ impl Keys {
 
     pub(crate) fn semaphore_size(&self, name: &str) -> String {
         format!("{}semaphore-size:{name}", self.prefix)
+    }
+
+    /// Built by the scripts (`holders_key` in `lua/prelude/queues.lua`), named here for the
+    /// layout and the tests.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn holders(&self, kind: &str, name: &str) -> String {
+        format!("{}{kind}-holders:{name}", self.prefix)
     }
 
     pub(crate) fn barrier(&self, name: &str) -> String {
@@ -279,8 +296,10 @@ mod tests {
             k.attached(id),
             k.mutex(n),
             k.rwlock(n),
+            k.holders("rwlock", n),
             k.semaphore(n),
             k.semaphore_size(n),
+            k.holders("semaphore", n),
             k.election(n),
             k.election_values(n),
             k.election_log(n),
