@@ -224,3 +224,68 @@ async fn semaphore_size_is_checked_and_many_permits_are_all_or_nothing() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+/// More waiters than one call admits: every one of them is admitted, the first batch by the
+/// release and the rest by the re-checks it rings, without a timer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_admits_every_waiting_reader_however_many() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "rw_many").await;
+    let session = client.session().await.unwrap();
+    let lock = session.rwlock("data").unwrap();
+    let writer = lock.write().await.unwrap();
+    let readers: Vec<_> = (0..300)
+        .map(|_| {
+            let lock = lock.clone();
+            tokio::spawn(async move { lock.read().await })
+        })
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            zcard(&raw, "{rw_many}:rwlock:data").await == 301
+        })
+        .await
+    );
+    writer.unlock().await.unwrap();
+    let mut guards = Vec::new();
+    for r in readers {
+        let g = tokio::time::timeout(Duration::from_secs(10), r)
+            .await
+            .expect("every reader admitted")
+            .unwrap()
+            .unwrap();
+        guards.push(g);
+    }
+    assert_eq!(zcard(&raw, "{rw_many}:rwlock-holders:data").await, 300);
+    // A writer behind them waits for the last of them.
+    let w = lock.try_write().await;
+    assert!(matches!(w, Err(Error::Locked { .. })), "{w:?}");
+    for g in guards {
+        g.unlock().await.unwrap();
+    }
+    assert!(!exists(&raw, "{rw_many}:rwlock-holders:data").await);
+    lock.try_write().await.unwrap().unlock().await.unwrap();
+}
+
+/// The holders zset deleted behind leasehold's back (a foreign DEL): the next call admits the
+/// queue's front again, and the owners are who they were.
+#[tokio::test]
+async fn a_deleted_holders_set_is_rebuilt_from_the_queue() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "rw_heal").await;
+    let session = client.session().await.unwrap();
+    let sem = session.semaphore("pool", 3).unwrap();
+    let a = sem.acquire_many(2).await.unwrap();
+    let _: i64 = cmd(&raw, "DEL", &["{rw_heal}:semaphore-holders:pool"])
+        .await
+        .unwrap();
+    assert!(!a.is_owner().await.unwrap(), "not an owner by the server's view");
+    // The next request re-admits the front (2 permits), then itself if it fits (1 more).
+    let b = sem.try_acquire().await.unwrap();
+    assert!(a.is_owner().await.unwrap());
+    assert!(matches!(sem.try_acquire().await, Err(Error::Locked { .. })));
+    drop(b);
+    a.release().await.unwrap();
+}

@@ -561,6 +561,32 @@ async fn a_holder_whose_entries_vanished_learns_it_within_a_renewal() {
     assert!(kept.is_owner().await.unwrap());
 }
 
+/// A lock's queue deleted behind leasehold's back (evicted, a foreign `DEL`) while its
+/// attachment stays: the renewal checks the entries it counts against what they point at, so
+/// the holder learns it within a renewal, and another session's lock is left alone.
+#[tokio::test]
+async fn a_holder_whose_queue_key_vanished_learns_it_within_a_renewal() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "vanish_q").await;
+    let holder = session_of_3s(&client).await;
+    let guard = holder.mutex("m").unwrap().lock().await.unwrap();
+    let bystander = session_of_3s(&client).await;
+    let kept = bystander.mutex("b").unwrap().lock().await.unwrap();
+    let _: i64 = cmd(&raw, "DEL", &["{vanish_q}:mutex:m"]).await.unwrap();
+    // Someone else takes the lock the queue's deletion freed.
+    let thief = client.session().await.unwrap();
+    let _stolen = thief.mutex("m").unwrap().try_lock().await.unwrap();
+    assert_eq!(
+        ended_within_a_renewal(&holder).await,
+        SessionEnd::EntriesLost
+    );
+    assert!(!guard.is_valid());
+    tokio::time::sleep(secs(2)).await;
+    assert!(bystander.is_valid());
+    assert!(kept.is_owner().await.unwrap());
+}
+
 /// Locks taken and released, waits cancelled and try-locks refused never make the session's
 /// count exceed what Redis holds: a busy session is never ended by the check.
 #[tokio::test]

@@ -5,7 +5,7 @@
 --   id, count (1: also count its attachments, which its session compares with what it holds)
 -- Returns {server seconds, server microseconds, swept, replication id, then per id: ttl_ms,
 -- -1 when the lease is gone, or -2 when another client took it over (lease_adopt.lua), then
--- per id: its attachments (-1 when not counted), then the server's maxmemory-policy ('' when
+-- per id: its attachments that are intact (-1 when not counted; see missing_entries), then the server's maxmemory-policy ('' when
 -- INFO is not permitted), then 1 when expired leases are left to sweep (0 when not)}.
 -- The sweep works within the drop budget (lua/prelude/queues.lua): a backlog, or a lease with
 -- many attachments, is finished by further calls.
@@ -14,6 +14,35 @@
 -- corrupted lease must not stop the others' renewals.
 -- The replication id tells the client when it is talking to another history (a promoted
 -- replica, a server restarted empty): its leases may be gone and its sessions are re-checked.
+-- Up to ENTRY_CHECKS of a counted lease's attachments (all of them when it has no more, a
+-- random sample otherwise) are checked against what they point at: an entry whose queue
+-- member or key vanished (evicted, FLUSHALL, a foreign DEL) is counted out, so the session
+-- learns its lock may have passed to someone else. Attachments and what they point at only
+-- change together in leasehold's scripts, so nothing else makes an entry missing.
+local ENTRY_CHECKS = 4
+local function missing_entries(id, ak)
+  local sample = redis.pcall('SRANDMEMBER', ak, ENTRY_CHECKS)
+  if type(sample) ~= 'table' or sample.err then return 0 end
+  local missing = 0
+  for _, e in ipairs(sample) do
+    local sp = string.find(e, ' ', 3, true)
+    if string.sub(e, 1, 2) == 'z ' and sp then
+      local key = string.sub(e, sp + 1)
+      if owned(key) then
+        local score = redis.pcall('ZSCORE', key, string.sub(e, 3, sp - 1))
+        if not score or type(score) == 'table' then missing = missing + 1 end
+      end
+    elseif string.sub(e, 1, 2) == 'k ' then
+      local key = string.sub(e, 3)
+      if owned(key) then
+        local holder = redis.pcall('HGET', key, 'lease')
+        if holder ~= id then missing = missing + 1 end
+      end
+    end
+  end
+  return missing
+end
+
 expect_base()
 local n = (#ARGV - 2) / 2
 if n ~= math.floor(n) then fail('ARG', 'expected an entry count per lease id') end
@@ -52,6 +81,9 @@ for i = 1, n do
   out[4 + i] = ttl
   -- pcall: an ACL user without SCARD, or foreign data at the key, leaves it uncounted.
   local attached = count and redis.pcall('SCARD', ak)
+  if type(attached) == 'number' and ttl > 0 then
+    attached = attached - missing_entries(id, ak)
+  end
   out[4 + n + i] = type(attached) == 'number' and attached or -1
 end
 -- The renewals above stand even if the sweep fails on data nobody foresaw.
