@@ -30,7 +30,11 @@ async fn metrics_are_recorded_and_described() {
     drop(g);
     w.await.unwrap().unwrap();
     let _: () = cmd(&raw, "SCRIPT", &["FLUSH"]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await; // renewals, one after the flush
+    let _: () = cmd(&raw, "CONFIG", &["SET", "maxmemory-policy", "allkeys-lru"])
+        .await
+        .unwrap();
+    // Renewals, one after the flush and the policy change.
+    tokio::time::sleep(Duration::from_millis(800)).await;
     a.close().await.unwrap();
     drop(a);
     drop(b);
@@ -58,6 +62,10 @@ async fn metrics_are_recorded_and_described() {
     assert!(counter("leasehold_script_reloads_total") >= 1);
     match get("leasehold_sessions_live")[0].1 {
         DebugValue::Gauge(v) => assert_eq!(v.into_inner(), 0.0, "both sessions dropped"),
+        other => panic!("{other:?}"),
+    }
+    match get("leasehold_redis_can_evict")[0].1 {
+        DebugValue::Gauge(v) => assert_eq!(v.into_inner(), 1.0, "the policy set at run time"),
         other => panic!("{other:?}"),
     }
     for h in [

@@ -281,7 +281,10 @@ async fn a_deleted_holders_set_is_rebuilt_from_the_queue() {
     let _: i64 = cmd(&raw, "DEL", &["{rw_heal}:semaphore-holders:pool"])
         .await
         .unwrap();
-    assert!(!a.is_owner().await.unwrap(), "not an owner by the server's view");
+    assert!(
+        !a.is_owner().await.unwrap(),
+        "not an owner by the server's view"
+    );
     // The next request re-admits the front (2 permits), then itself if it fits (1 more).
     let b = sem.try_acquire().await.unwrap();
     assert!(a.is_owner().await.unwrap());

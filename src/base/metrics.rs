@@ -29,6 +29,7 @@ pub const LOCK_HANDOFFS: &str = "leasehold_lock_handoffs_total";
 pub const LOCK_BATCH: &str = "leasehold_lock_batch_size";
 pub const SCRIPT_RELOADS: &str = "leasehold_script_reloads_total";
 pub const REDIS_ERRORS: &str = "leasehold_redis_errors_total";
+pub const REDIS_CAN_EVICT: &str = "leasehold_redis_can_evict";
 
 /// What kind of value a metric is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -151,6 +152,11 @@ pub const ALL: &[Metric] = &[
         "NOSCRIPT replies answered by reloading the script",
     ),
     counter(REDIS_ERRORS, &["kind"], "Redis errors, by kind of error"),
+    gauge(
+        REDIS_CAN_EVICT,
+        "1 when the server's maxmemory-policy can evict leasehold's keys (any policy but \
+         noeviction), 0 when it cannot; unset until a policy was read",
+    ),
 ];
 
 // A renewal is one small script call: sub-millisecond locally, up to the attempt timeout (5 s).

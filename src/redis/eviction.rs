@@ -11,6 +11,7 @@ use fred::interfaces::ClientLike;
 use fred::types::InfoKind;
 
 use crate::base::error::{Error, Result};
+use crate::base::metrics as m;
 
 /// The policy as last seen, and whether one that can evict was accepted.
 #[derive(Debug)]
@@ -21,6 +22,9 @@ pub(crate) struct Eviction {
 
 impl Eviction {
     pub(crate) fn new(allowed: bool, policy: Option<String>) -> Eviction {
+        if let Some(policy) = &policy {
+            publish(policy);
+        }
         Eviction {
             allowed,
             policy: StdMutex::new(policy),
@@ -47,6 +51,7 @@ impl Eviction {
                 );
             }
             *seen = Some(policy.to_owned());
+            publish(policy);
         }
     }
 
@@ -63,6 +68,10 @@ impl Eviction {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
         self.policy.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+fn publish(policy: &str) {
+    metrics::gauge!(m::REDIS_CAN_EVICT).set(if can_evict(policy) { 1.0 } else { 0.0 });
 }
 
 /// Whether `policy` lets Redis evict keys leasehold relies on.

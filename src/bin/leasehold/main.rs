@@ -144,7 +144,7 @@ pub async fn connect(cli: &Cli) -> Result<Client, Failure> {
         })?;
         builder = builder.tls_root_ca_pem(pem);
     }
-    builder.build().await.map_err(|e| match e {
+    let client = builder.build().await.map_err(|e| match e {
         Error::Unreachable(_) | Error::Timeout(_) | Error::Tls(_) => Failure::new(
             EXIT_UNREACHABLE,
             format!(
@@ -154,7 +154,17 @@ pub async fn connect(cli: &Cli) -> Result<Client, Failure> {
         ),
         // Reached, but refused: say what was refused.
         e => Failure::from(e),
-    })
+    })?;
+    // Accepted with --allow-eviction: every command still says so (on stderr, so that
+    // --json output stays parseable).
+    if let Some(policy) = client.maxmemory_policy().filter(|p| p != "noeviction") {
+        eprintln!(
+            "warning: Redis maxmemory-policy is {}: it can evict lock keys, so a lock may have \
+             more than one holder (accepted by --allow-eviction)",
+            output::printable(&policy)
+        );
+    }
+    Ok(client)
 }
 
 /// SIGINT and SIGTERM, listened for from the start of the program: a signal that arrives
