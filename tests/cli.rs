@@ -416,7 +416,6 @@ async fn lock_sh(server: &RedisServer, ns: &str, script: &str) -> (Running, i32)
     let mut l = spawn(server, ns, &["lock", "x", "--", "sh", "-c", script]);
     let _key = l.line(secs(10)).await;
     let pid: i32 = l.line(secs(5)).await.trim().parse().unwrap();
-    assert!(!gone(pid), "{pid} runs");
     (l, pid)
 }
 
@@ -427,13 +426,15 @@ async fn lock_stops_the_commands_whole_process_group() {
     let server = server();
     // SIGTERM to lock while the command waits for its background job.
     let (mut l, background) = lock_sh(&server, "c9", "sleep 30 & echo $!; wait").await;
+    assert!(!gone(background), "{background} runs");
     l.signal(libc::SIGTERM);
     l.exit(secs(5)).await;
     assert!(
         eventually_gone(background, secs(2)).await,
         "the command's background job outlived lock"
     );
-    // The command exits and leaves a job behind: it is stopped before lock unlocks and exits.
+    // The command exits and leaves a job behind: it is stopped before lock unlocks and exits
+    // (maybe already by the time its pid is read).
     let (mut l, background) = lock_sh(&server, "c9", "sleep 30 & echo $!").await;
     assert_eq!(l.exit(secs(5)).await, 0);
     assert!(gone(background), "a job of the command outlived the lock");
@@ -446,6 +447,7 @@ async fn lock_stops_the_commands_whole_process_group() {
 async fn a_killed_lock_takes_its_command_with_it() {
     let server = server();
     let (mut l, command) = lock_sh(&server, "c10", "echo $$; exec sleep 30").await;
+    assert!(!gone(command), "{command} runs");
     l.signal(libc::SIGKILL);
     l.exit(secs(5)).await;
     assert!(

@@ -13,6 +13,8 @@ use crate::redis::{scripts, Reply};
 
 /// Page size for [`Client::leases`].
 const LIST_PAGE: usize = 256;
+/// Registry entries read per `ZRANGE` by [`Client::leases`].
+const REGISTRY_PAGE: i64 = 1000;
 
 /// The lease API, as etcd's `Lease` interface. A [`Session`](crate::Session) does all of this
 /// for you; use these to manage leases by hand or from operator tooling.
@@ -85,35 +87,53 @@ impl Client {
 
     /// Every live lease of the namespace with its metadata, oldest first (etcd's `Leases`,
     /// plus what an operator needs to find a leak: client, host, pid, label, attachments).
+    ///
+    /// The registry is read in pages of 1000 (Redis serves others in between), so this is not
+    /// a snapshot: with leases granted, renewed or ending while it reads, one may be missed or
+    /// listed twice (duplicates are removed).
     pub async fn leases(&self) -> Result<Vec<LeaseInfo>> {
         let inner = &self.inner;
         let k = &inner.keys;
         let redis = inner.conn.pool().next_connected();
-        let members: Vec<String> = match redis
-            .zrange(k.leases(), 0, -1, None, false, None, false)
-            .await
-        {
-            Ok(members) => members,
-            // Not through a script, so Redis's own refusal: name the key as the scripts do.
-            Err(e) if e.details().starts_with("WRONGTYPE") => {
-                let found: String = redis
-                    .r#type(k.leases())
-                    .await
-                    .unwrap_or_else(|_| "other type".into());
-                return Err(Error::WrongType {
-                    key: k.leases(),
-                    found,
-                    expected: "zset".into(),
-                });
+        // The registry is read a page at a time, so that a namespace with millions of leases
+        // never makes one long command. Not a snapshot: see the method's doc.
+        let mut members: Vec<String> = Vec::new();
+        let mut start = 0i64;
+        loop {
+            let end = start + REGISTRY_PAGE - 1;
+            let page: Vec<String> = match redis
+                .zrange(k.leases(), start, end, None, false, None, false)
+                .await
+            {
+                Ok(page) => page,
+                // Not through a script, so Redis's own refusal: name the key as the scripts do.
+                Err(e) if e.details().starts_with("WRONGTYPE") => {
+                    let found: String = redis
+                        .r#type(k.leases())
+                        .await
+                        .unwrap_or_else(|_| "other type".into());
+                    return Err(Error::WrongType {
+                        key: k.leases(),
+                        found,
+                        expected: "zset".into(),
+                    });
+                }
+                Err(e) => {
+                    let e = classify(e, inner.conn.timeout());
+                    return Err(denied_during(e, || format!("reading {}", k.leases())));
+                }
+            };
+            let full = page.len() as i64 == REGISTRY_PAGE;
+            members.extend(page);
+            if !full {
+                break;
             }
-            Err(e) => {
-                let e = classify(e, inner.conn.timeout());
-                return Err(denied_during(e, || format!("reading {}", k.leases())));
-            }
-        };
+            start += REGISTRY_PAGE;
+        }
         // Members that are not lease ids are foreign data: skipped, never touched.
         let mut ids: Vec<LeaseId> = members.iter().filter_map(|s| s.parse().ok()).collect();
         ids.sort();
+        ids.dedup();
         let r = Reply::new("lease list");
         let mut out = Vec::with_capacity(ids.len());
         for page in ids.chunks(LIST_PAGE) {
