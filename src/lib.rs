@@ -56,7 +56,7 @@ mod session;
 mod sync;
 mod wait;
 
-pub use base::error::{Error, Result};
+pub use base::error::{Cause, Error, Result};
 pub use base::lease_id::LeaseId;
 pub use base::limits::{
     DEFAULT_TTL, ELECTION_LOG_BYTES, ELECTION_LOG_ENTRIES, MAX_ATTACHMENTS_SHOWN, MAX_LABEL_LEN,

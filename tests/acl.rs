@@ -356,6 +356,7 @@ async fn another_namespace_is_refused_with_a_typed_error_naming_it() {
     assert!(started.elapsed() < secs(3), "fails at once");
     match e {
         Error::PermissionDenied(m) => {
+            let m = m.message();
             assert!(m.contains("NOPERM"), "{m}");
             assert!(m.contains("channel"), "says what was denied: {m}");
             assert!(m.contains("{acl-b}:wake:"), "names the channel: {m}");
@@ -378,6 +379,7 @@ async fn a_user_without_the_channels_is_refused_at_build() {
     setuser(&server, &words);
     match user_client(&server, "lh-nochannels", "acl-a").await {
         Err(Error::PermissionDenied(m)) => {
+            let m = m.message();
             assert!(m.contains("channel") && m.contains("{acl-a}:wake:"), "{m}");
         }
         other => panic!("expected PermissionDenied, got {other:?}"),
@@ -398,6 +400,7 @@ async fn a_denial_inside_a_script_is_permission_denied() {
     let session = client.session().await.unwrap();
     match session.election("lead").unwrap().campaign("x").await {
         Err(Error::PermissionDenied(m)) => {
+            let m = m.message();
             assert!(m.contains("can't run this command"), "{m}");
             assert!(m.contains("election_campaign"), "names the operation: {m}");
             assert!(m.contains("\"acl-a\""), "names the namespace: {m}");

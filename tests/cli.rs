@@ -524,3 +524,77 @@ async fn passwords_stay_out_of_messages_and_a_closed_pipe_ends_quietly() {
         "{status:?} {stderr}"
     );
 }
+
+/// Each way of not getting through has its own message and exit code, and no message carries
+/// the password or repeats itself.
+#[tokio::test]
+async fn refusals_have_their_own_exit_codes_and_never_show_the_password() {
+    let run = |url: String, args: &'static [&'static str]| async move {
+        let out = Command::new(BIN)
+            .env("REDIS_URL", url)
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Unreachable: 2, as a sentence.
+    let mut dead = support::server();
+    let port = dead.url().rsplit(':').next().unwrap().to_owned();
+    dead.kill();
+    let (code, err) = run(format!("redis://u:s3cret@127.0.0.1:{port}"), &["sessions"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("connection refused"), "{err}");
+    assert_eq!(err.matches("cannot reach Redis").count(), 1, "{err}");
+    assert!(!err.contains("Os {") && !err.contains("s3cret"), "{err}");
+    // Credentials refused: 4.
+    let server = server();
+    let reply = server
+        .command(&["CONFIG", "SET", "requirepass", "right"])
+        .unwrap();
+    assert_eq!(reply, "+OK\r\n");
+    let port = server.url().rsplit(':').next().unwrap().to_owned();
+    let (code, err) = run(format!("redis://:wr0ng@127.0.0.1:{port}"), &["sessions"]).await;
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("refused the credentials"), "{err}");
+    assert!(!err.contains("wr0ng"), "{err}");
+    // Not a Redis URL: refused before any connection, as bad arguments.
+    let (code, err) = run(format!("http://u:s3cret@127.0.0.1:{port}"), &["sessions"]).await;
+    assert_eq!(code, 128, "{err}");
+    assert!(
+        err.contains("not a Redis URL") && !err.contains("s3cret"),
+        "{err}"
+    );
+}
+
+/// `lock --try` and `lock --timeout` give up with exit 6 and leave nothing queued.
+#[tokio::test]
+async fn lock_try_and_timeout_give_up_with_exit_6_and_leave_nothing_queued() {
+    let server = server();
+    let raw = raw(&server).await;
+    let mut holder = spawn(&server, "c12", &["lock", "x"]);
+    let _held = holder.line(secs(10)).await;
+    let (code, _, err) = output(&server, "c12", &["lock", "x", "--try"]).await;
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("held by another contender"), "{err}");
+    let t = Instant::now();
+    let (code, _, err) = output(&server, "c12", &["lock", "x", "--timeout", "300ms"]).await;
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("not acquired within 300ms"), "{err}");
+    assert!(t.elapsed() < secs(5));
+    assert_eq!(
+        zcard(&raw, "{c12}:mutex:x").await,
+        1,
+        "only the holder is queued"
+    );
+    // Free: --try and --timeout take it at once.
+    holder.signal(libc::SIGTERM);
+    assert_eq!(holder.exit(secs(5)).await, 0);
+    let (code, out, err) = output(&server, "c12", &["lock", "x", "--try", "--", "true"]).await;
+    assert_eq!(code, 0, "{out} {err}");
+    let (code, _, err) = output(&server, "c12", &["lock", "x", "--try", "--timeout", "1s"]).await;
+    assert_eq!(code, 128, "--try and --timeout exclude each other: {err}");
+}

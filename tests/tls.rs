@@ -87,7 +87,7 @@ async fn expect_tls_error(builder: leasehold::ClientBuilder) -> String {
         .expect("build gives up by itself");
     assert!(started.elapsed() < secs(6), "took {:?}", started.elapsed());
     match result {
-        Err(Error::Tls(message)) => message,
+        Err(Error::Tls(cause)) => cause.message().to_owned(),
         Err(other) => panic!("expected Error::Tls, got {other:?}"),
         Ok(_) => panic!("connected without trusting the server"),
     }
@@ -187,6 +187,6 @@ async fn the_cli_trusts_a_ca_given_with_cacert() {
 
     let untrusted = run(&[]).await;
     let stderr = String::from_utf8_lossy(&untrusted.stderr);
-    assert_eq!(untrusted.status.code(), Some(2), "{untrusted:?}");
+    assert_eq!(untrusted.status.code(), Some(5), "TLS failed: {untrusted:?}");
     assert!(stderr.contains("not signed by a trusted CA"), "{stderr}");
 }

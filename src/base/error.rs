@@ -1,5 +1,6 @@
-//! The one error type of leasehold.
+//! The one error type of leasehold, and [`Cause`]: what Redis or the connection said.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::lease_id::LeaseId;
@@ -140,11 +141,18 @@ pub enum Error {
     /// Redis refused a write because it reached `maxmemory` (policy `noeviction`). Nothing was
     /// written; the call may succeed once memory is freed.
     #[error("Redis is out of memory (maxmemory reached), nothing was written: {0}")]
-    OutOfMemory(String),
+    OutOfMemory(#[source] Cause),
 
-    /// The Redis user may not run a command or touch a key (ACL `NOPERM`).
+    /// The Redis user may not run a command or touch a key (ACL `NOPERM`). Nothing was written
+    /// by the refused command; the message says what was being done.
     #[error("permission denied by Redis ACL: {0}")]
-    PermissionDenied(String),
+    PermissionDenied(#[source] Cause),
+
+    /// Redis refused the credentials (`WRONGPASS`: wrong user or password; `NOAUTH`: the server
+    /// needs a password the URL does not give). Raised when the client connects; nothing was
+    /// written. Not transient: fix the URL.
+    #[error("Redis refused the credentials: {0}")]
+    AuthFailed(#[source] Cause),
 
     /// With [`Durability`](crate::Durability) set: fewer replicas than required acknowledged a
     /// write before the timeout, so a failover could lose it. The operation is treated as
@@ -166,15 +174,16 @@ pub enum Error {
     /// host, the server does not speak TLS on that port, or no root certificates are available.
     /// Not transient: fix the configuration (see `ClientBuilder::tls_root_ca_pem`, feature `tls`).
     #[error("TLS failed: {0}")]
-    Tls(String),
+    Tls(#[source] Cause),
 
     /// Redis did not answer in time. The operation may or may not have been applied.
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
 
-    /// Redis could not be reached (connection refused, reset, closed).
+    /// Redis could not be reached (connection refused, reset, closed). A call that was in
+    /// flight when its connection closed may or may not have run (the message says which).
     #[error("cannot reach Redis: {0}")]
-    Unreachable(String),
+    Unreachable(#[source] Cause),
 
     /// A reply of a shape leasehold does not expect (a bug, or a key rewritten by a foreign writer).
     #[error("unexpected reply from Redis to {operation}: {detail}")]
@@ -188,8 +197,63 @@ pub enum Error {
     Closed,
 
     /// Any other error Redis or the client library reported.
-    #[error("redis error: {0}")]
-    Redis(#[source] fred::error::Error),
+    #[error("Redis error: {0}")]
+    Redis(#[source] Cause),
+}
+
+/// What Redis or the connection said about an [`Error`]: a message to read, and the error it
+/// came from as [`source`](std::error::Error::source) (the Redis client library's error, or an
+/// I/O error), for logs that print the chain. The type of that source is not part of
+/// leasehold's API: match on [`Error`]'s variants, not on it.
+#[derive(Debug, Clone)]
+pub struct Cause {
+    message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Cause {
+    /// A cause with a message only.
+    pub(crate) fn new(message: impl Into<String>) -> Cause {
+        Cause {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A cause with a message, coming from `source`.
+    pub(crate) fn from_source(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Cause {
+        Cause {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// The message, as shown in the error's text.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The same cause with another message.
+    pub(crate) fn with_message(self, message: String) -> Cause {
+        Cause { message, ..self }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl Error {

@@ -13,7 +13,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use super::{Client, ClientInner, DEFAULT_NAMESPACE};
-use crate::base::error::{Error, Result};
+use crate::base::error::{Cause, Error, Result};
 use crate::base::limits::check_namespace;
 use crate::base::session_state::OnDrop;
 use crate::lease::supervisor::{failover, Op, Supervisor};
@@ -218,8 +218,10 @@ impl ClientBuilder {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(unreachable(e, &pool, &subscriber).await),
             Err(_) => {
-                let e =
-                    Error::Unreachable(format!("no connection within {:?}", self.connect_timeout));
+                let e = Error::Unreachable(Cause::new(format!(
+                    "no connection within {:?}",
+                    self.connect_timeout
+                )));
                 return Err(unreachable(e, &pool, &subscriber).await);
             }
         }

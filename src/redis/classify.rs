@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use fred::error::{Error as RedisError, ErrorKind};
 
-use crate::base::error::Error;
+use crate::base::error::{Cause, Error};
 
 /// fred's error for a command that found no connection to send on (never sent; the pool
 /// sends each command at most once).
@@ -21,6 +21,7 @@ pub(super) fn error_kind(e: &Error) -> &'static str {
         Error::WrongType { .. } => "wrong_type",
         Error::CorruptData { .. } => "corrupt_data",
         Error::PermissionDenied(_) => "permission",
+        Error::AuthFailed(_) => "auth",
         Error::Tls(_) => "tls",
         Error::InvalidArgument(_) => "argument",
         Error::NotReplicated { .. } => "not_replicated",
@@ -33,7 +34,10 @@ pub(super) fn error_kind(e: &Error) -> &'static str {
 /// being done to a [`Error::PermissionDenied`]; other errors pass unchanged.
 pub(crate) fn denied_during(e: Error, what: impl FnOnce() -> String) -> Error {
     match e {
-        Error::PermissionDenied(m) => Error::PermissionDenied(format!("{m} ({})", what())),
+        Error::PermissionDenied(c) => {
+            let message = format!("{} ({})", c.message(), what());
+            Error::PermissionDenied(c.with_message(message))
+        }
         e => e,
     }
 }
@@ -63,9 +67,10 @@ pub(crate) fn classify(e: RedisError, timeout: Duration) -> Error {
             detail: detail.to_owned(),
         };
     }
+    let cause = |message: String| Cause::from_source(message, e.clone());
     // Redis checks memory before a script's first write, so nothing was written.
     if details.starts_with("OOM ") {
-        return Error::OutOfMemory(details.to_owned());
+        return Error::OutOfMemory(cause(details.to_owned()));
     }
     if let Some(rest) = details.strip_prefix("LHARG ") {
         return Error::InvalidArgument(rest.to_owned());
@@ -73,28 +78,66 @@ pub(crate) fn classify(e: RedisError, timeout: Duration) -> Error {
     // A command refused by the ACL answers NOPERM; one refused inside a script answers
     // "ERR The user executing the script can't …" on Redis 7.0 (NOPERM on later versions).
     if details.starts_with("NOPERM") || details.contains("The user executing the script can't") {
-        return Error::PermissionDenied(details.to_owned());
+        return Error::PermissionDenied(cause(details.to_owned()));
+    }
+    if details.starts_with("WRONGPASS") || details.starts_with("NOAUTH") {
+        return Error::AuthFailed(cause(details.to_owned()));
     }
     // A command whose connection closed while it was in flight (the pool sends each command
-    // at most once): it may or may not have run.
+    // at most once). fred gives this no kind of its own (`Unknown`), so the text decides.
     if details.starts_with("Too many failed write attempts") {
-        return Error::Unreachable(format!(
-            "the connection closed with the call in flight (it may have run): {details}"
+        return Error::Unreachable(cause(
+            "the connection closed with the call in flight (it may have run)".to_owned(),
         ));
     }
     if not_sent(&e) {
-        return Error::Unreachable(format!("no connection to send the call on: {details}"));
+        return Error::Unreachable(cause("no connection to send the call on".to_owned()));
     }
     if let Some(why) = super::tls::handshake_failure(details) {
-        return Error::Tls(why);
+        return Error::Tls(cause(why));
     }
     match e.kind() {
         #[cfg(feature = "tls")]
-        ErrorKind::Tls => Error::Tls(details.to_owned()),
+        ErrorKind::Tls => Error::Tls(cause(details.to_owned())),
+        ErrorKind::Auth => Error::AuthFailed(cause(details.to_owned())),
         ErrorKind::Timeout => Error::Timeout(timeout),
-        ErrorKind::IO | ErrorKind::Canceled => Error::Unreachable(details.to_owned()),
-        _ => Error::Redis(e),
+        ErrorKind::IO | ErrorKind::Canceled => Error::Unreachable(cause(io_sentence(details))),
+        _ => Error::Redis(cause(details.to_owned())),
     }
+}
+
+/// fred reports an I/O error as the `Debug` form of `std::io::Error` (`Os { code: 111, kind:
+/// ConnectionRefused, message: "Connection refused" }`), without the error itself: this turns
+/// that text into the sentence `io::Error`'s `Display` would have given.
+fn io_sentence(details: &str) -> String {
+    if let Some(rest) = details.strip_prefix("Os {") {
+        let message = rest
+            .split_once("message: \"")
+            .and_then(|(_, m)| m.split_once('"'))
+            .map(|(m, _)| m);
+        let code = rest
+            .split_once("code: ")
+            .and_then(|(_, c)| c.split_once(','))
+            .map(|(c, _)| c.trim());
+        if let (Some(message), Some(code)) = (message, code) {
+            return format!("{} (os error {code})", message.to_lowercase());
+        }
+    }
+    if let Some(kind) = details
+        .strip_prefix("Kind(")
+        .and_then(|k| k.strip_suffix(')'))
+    {
+        // `UnexpectedEof` -> "unexpected eof"
+        let mut words = String::new();
+        for (i, ch) in kind.char_indices() {
+            if ch.is_uppercase() && i > 0 {
+                words.push(' ');
+            }
+            words.push(ch.to_ascii_lowercase());
+        }
+        return words;
+    }
+    details.to_owned()
 }
 
 #[cfg(test)]
@@ -111,7 +154,7 @@ mod tests {
                    @user_script:9.";
         let e = classify(script_error(oom), Duration::from_secs(1));
         assert!(
-            matches!(e, Error::OutOfMemory(ref m) if m.starts_with("OOM command not allowed")),
+            matches!(e, Error::OutOfMemory(ref m) if m.message().starts_with("OOM command not allowed")),
             "{e:?}"
         );
         assert_eq!(error_kind(&e), "out_of_memory");
@@ -149,6 +192,7 @@ mod tests {
         ] {
             match classify(script_error(reply), t) {
                 Error::PermissionDenied(m) => {
+                    let m = m.message();
                     assert!(m.contains(kept), "{m}");
                     assert!(!m.contains("@user_script"), "{m}");
                 }
@@ -156,9 +200,46 @@ mod tests {
             }
         }
         let e = denied_during(classify(script_error("NOPERM no"), t), || "doing x".into());
-        assert!(matches!(e, Error::PermissionDenied(ref m) if m == "NOPERM no (doing x)"));
+        assert!(
+            matches!(e, Error::PermissionDenied(ref m) if m.message() == "NOPERM no (doing x)")
+        );
         let e = denied_during(Error::Closed, || unreachable!());
         assert!(matches!(e, Error::Closed));
+    }
+
+    #[test]
+    fn io_errors_read_as_sentences_and_keep_their_source() {
+        let t = Duration::from_secs(1);
+        let refused = std::io::Error::from_raw_os_error(111);
+        let e = classify(RedisError::from(refused), t);
+        match &e {
+            Error::Unreachable(c) => {
+                assert_eq!(c.message(), "connection refused (os error 111)");
+                assert!(std::error::Error::source(c).is_some());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            e.to_string(),
+            "cannot reach Redis: connection refused (os error 111)"
+        );
+        assert!(std::error::Error::source(&e).is_some(), "the cause is kept");
+        let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        let e = classify(RedisError::from(eof), t);
+        assert_eq!(e.to_string(), "cannot reach Redis: unexpected eof");
+    }
+
+    #[test]
+    fn refused_credentials_are_auth_failed() {
+        let t = Duration::from_secs(1);
+        for reply in [
+            "WRONGPASS invalid username-password pair or user is disabled.",
+            "NOAUTH Authentication required.",
+        ] {
+            let e = classify(script_error(reply), t);
+            assert!(matches!(e, Error::AuthFailed(_)), "{e:?}");
+            assert!(!e.is_transient());
+        }
     }
 
     #[test]

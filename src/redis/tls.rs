@@ -14,10 +14,36 @@ use crate::base::error::{Error, Result};
 /// `rediss-sentinel://`, `valkeys…`) trusts `roots_pem` if given, else the system's roots.
 /// `roots_pem` with a URL that does not ask for TLS is an error: it is almost always a
 /// `redis://` written for a `rediss://` server.
+/// The URL schemes fred understands (its `Config::from_url`).
+const SCHEMES: &[&str] = &[
+    "redis",
+    "rediss",
+    "redis-cluster",
+    "rediss-cluster",
+    "redis-sentinel",
+    "rediss-sentinel",
+    "redis+unix",
+    "valkey",
+    "valkeys",
+    "valkey-cluster",
+    "valkeys-cluster",
+    "valkey-sentinel",
+    "valkeys-sentinel",
+    "valkey+unix",
+];
+
 pub(crate) fn config_from_url(url: &str, roots_pem: Option<&[u8]>) -> Result<Config> {
     let invalid = |e: &dyn std::fmt::Display| {
         Error::InvalidArgument(format!("Redis URL {:?}: {e}", redact(url)))
     };
+    // fred takes any other scheme (http://, a typo) for a plain Redis server.
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    if !scheme.as_deref().is_some_and(|s| SCHEMES.contains(&s)) {
+        return Err(invalid(&format_args!(
+            "not a Redis URL: the scheme must be one of {}",
+            SCHEMES.join(", ")
+        )));
+    }
     let plain = match plain_scheme(url) {
         None => {
             if roots_pem.is_some() {
@@ -140,7 +166,11 @@ fn client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig> {
         .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(format!("crypto provider: {e}")))?
+        .map_err(|e| {
+            Error::Tls(crate::base::error::Cause::new(format!(
+                "crypto provider: {e}"
+            )))
+        })?
         .with_root_certificates(roots)
         .with_no_client_auth())
 }
@@ -170,11 +200,11 @@ fn system_roots() -> Result<rustls::RootCertStore> {
     // Unreadable or unparsable system certificates are skipped, as browsers do.
     roots.add_parsable_certificates(found.certs);
     if roots.is_empty() {
-        return Err(Error::Tls(format!(
+        return Err(Error::Tls(crate::base::error::Cause::new(format!(
             "no trusted root certificates found on this system ({} errors reading them); \
              pass the server's CA with ClientBuilder::tls_root_ca_pem",
             found.errors.len()
-        )));
+        ))));
     }
     Ok(roots)
 }
@@ -228,6 +258,32 @@ mod tests {
             "",
         ] {
             assert_eq!(handshake_failure(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn urls_that_are_not_redis_are_refused_without_their_password() {
+        for url in [
+            "http://u:pw@127.0.0.1:1",
+            "127.0.0.1:6379",
+            "redis:/x",
+            "https://h",
+        ] {
+            match config_from_url(url, None) {
+                Err(Error::InvalidArgument(m)) => {
+                    assert!(m.contains("not a Redis URL"), "{m}");
+                    assert!(!m.contains("pw"), "{m}");
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        for url in [
+            "redis://h:1",
+            "REDIS://h:1",
+            "valkey://h:1",
+            "redis-sentinel://h:1?sentinelServiceName=m",
+        ] {
+            assert!(config_from_url(url, None).is_ok(), "{url}");
         }
     }
 

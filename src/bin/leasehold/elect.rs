@@ -63,7 +63,7 @@ pub async fn run(cli: &Cli, args: &Args, signals: &mut Interrupts) -> Outcome {
         t = election.campaign(proposal) => t?,
         _ = signals.recv() => {
             let _ = session.close().await;
-            return Ok(130);
+            return Ok(crate::exit::INTERRUPTED);
         }
     };
     if cli.json {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use leasehold::SessionOptions;
 use serde_json::json;
 
-use crate::{connect, output, parse_ttl, Cli, Failure, Interrupts, Outcome, EXIT_ERROR};
+use crate::{connect, exit, output, parse_ttl, Cli, Failure, Interrupts, Outcome, EXIT_ERROR};
 
 /// How long a command gets between SIGTERM and SIGKILL once the lock is lost.
 pub const KILL_GRACE: Duration = Duration::from_secs(10);
@@ -26,7 +26,9 @@ pub const KILL_GRACE: Duration = Duration::from_secs(10);
     released. On Linux, if lock itself is killed (SIGKILL), the command gets SIGKILL too; \
     processes it started in the background survive that case, and its lease then frees the \
     lock after the TTL.\n\n\
-    Interrupting a lock that is still waiting leaves no queue entry behind (exit 130)."
+    Interrupting a lock that is still waiting leaves no queue entry behind (exit 130); so \
+    does giving up with --try (held by someone else) or --timeout (not acquired in time), \
+    both exit 6."
 )]
 pub struct Args {
     /// Lock name.
@@ -34,6 +36,12 @@ pub struct Args {
     /// Session TTL in seconds (or with a unit: 1500ms, 2m).
     #[arg(long, default_value = "10", value_parser = parse_ttl)]
     pub ttl: Duration,
+    /// Do not wait: if someone else holds the lock, exit 6 at once.
+    #[arg(long = "try", conflicts_with = "timeout")]
+    pub try_lock: bool,
+    /// Wait at most this long (e.g. 500ms, 30s, 2m); then exit 6, leaving nothing queued.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
     /// Command to run while holding the lock (after `--`).
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -45,12 +53,40 @@ pub async fn run(cli: &Cli, args: &Args, signals: &mut Interrupts) -> Outcome {
         .session_with(SessionOptions::new().ttl(args.ttl).label("leasehold lock"))
         .await?;
     let mutex = session.mutex(&args.name)?;
-    let guard = tokio::select! {
-        g = mutex.lock() => g?,
+    let acquire = async {
+        if args.try_lock {
+            return mutex.try_lock().await.map(Some);
+        }
+        match args.timeout {
+            // Cancel safe: a wait given up leaves no entry behind.
+            Some(t) => Ok(tokio::time::timeout(t, mutex.lock())
+                .await
+                .ok()
+                .transpose()?),
+            None => mutex.lock().await.map(Some),
+        }
+    };
+    let acquired = tokio::select! {
+        g = acquire => g,
         _ = signals.recv() => {
             // Revoking the lease removes the queue entry before we exit.
             let _ = session.close().await;
-            return Ok(130);
+            return Ok(exit::INTERRUPTED);
+        }
+    };
+    let guard = match acquired {
+        Ok(Some(guard)) => guard,
+        Ok(None) => {
+            let _ = session.close().await;
+            let waited = humantime::format_duration(args.timeout.unwrap_or_default());
+            return Err(Failure::new(
+                exit::NOT_ACQUIRED,
+                format!("lock {:?} not acquired within {waited}", args.name),
+            ));
+        }
+        Err(e) => {
+            let _ = session.close().await;
+            return Err(e.into());
         }
     };
     let (key, token) = (guard.key().to_owned(), guard.fencing_token());

@@ -1,10 +1,13 @@
 //! `leasehold`: etcdctl's `lock`, `elect` and `lease` for leasehold, plus inspection.
 //! Build with `cargo install leasehold --features cli` (or `cargo run --features cli -- …`).
 //!
-//! Exit codes, as etcdctl: 0 ok, 1 error, 2 cannot reach Redis, 128 bad arguments;
-//! `lock -- <cmd>` exits with the command's status. Errors print `Error: …` on stderr.
+//! Exit codes (`exit.rs`), after etcdctl's: 0 ok, 1 error, 2 cannot reach Redis, 3 permission
+//! denied, 4 credentials refused, 5 TLS failed, 6 lock not acquired (`--try`, `--timeout`),
+//! 128 bad arguments, 130 interrupted; `lock -- <cmd>` exits with the command's status.
+//! Errors print `Error: …` on stderr.
 
 mod elect;
+pub mod exit;
 mod inspect;
 mod lease;
 mod lock;
@@ -17,12 +20,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use leasehold::{Client, Durability, Error};
 
-/// Exit codes.
-pub const EXIT_ERROR: u8 = 1;
-pub const EXIT_UNREACHABLE: u8 = 2;
-/// The Redis ACL refused a command, key or channel.
-pub const EXIT_DENIED: u8 = 3;
-pub const EXIT_USAGE: u8 = 128;
+pub use exit::{ERROR as EXIT_ERROR, USAGE as EXIT_USAGE};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,7 +28,8 @@ pub const EXIT_USAGE: u8 = 128;
     version,
     about = "Sessions, locks, elections and leases on Redis (etcdctl's lock / elect / lease)",
     after_help = "Exit codes: 0 ok, 1 error, 2 cannot reach Redis, 3 permission denied by the \
-                  Redis ACL, 128 bad arguments; \
+                  Redis ACL, 4 credentials refused, 5 TLS failed, 6 lock not acquired (--try, \
+                  --timeout), 128 bad arguments, 130 interrupted; \
                   `lock NAME -- CMD` exits with CMD's status."
 )]
 pub struct Cli {
@@ -96,9 +95,18 @@ pub struct Failure {
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
+        Failure::from(&e)
+    }
+}
+
+impl From<&Error> for Failure {
+    fn from(e: &Error) -> Failure {
         let code = match e {
-            Error::Unreachable(_) | Error::Timeout(_) | Error::Tls(_) => EXIT_UNREACHABLE,
-            Error::PermissionDenied(_) => EXIT_DENIED,
+            Error::Unreachable(_) | Error::Timeout(_) => exit::UNREACHABLE,
+            Error::Tls(_) => exit::TLS,
+            Error::AuthFailed(_) => exit::AUTH,
+            Error::PermissionDenied(_) => exit::DENIED,
+            Error::Locked { .. } => exit::NOT_ACQUIRED,
             Error::InvalidName { .. }
             | Error::InvalidNamespace { .. }
             | Error::InvalidTtl { .. }
@@ -144,16 +152,18 @@ pub async fn connect(cli: &Cli) -> Result<Client, Failure> {
         })?;
         builder = builder.tls_root_ca_pem(pem);
     }
-    let client = builder.build().await.map_err(|e| match e {
-        Error::Unreachable(_) | Error::Timeout(_) | Error::Tls(_) => Failure::new(
-            EXIT_UNREACHABLE,
-            format!(
-                "cannot reach Redis at {}: {e}",
-                output::without_password(&cli.url)
-            ),
-        ),
-        // Reached, but refused: say what was refused.
-        e => Failure::from(e),
+    let at = output::without_password(&cli.url);
+    let client = builder.build().await.map_err(|e| {
+        let code = Failure::from(&e).code;
+        let message = match &e {
+            Error::Unreachable(cause) => format!("cannot reach Redis at {at}: {cause}"),
+            Error::Timeout(t) => format!("Redis at {at} did not answer within {t:?}"),
+            Error::Tls(cause) => format!("TLS with Redis at {at} failed: {cause}"),
+            Error::AuthFailed(cause) => format!("Redis at {at} refused the credentials: {cause}"),
+            // Reached, but refused: say what was refused.
+            e => e.to_string(),
+        };
+        Failure::new(code, message)
     })?;
     // Accepted with --allow-eviction: every command still says so (on stderr, so that
     // --json output stays parseable).
