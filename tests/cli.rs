@@ -361,11 +361,11 @@ async fn wait_replicas_refuses_a_lock_no_replica_acknowledged() {
         &server,
         "cw",
         &[
+            "lock",
             "--wait-replicas",
             "1",
             "--wait-timeout",
             "50ms",
-            "lock",
             "x",
             "--",
             "true",
@@ -382,7 +382,7 @@ async fn wait_replicas_refuses_a_lock_no_replica_acknowledged() {
     let (code, out, err) = output(
         &server,
         "cw",
-        &["--wait-replicas", "1", "lock", "x", "--", "echo", "ran"],
+        &["lock", "x", "--wait-replicas", "1", "--", "echo", "ran"],
     )
     .await;
     assert_eq!(code, 0, "{out} {err}");

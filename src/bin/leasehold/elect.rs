@@ -6,9 +6,7 @@ use futures_util::StreamExt;
 use leasehold::SessionOptions;
 use serde_json::json;
 
-use crate::{
-    connect, output, parse_ttl, Cli, Failure, Interrupts, Outcome, EXIT_ERROR, EXIT_USAGE,
-};
+use crate::{output, parse_ttl, Cli, Failure, Interrupts, Outcome, EXIT_ERROR, EXIT_USAGE};
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -28,6 +26,8 @@ pub struct Args {
     /// Session TTL in seconds (or with a unit: 1500ms, 2m).
     #[arg(long, default_value = "10", value_parser = parse_ttl)]
     pub ttl: Duration,
+    #[command(flatten)]
+    pub durable: crate::Durable,
 }
 
 pub async fn run(cli: &Cli, args: &Args, signals: &mut Interrupts) -> Outcome {
@@ -37,7 +37,7 @@ pub async fn run(cli: &Cli, args: &Args, signals: &mut Interrupts) -> Outcome {
             "give either a PROPOSAL to campaign, or --listen (see `leasehold elect --help`)",
         ));
     }
-    let client = connect(cli).await?;
+    let client = crate::connect_durable(cli, &args.durable).await?;
     let session = client
         .session_with(SessionOptions::new().ttl(args.ttl).label("leasehold elect"))
         .await?;

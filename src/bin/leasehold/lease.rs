@@ -6,7 +6,7 @@ use std::time::Duration;
 use leasehold::{Attachment, LeaseId};
 use serde_json::json;
 
-use crate::{connect, output, parse_ttl, Cli, Failure, Interrupts, Outcome, EXIT_ERROR};
+use crate::{output, parse_ttl, Cli, Failure, Interrupts, Outcome, EXIT_ERROR};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
@@ -15,14 +15,20 @@ pub enum Command {
         /// TTL in seconds (or with a unit: 1500ms, 2m).
         #[arg(value_parser = parse_ttl)]
         ttl: Duration,
+        #[command(flatten)]
+        durable: crate::Durable,
     },
     /// Revoke a lease and everything attached to it: `lease <id> revoked`.
-    Revoke { id: LeaseId },
+    Revoke {
+        /// The lease id (as `lease grant`, `lease list` or `sessions` print it).
+        id: LeaseId,
+    },
     /// Remaining time of a lease:
     /// `lease <id> granted with TTL(<n>s), remaining(<m>s)[, attached keys([...])]`.
     Timetolive {
+        /// The lease id (as `lease grant`, `lease list` or `sessions` print it).
         id: LeaseId,
-        /// Also list what is attached.
+        /// Also list what is attached (at most 1000 entries).
         #[arg(long)]
         keys: bool,
     },
@@ -31,9 +37,13 @@ pub enum Command {
     /// Renew a lease every TTL/3 until interrupted (or once):
     /// `lease <id> keepalived with TTL(<n>)`.
     KeepAlive {
+        /// The lease id (as `lease grant`, `lease list` or `sessions` print it).
         id: LeaseId,
+        /// Renew once and exit instead of every TTL/3.
         #[arg(long)]
         once: bool,
+        #[command(flatten)]
+        durable: crate::Durable,
     },
 }
 
@@ -54,9 +64,13 @@ fn attachment(a: &Attachment) -> String {
 }
 
 pub async fn run(cli: &Cli, cmd: &Command, signals: &mut Interrupts) -> Outcome {
-    let client = connect(cli).await?;
+    let durable = match cmd {
+        Command::Grant { durable, .. } | Command::KeepAlive { durable, .. } => durable,
+        _ => &crate::Durable::default(),
+    };
+    let client = crate::connect_durable(cli, durable).await?;
     match cmd {
-        Command::Grant { ttl } => {
+        Command::Grant { ttl, .. } => {
             let lease = client.grant(*ttl).await?;
             if cli.json {
                 output::json(
@@ -119,7 +133,7 @@ pub async fn run(cli: &Cli, cmd: &Command, signals: &mut Interrupts) -> Outcome 
                 }
             }
         }
-        Command::KeepAlive { id, once } => loop {
+        Command::KeepAlive { id, once, .. } => loop {
             let ttl = client.keep_alive_once(*id).await.map_err(|e| match e {
                 leasehold::Error::LeaseNotFound { .. } => {
                     Failure::new(EXIT_ERROR, format!("lease {id} expired or revoked"))

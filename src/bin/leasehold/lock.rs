@@ -7,7 +7,10 @@ use std::time::Duration;
 use leasehold::SessionOptions;
 use serde_json::json;
 
-use crate::{connect, exit, output, parse_ttl, Cli, Failure, Interrupts, Outcome, EXIT_ERROR};
+use crate::{
+    connect_durable, exit, output, parse_ttl, Cli, Durable, Failure, Interrupts, Outcome,
+    EXIT_ERROR,
+};
 
 /// How long a command gets between SIGTERM and SIGKILL once the lock is lost.
 pub const KILL_GRACE: Duration = Duration::from_secs(10);
@@ -42,13 +45,15 @@ pub struct Args {
     /// Wait at most this long (e.g. 500ms, 30s, 2m); then exit 6, leaving nothing queued.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
+    #[command(flatten)]
+    pub durable: Durable,
     /// Command to run while holding the lock (after `--`).
     #[arg(last = true)]
     pub command: Vec<String>,
 }
 
 pub async fn run(cli: &Cli, args: &Args, signals: &mut Interrupts) -> Outcome {
-    let client = connect(cli).await?;
+    let client = connect_durable(cli, &args.durable).await?;
     let session = client
         .session_with(SessionOptions::new().ttl(args.ttl).label("leasehold lock"))
         .await?;

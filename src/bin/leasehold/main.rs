@@ -54,13 +54,6 @@ pub struct Cli {
     #[cfg(feature = "tls")]
     #[arg(long, global = true, env = "LEASEHOLD_CACERT", value_name = "FILE")]
     pub cacert: Option<std::path::PathBuf>,
-    /// Count a grant only once N replicas acknowledged it (WAIT after each lock, lease grant and
-    /// renewal); fewer acknowledgements fail the acquire. See the README's "Deploying".
-    #[arg(long, global = true, env = "LEASEHOLD_WAIT_REPLICAS", value_name = "N")]
-    pub wait_replicas: Option<u32>,
-    /// How long to wait for the replicas of --wait-replicas.
-    #[arg(long, global = true, value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
-    pub wait_timeout: Duration,
     /// Work with a Redis whose maxmemory-policy can evict lock keys (refused otherwise: an
     /// evicted lock can have two holders).
     #[arg(long, global = true, env = "LEASEHOLD_ALLOW_EVICTION")]
@@ -85,6 +78,19 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Every live session (lease) in the namespace, oldest first, with a summary per process.
     Sessions(sessions::Args),
+}
+
+/// The options of the commands that grant something (lock, elect, lease grant and
+/// keep-alive): read-only commands do not take them.
+#[derive(clap::Args, Debug, Default)]
+pub struct Durable {
+    /// Count a grant only once N replicas acknowledged it (WAIT after each lock, lease grant and
+    /// renewal); fewer acknowledgements fail the acquire. See the README's "Deploying".
+    #[arg(long, env = "LEASEHOLD_WAIT_REPLICAS", value_name = "N")]
+    pub wait_replicas: Option<u32>,
+    /// How long to wait for the replicas of --wait-replicas.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub wait_timeout: Duration,
 }
 
 /// An error with its exit code.
@@ -132,15 +138,21 @@ impl Failure {
 
 pub type Outcome = Result<u8, Failure>;
 
+/// Connect for a read-only command.
 pub async fn connect(cli: &Cli) -> Result<Client, Failure> {
+    connect_durable(cli, &Durable::default()).await
+}
+
+/// Connect for a command that grants, with its durability options.
+pub async fn connect_durable(cli: &Cli, durable: &Durable) -> Result<Client, Failure> {
     let mut builder = Client::builder()
         .url(&cli.url)
         .namespace(&cli.namespace)
         .connect_timeout(Duration::from_secs(3))
         .command_timeout(Duration::from_secs(5))
         .allow_eviction(cli.allow_eviction);
-    if let Some(n) = cli.wait_replicas {
-        builder = builder.durability(Durability::replicas(n).timeout(cli.wait_timeout));
+    if let Some(n) = durable.wait_replicas {
+        builder = builder.durability(Durability::replicas(n).timeout(durable.wait_timeout));
     }
     #[cfg(feature = "tls")]
     if let Some(path) = &cli.cacert {
@@ -266,6 +278,60 @@ fn main() -> ExitCode {
         Err(f) => {
             eprintln!("Error: {}", f.message);
             ExitCode::from(f.code)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// `(command path, command)` for every command and subcommand.
+    fn every_command() -> Vec<(String, clap::Command)> {
+        fn walk(path: String, c: &clap::Command, out: &mut Vec<(String, clap::Command)>) {
+            out.push((path.clone(), c.clone()));
+            for sub in c.get_subcommands() {
+                walk(format!("{path} {}", sub.get_name()), sub, out);
+            }
+        }
+        let mut out = Vec::new();
+        walk("leasehold".into(), &Cli::command(), &mut out);
+        out
+    }
+
+    #[test]
+    fn every_argument_has_help_text() {
+        for (path, c) in every_command() {
+            for arg in c.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some() || arg.get_long_help().is_some(),
+                    "`{path}`: argument {id} has no help text"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_commands_that_grant_take_the_durability_options() {
+        let grants = [
+            "leasehold lock",
+            "leasehold elect",
+            "leasehold lease grant",
+            "leasehold lease keep-alive",
+        ];
+        for (path, c) in every_command() {
+            if c.has_subcommands() {
+                continue;
+            }
+            let takes = c
+                .get_arguments()
+                .any(|a| a.get_id().as_str() == "wait_replicas");
+            assert_eq!(takes, grants.contains(&path.as_str()), "{path}");
         }
     }
 }
