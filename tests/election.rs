@@ -427,3 +427,19 @@ async fn the_log_is_capped_in_bytes_and_observers_read_large_values_in_order() {
     assert!(ev.after_gap);
     assert_eq!(&value(&ev)[..3], "052");
 }
+
+#[tokio::test]
+async fn a_candidate_knows_its_own_id_and_revision() {
+    let server = server();
+    let client = client(&server, "e_rev").await;
+    let session = client.session().await.unwrap();
+    let election = session.election("lead").unwrap();
+    assert_eq!(election.candidate_id(), format!("{}.c", session.lease()));
+    assert_eq!(election.revision(), None, "not leading yet");
+    let token = election.campaign("a").await.unwrap();
+    assert_eq!(election.revision(), Some(token));
+    let leader = election.leader().await.unwrap().unwrap();
+    assert_eq!(leader.fencing_token, token);
+    election.resign().await.unwrap();
+    assert_eq!(election.revision(), None);
+}

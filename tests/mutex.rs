@@ -704,3 +704,33 @@ async fn a_stray_or_forged_owner_ring_does_not_hand_over_the_lock() {
     assert_eq!(token, waiting.fencing_token);
     assert!(token > held);
 }
+
+/// Not re-entrant: locking a mutex the task already holds waits behind its own guard (as
+/// tokio's Mutex), and gets the lock once that guard goes.
+#[tokio::test]
+async fn locking_a_held_mutex_again_waits_for_the_first_guard() {
+    let server = server();
+    let client = client(&server, "m_twice").await;
+    let session = client.session().await.unwrap();
+    let mutex = session.mutex("x").unwrap();
+    let first = mutex.lock().await.unwrap();
+    let again = tokio::time::timeout(ms(300), mutex.lock()).await;
+    assert!(
+        again.is_err(),
+        "the second lock waits behind the first guard"
+    );
+    let second = tokio::spawn({
+        let mutex = mutex.clone();
+        async move { mutex.lock().await }
+    });
+    tokio::time::sleep(ms(100)).await;
+    assert!(!second.is_finished());
+    let token = first.fencing_token();
+    first.unlock().await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(2), second)
+        .await
+        .expect("acquired once the first guard went")
+        .unwrap()
+        .unwrap();
+    assert!(second.fencing_token() > token);
+}

@@ -292,3 +292,32 @@ async fn a_deleted_holders_set_is_rebuilt_from_the_queue() {
     drop(b);
     a.release().await.unwrap();
 }
+
+#[tokio::test]
+async fn available_permits_counts_what_the_holders_hold() {
+    let server = server();
+    let client = client(&server, "sem_avail").await;
+    let session = client.session().await.unwrap();
+    let sem = session.semaphore("pool", 5).unwrap();
+    assert_eq!(sem.available_permits().await.unwrap(), 5, "nobody holds");
+    let a = sem.acquire_many(2).await.unwrap();
+    let b = sem.acquire().await.unwrap();
+    assert_eq!(sem.available_permits().await.unwrap(), 2);
+    // A waiting request takes nothing until admitted.
+    let big = tokio::spawn({
+        let sem = sem.clone();
+        async move { sem.acquire_many(4).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sem.available_permits().await.unwrap(), 2);
+    a.release().await.unwrap();
+    let big = tokio::time::timeout(Duration::from_secs(2), big)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(sem.available_permits().await.unwrap(), 0);
+    big.release().await.unwrap();
+    b.release().await.unwrap();
+    assert_eq!(sem.available_permits().await.unwrap(), 5);
+}

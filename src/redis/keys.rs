@@ -173,11 +173,16 @@ impl Keys {
         format!("{}semaphore-size:{name}", self.prefix)
     }
 
-    /// Built by the scripts (`holders_key` in `lua/prelude/queues.lua`), named here for the
-    /// layout and the tests.
+    /// The owners of a semaphore (`holders_key` in `lua/prelude/queues.lua` builds the same
+    /// name from the queue's).
+    pub(crate) fn semaphore_holders(&self, name: &str) -> String {
+        format!("{}semaphore-holders:{name}", self.prefix)
+    }
+
+    /// The owners of a rwlock (as [`semaphore_holders`](Self::semaphore_holders)).
     #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn holders(&self, kind: &str, name: &str) -> String {
-        format!("{}{kind}-holders:{name}", self.prefix)
+    pub(crate) fn rwlock_holders(&self, name: &str) -> String {
+        format!("{}rwlock-holders:{name}", self.prefix)
     }
 
     pub(crate) fn barrier(&self, name: &str) -> String {
@@ -296,10 +301,10 @@ mod tests {
             k.attached(id),
             k.mutex(n),
             k.rwlock(n),
-            k.holders("rwlock", n),
+            k.rwlock_holders(n),
             k.semaphore(n),
             k.semaphore_size(n),
-            k.holders("semaphore", n),
+            k.semaphore_holders(n),
             k.election(n),
             k.election_values(n),
             k.election_log(n),

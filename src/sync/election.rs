@@ -153,6 +153,22 @@ impl Election {
         *self.leading.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// This session's candidate in the election's queue, `<lease id>.c` (etcd's `Key()` names
+    /// the same thing: the candidate's own entry). One per session and election, so every
+    /// handle of a session campaigns as the same candidate.
+    pub fn candidate_id(&self) -> String {
+        self.candidate()
+    }
+
+    /// The revision of this handle's candidacy while it leads, by what this handle last
+    /// learned (etcd's `Rev()`): the fencing token [`campaign`](Self::campaign) returned.
+    /// `None` before a campaign succeeded, after [`resign`](Self::resign), and after a
+    /// [`proclaim`](Self::proclaim) found the candidacy no longer leading; a loss Redis has not
+    /// told this handle of yet is not reflected (see [`Session::done`](crate::Session::done)).
+    pub fn revision(&self) -> Option<u64> {
+        self.leading()
+    }
+
     /// Campaign with `value` and wait until this candidacy leads; returns its fencing token.
     ///
     /// Campaigning again with the same lease (another handle, or a new process that reuses the

@@ -80,8 +80,31 @@ impl Mutex {
     /// Returns [`Error::SessionLost`](crate::Error::SessionLost) as soon as this session ends
     /// while waiting (the queue entry goes with it and does not block the next waiter).
     ///
-    /// **Cancel safe**: dropping the future withdraws its queue entry in the background; if it
-    /// had just become the owner, the lock passes on to the next waiter.
+    /// Not re-entrant, as tokio's `Mutex`: every call is a new contender, so a task that calls
+    /// `lock` while it holds a guard of the same mutex waits behind itself until that guard is
+    /// released. Tasks sharing one session exclude each other the same way.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future withdraws its queue entry in the background; if it had just become
+    /// the owner, the lock passes on to the next waiter. So a wait is bounded with
+    /// `tokio::time::timeout`:
+    ///
+    /// ```no_run
+    /// # async fn demo(session: leasehold::Session) -> leasehold::Result<()> {
+    /// use std::time::Duration;
+    ///
+    /// let mutex = session.mutex("nightly-report")?;
+    /// match tokio::time::timeout(Duration::from_secs(30), mutex.lock()).await {
+    ///     Ok(guard) => {
+    ///         let guard = guard?;
+    ///         // ... work, passing guard.fencing_token() to the resource ...
+    ///         guard.unlock().await?;
+    ///     }
+    ///     Err(_) => println!("still held after 30 s; nothing of ours is left queued"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn lock(&self) -> Result<MutexGuard> {
         self.acquire(false).await
     }

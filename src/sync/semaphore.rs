@@ -4,9 +4,11 @@
 
 use std::fmt;
 
+use fred::interfaces::{KeysInterface, SortedSetsInterface};
 use fred::types::Value;
 
 use crate::base::error::{Error, Result};
+use crate::redis::classify::classify;
 use crate::redis::{scripts, Reply};
 use crate::session::Session;
 use crate::wait::contend::{parse_turn, Turn, Wake, Won};
@@ -48,6 +50,10 @@ impl fmt::Debug for Semaphore {
             .finish()
     }
 }
+
+/// The member of the holders zset whose score is the permits they hold
+/// (`lua/prelude/queues.lua`'s `USED`).
+const USED: &str = "#used";
 
 /// Largest semaphore size.
 pub const MAX_PERMITS: u32 = 1_000_000;
@@ -93,6 +99,39 @@ impl Semaphore {
     /// `n` permits now, or [`Error::Locked`] without queueing.
     pub async fn try_acquire_many(&self, n: u32) -> Result<SemaphorePermit> {
         self.acquire_inner(n, true).await
+    }
+
+    /// Permits nobody holds right now, by the server's view: the semaphore's size minus the
+    /// permits of its holders. A snapshot, stale as soon as it returns (as tokio's
+    /// `available_permits`); a holder whose session expired counts until a sweep removes it
+    /// (within a renewal interval of any client). Requests may be waiting even when permits
+    /// are free: a request larger than what is free blocks the ones behind it (FIFO).
+    ///
+    /// ```no_run
+    /// # async fn demo(session: leasehold::Session) -> leasehold::Result<()> {
+    /// let pool = session.semaphore("db-connections", 10)?;
+    /// let _permit = pool.acquire().await?;
+    /// assert!(pool.available_permits().await? <= 9);
+    /// # Ok(()) }
+    /// ```
+    pub async fn available_permits(&self) -> Result<u32> {
+        let session = &self.named.session;
+        let k = session.keys();
+        let conn = &session.shared().conn;
+        let redis = conn.pool().next_connected();
+        let fail = |e| classify(e, conn.timeout());
+        let used: Option<f64> = redis
+            .zscore(k.semaphore_holders(&self.named.name), USED)
+            .await
+            .map_err(fail)?;
+        let size: Option<String> = redis
+            .get(k.semaphore_size(&self.named.name))
+            .await
+            .map_err(fail)?;
+        // No size key: nobody holds or waits, and the first request sets its own size.
+        let size = size.and_then(|s| s.parse().ok()).unwrap_or(self.size);
+        let used = used.map_or(0, |u| u.max(0.0) as u32);
+        Ok(size.saturating_sub(used))
     }
 
     async fn acquire_inner(&self, n: u32, try_only: bool) -> Result<SemaphorePermit> {
