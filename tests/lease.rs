@@ -313,3 +313,30 @@ async fn an_expired_lease_with_more_attachments_than_a_call_releases_is_swept_en
     assert_eq!(zcard(&raw, "{lease_exp}:keys").await, 0);
     assert!(!exists(&raw, &format!("{{lease_exp}}:attached:{}", lease.id)).await);
 }
+
+#[tokio::test]
+async fn keep_alive_renews_every_third_of_the_ttl_and_ends_when_the_lease_goes() {
+    use futures_util::StreamExt;
+    let server = server();
+    let client = client(&server, "lease_ka").await;
+    let lease = client.grant(Duration::from_secs(1)).await.unwrap();
+    let mut renewals = Box::pin(client.keep_alive(lease.id));
+    let started = std::time::Instant::now();
+    // Well past the TTL: alive only because the stream renews it.
+    while started.elapsed() < Duration::from_millis(2500) {
+        let ttl = tokio::time::timeout(Duration::from_secs(2), renewals.next())
+            .await
+            .expect("a renewal every TTL/3")
+            .expect("the stream goes on")
+            .unwrap();
+        assert_eq!(ttl, Duration::from_secs(1));
+    }
+    assert!(client.time_to_live(lease.id).await.unwrap().is_some());
+    client.revoke(lease.id).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(2), renewals.next())
+        .await
+        .unwrap()
+        .expect("the loss is yielded");
+    assert!(matches!(end, Err(Error::LeaseNotFound { .. })), "{end:?}");
+    assert!(renewals.next().await.is_none(), "and the stream ends");
+}

@@ -13,6 +13,8 @@ use crate::redis::{scripts, Reply};
 
 /// Page size for [`Client::leases`].
 const LIST_PAGE: usize = 256;
+/// Pause of [`Client::keep_alive`] after a renewal that failed but may succeed later.
+const RETRY: Duration = Duration::from_secs(1);
 /// Registry entries read per `ZRANGE` by [`Client::leases`].
 const REGISTRY_PAGE: i64 = 1000;
 
@@ -39,6 +41,50 @@ impl Client {
             .first()
             .and_then(|renewal| renewal.ttl())
             .ok_or_else(|| inner.not_found(id))
+    }
+
+    /// Keep a lease alive until the stream is dropped (etcd's `KeepAlive`): it renews at once,
+    /// then every TTL/3, and yields the TTL of each renewal. An error that may pass (Redis
+    /// unreachable, a timeout) is yielded and the renewal retried a second later (or at TTL/3,
+    /// if sooner); any other, [`Error::LeaseNotFound`] when the lease is gone, is yielded and
+    /// ends the stream.
+    ///
+    /// For work attached to a lease, prefer a [`Session`](crate::Session): one supervisor
+    /// renews all of a client's sessions in batched calls and tells each when it is lost.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the stream stops the renewals; the lease then runs out after its TTL.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: leasehold::Client) -> leasehold::Result<()> {
+    /// use futures_util::StreamExt;
+    ///
+    /// let lease = client.grant(std::time::Duration::from_secs(10)).await?;
+    /// let mut renewals = Box::pin(client.keep_alive(lease.id));
+    /// while let Some(renewal) = renewals.next().await {
+    ///     println!("renewed for {:?}", renewal?);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn keep_alive(
+        &self,
+        id: LeaseId,
+    ) -> impl futures_util::Stream<Item = Result<Duration>> + Send + 'static {
+        let client = self.clone();
+        futures_util::stream::unfold(Some(Duration::ZERO), move |wait| {
+            let client = client.clone();
+            async move {
+                tokio::time::sleep(wait?).await;
+                let renewal = client.keep_alive_once(id).await;
+                let next = match &renewal {
+                    Ok(ttl) => Some(*ttl / 3),
+                    Err(e) if e.is_transient() => Some(RETRY.min(client.inner.conn.timeout())),
+                    Err(_) => None,
+                };
+                Some((renewal, next))
+            }
+        })
     }
 
     /// Revoke a lease: it ends at once (nothing can renew or use it after the first script

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use leasehold::{Attachment, LeaseId};
 use serde_json::json;
 
@@ -133,26 +134,33 @@ pub async fn run(cli: &Cli, cmd: &Command, signals: &mut Interrupts) -> Outcome 
                 }
             }
         }
-        Command::KeepAlive { id, once, .. } => loop {
-            let ttl = client.keep_alive_once(*id).await.map_err(|e| match e {
-                leasehold::Error::LeaseNotFound { .. } => {
-                    Failure::new(EXIT_ERROR, format!("lease {id} expired or revoked"))
+        Command::KeepAlive { id, once, .. } => {
+            let mut renewals = Box::pin(client.keep_alive(*id));
+            loop {
+                let renewal = tokio::select! {
+                    r = renewals.next() => r,
+                    _ = signals.recv() => break,
+                };
+                let ttl = match renewal {
+                    Some(Ok(ttl)) => ttl,
+                    Some(Err(leasehold::Error::LeaseNotFound { .. })) | None => {
+                        return Err(Failure::new(
+                            EXIT_ERROR,
+                            format!("lease {id} expired or revoked"),
+                        ))
+                    }
+                    Some(Err(e)) => return Err(e.into()),
+                };
+                if cli.json {
+                    output::json(json!({"id": id.to_string(), "ttl_ms": ttl.as_millis() as u64}));
+                } else {
+                    println!("lease {id} keepalived with TTL({})", secs(ttl));
                 }
-                e => e.into(),
-            })?;
-            if cli.json {
-                output::json(json!({"id": id.to_string(), "ttl_ms": ttl.as_millis() as u64}));
-            } else {
-                println!("lease {id} keepalived with TTL({})", secs(ttl));
+                if *once {
+                    break;
+                }
             }
-            if *once {
-                break;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(ttl / 3) => {}
-                _ = signals.recv() => break,
-            }
-        },
+        }
     }
     Ok(0)
 }
