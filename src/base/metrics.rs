@@ -25,6 +25,7 @@ pub const CLOCK_FORWARD_STEPS: &str = "leasehold_clock_forward_steps_total";
 pub const FAILOVERS: &str = "leasehold_failovers_total";
 pub const LOCK_WAIT: &str = "leasehold_lock_wait_seconds";
 pub const LOCK_HOLD: &str = "leasehold_lock_hold_seconds";
+pub const LOCK_OLDEST_HELD: &str = "leasehold_lock_oldest_held_seconds";
 pub const LOCK_HANDOFFS: &str = "leasehold_lock_handoffs_total";
 pub const LOCK_BATCH: &str = "leasehold_lock_batch_size";
 pub const SCRIPT_RELOADS: &str = "leasehold_script_reloads_total";
@@ -133,6 +134,12 @@ pub const ALL: &[Metric] = &[
         LOCK_BUCKETS,
         "time from acquisition to release",
     ),
+    gauge_with(
+        LOCK_OLDEST_HELD,
+        &["kind"],
+        "age of the oldest lock of each kind this process holds (0 when it holds none), updated \
+         at acquisitions, releases and every renewal",
+    ),
     counter(
         LOCK_HANDOFFS,
         &["kind"],
@@ -149,7 +156,8 @@ pub const ALL: &[Metric] = &[
     counter(
         SCRIPT_RELOADS,
         &["script"],
-        "NOSCRIPT replies answered by reloading the script",
+        "NOSCRIPT replies for a script this process had loaded before (Redis restarted, failed \
+         over or flushed its scripts), answered by loading it again",
     ),
     counter(REDIS_ERRORS, &["kind"], "Redis errors, by kind of error"),
     gauge(
@@ -179,7 +187,15 @@ const LOCK_BUCKETS: &[f64] = &[
 ];
 
 const fn gauge(name: &'static str, help: &'static str) -> Metric {
-    counter(name, &[], help).of_kind(Kind::Gauge)
+    gauge_with(name, &[], help)
+}
+
+const fn gauge_with(
+    name: &'static str,
+    labels: &'static [&'static str],
+    help: &'static str,
+) -> Metric {
+    counter(name, labels, help).of_kind(Kind::Gauge)
 }
 
 const fn counter(

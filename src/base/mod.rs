@@ -2,6 +2,7 @@
 //! caller names, metric names, lease ids, and where a session stands.
 
 pub(crate) mod error;
+pub(crate) mod held;
 pub(crate) mod lease_id;
 pub(crate) mod limits;
 pub mod metrics;

@@ -261,6 +261,7 @@ impl ClientBuilder {
             pid: std::process::id(),
             subscriber: subscriber.clone(),
             sharded,
+            held: Arc::default(),
         });
         let (doorbell, unwatched) = Doorbell::new();
         let (tx, rx) = mpsc::unbounded_channel();

@@ -62,7 +62,11 @@ impl Loads {
         if seen.is_some_and(|seen| self.count(script) != seen) {
             return Ok(());
         }
-        counter!(m::SCRIPT_RELOADS, "script" => script.name).increment(1);
+        // A script this client loaded before was lost (restart, failover, SCRIPT FLUSH); a
+        // first load is not news.
+        if self.count(script) > 0 {
+            counter!(m::SCRIPT_RELOADS, "script" => script.name).increment(1);
+        }
         script.script.load(client).await?;
         let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
         *done.entry(script.name).or_default() += 1;

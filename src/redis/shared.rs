@@ -25,6 +25,8 @@ pub(crate) struct Core {
     pub(crate) sharded: bool,
     /// The server's `maxmemory-policy`, and whether one that can evict was accepted.
     pub(crate) eviction: Eviction,
+    /// The locks held through this client, for the age of the oldest.
+    pub(crate) held: std::sync::Arc<crate::base::held::Held>,
 }
 
 impl Core {

@@ -8,6 +8,7 @@ use metrics::histogram;
 use super::contend::Contender;
 use super::LockKind;
 use crate::base::error::{Error, Result};
+use crate::base::held::HeldSince;
 use crate::base::metrics as m;
 use crate::lease::Op;
 use crate::redis::{scripts, Reply};
@@ -83,6 +84,8 @@ pub(crate) struct Entry {
     pub(crate) contender: String,
     pub(crate) token: u64,
     acquired: Instant,
+    /// Its place among the client's held locks (the oldest-held gauge) until it drops.
+    _held: HeldSince,
     kind: LockKind,
     released: bool,
     /// Still in the session's entry count.
@@ -92,12 +95,19 @@ pub(crate) struct Entry {
 impl Entry {
     /// The entry of `contender`, which owns at `token`.
     pub(crate) fn new(contender: Contender<'_>, token: u64) -> Entry {
+        let acquired = Instant::now();
+        let held = contender
+            .session
+            .shared()
+            .held
+            .insert(contender.kind.label(), acquired);
         Entry {
             session: contender.session.clone(),
             queue: contender.queue.to_owned(),
             contender: contender.id,
             token,
-            acquired: Instant::now(),
+            acquired,
+            _held: held,
             kind: contender.kind,
             released: false,
             counted: contender.kind.counted(),

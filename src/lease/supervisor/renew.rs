@@ -129,6 +129,7 @@ impl Supervisor {
                     self.orphans = self.orphans.split_off(&(sent, LeaseId::MAX));
                 }
                 self.check_server_history(&reply.replid, &ids);
+                self.core.held.publish(recv);
                 self.core.eviction.observe(&reply.maxmemory_policy);
                 let step = self.keepalive.clock.observe(reply.server_us, sent, recv);
                 if !step.is_zero() {
