@@ -6,7 +6,7 @@
 //! keepalive supervisor publishes the gauge at each renewal (so at least every TTL/3 while any
 //! lock is held, since a held lock has a live session), and so do acquisitions and releases.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Instant;
@@ -15,23 +15,23 @@ use metrics::gauge;
 
 use super::metrics as m;
 
+/// Per kind label: (acquired, ticket) of every lock held.
+type ByKind = BTreeMap<&'static str, BTreeSet<(Instant, u64)>>;
+
 /// The locks held in one client, by kind label and acquisition instant.
 #[derive(Debug, Default)]
 pub(crate) struct Held {
     next: AtomicU64,
     /// Per kind: (acquired, ticket) of every lock held; a kind stays once seen, so its gauge
     /// drops to 0 when its last lock goes.
-    by_kind: StdMutex<BTreeMap<&'static str, BTreeMap<(Instant, u64), ()>>>,
+    by_kind: StdMutex<ByKind>,
 }
 
 impl Held {
     /// Record a lock of `kind` acquired at `at`; it stays recorded until the ticket drops.
     pub(crate) fn insert(self: &Arc<Held>, kind: &'static str, at: Instant) -> HeldSince {
         let ticket = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock()
-            .entry(kind)
-            .or_default()
-            .insert((at, ticket), ());
+        self.lock().entry(kind).or_default().insert((at, ticket));
         self.publish(Instant::now());
         HeldSince {
             held: self.clone(),
@@ -45,7 +45,7 @@ impl Held {
         self.lock()
             .iter()
             .map(|(kind, held)| {
-                let age = held.keys().next().map_or(0.0, |(at, _)| {
+                let age = held.first().map_or(0.0, |(at, _)| {
                     now.saturating_duration_since(*at).as_secs_f64()
                 });
                 (*kind, age)
@@ -60,9 +60,7 @@ impl Held {
         }
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, BTreeMap<(Instant, u64), ()>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ByKind> {
         self.by_kind.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
