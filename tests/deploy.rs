@@ -23,6 +23,8 @@ mod example;
 
 const DASHBOARD: &str = "deploy/grafana/dashboards/leasehold.json";
 const PROMETHEUS_CONFIG: &str = "deploy/prometheus/prometheus.yml";
+const ALERTS: &str = "deploy/prometheus/alerts.yml";
+const ALERTS_TEST: &str = "deploy/prometheus/alerts_test.yml";
 const COMPOSE: &str = "docker-compose.yml";
 
 fn repo(path: &str) -> PathBuf {
@@ -319,6 +321,55 @@ fn dashboard_is_provisionable() {
             assert!(!p["targets"].as_array().expect("targets").is_empty());
         }
     }
+}
+
+/// The `expr` of every rule in a rules file (a one-line value, or a folded `>-` block).
+fn rule_exprs(text: &str) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(value) = line.trim_start().strip_prefix("expr:") else {
+            continue;
+        };
+        let value = value.trim();
+        if value != ">-" {
+            out.push(value.to_owned());
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        let block: Vec<&str> = lines[i + 1..]
+            .iter()
+            .take_while(|l| l.len() - l.trim_start().len() > indent)
+            .map(|l| l.trim())
+            .collect();
+        out.push(block.join(" "));
+    }
+    out
+}
+
+/// The shipped alerts watch only what the crate exports, and pass promtool's checks and their
+/// unit tests (`alerts_test.yml`: each alert fires on the series it should, not before).
+#[test]
+fn alerts_use_only_crate_metrics_and_pass_their_unit_tests() {
+    let text = std::fs::read_to_string(repo(ALERTS)).expect("read the alerts");
+    let exprs = rule_exprs(&text);
+    assert!(exprs.len() >= 8, "{exprs:?}");
+    check_exprs(&exprs).unwrap_or_else(|p| panic!("{ALERTS}: {p:#?}"));
+    // Every alert has a unit test.
+    let tests = std::fs::read_to_string(repo(ALERTS_TEST)).expect("read the alert tests");
+    for alert in text.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")) {
+        assert!(
+            tests.contains(&format!("alertname: {alert}")),
+            "{ALERTS_TEST} does not test {alert}"
+        );
+    }
+    let config = std::fs::read_to_string(repo(PROMETHEUS_CONFIG)).unwrap();
+    assert!(config.contains("- alerts.yml"), "{PROMETHEUS_CONFIG} loads the alerts");
+    if !tool("promtool") {
+        return;
+    }
+    run_ok("promtool", &["check", "rules", ALERTS], None, None);
+    run_ok("promtool", &["test", "rules", ALERTS_TEST], None, None);
 }
 
 /// The dashboard's PromQL parses (as recording rules, with Grafana's variables filled in).
