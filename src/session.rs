@@ -152,6 +152,17 @@ impl Client {
 }
 
 impl Session {
+    #[tracing::instrument(
+        name = "leasehold.session_open",
+        level = "debug",
+        skip_all,
+        fields(
+            namespace = client.namespace(),
+            ttl_ms = opts.ttl.as_millis() as u64,
+            adopt = opts.lease.is_some(),
+            lease = tracing::field::Empty,
+        )
+    )]
     async fn open(client: &Client, opts: SessionOptions) -> Result<Session> {
         let inner = client.shared();
         inner.eviction.check()?;
@@ -193,7 +204,8 @@ impl Session {
         });
         let live = inner.live_sessions.fetch_add(1, Ordering::SeqCst) + 1;
         gauge!(m::SESSIONS_LIVE).increment(1.0);
-        tracing::debug!(namespace = inner.keys.namespace(), %lease, live, "session opened");
+        tracing::Span::current().record("lease", tracing::field::display(lease));
+        tracing::debug!(live, "session opened");
         Ok(Session {
             inner: Arc::new(SessionInner {
                 client: client.clone(),

@@ -357,14 +357,20 @@ fn alerts_use_only_crate_metrics_and_pass_their_unit_tests() {
     check_exprs(&exprs).unwrap_or_else(|p| panic!("{ALERTS}: {p:#?}"));
     // Every alert has a unit test.
     let tests = std::fs::read_to_string(repo(ALERTS_TEST)).expect("read the alert tests");
-    for alert in text.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")) {
+    for alert in text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+    {
         assert!(
             tests.contains(&format!("alertname: {alert}")),
             "{ALERTS_TEST} does not test {alert}"
         );
     }
     let config = std::fs::read_to_string(repo(PROMETHEUS_CONFIG)).unwrap();
-    assert!(config.contains("- alerts.yml"), "{PROMETHEUS_CONFIG} loads the alerts");
+    assert!(
+        config.contains("- alerts.yml"),
+        "{PROMETHEUS_CONFIG} loads the alerts"
+    );
     if !tool("promtool") {
         return;
     }

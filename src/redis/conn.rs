@@ -66,6 +66,10 @@ impl Loads {
         // first load is not news.
         if self.count(script) > 0 {
             counter!(m::SCRIPT_RELOADS, "script" => script.name).increment(1);
+            tracing::info!(
+                script = script.name,
+                "Redis lost a script (restart, failover or SCRIPT FLUSH): loading it again"
+            );
         }
         script.script.load(client).await?;
         let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());

@@ -151,6 +151,20 @@ impl<'a> Contender<'a> {
     /// # Cancel safety
     ///
     /// Dropping the future withdraws the entry in the background; see the module docs.
+    #[tracing::instrument(
+        name = "leasehold.acquire",
+        level = "debug",
+        skip_all,
+        fields(
+            kind = self.kind.label(),
+            namespace = self.session.namespace(),
+            queue = self.queue,
+            lease = %self.session.lease(),
+            contender = %self.id,
+            fencing_token = tracing::field::Empty,
+            waited_ms = tracing::field::Empty,
+        )
+    )]
     pub(crate) async fn contend<X, A, F>(
         &self,
         wake: Wake,
@@ -253,6 +267,11 @@ impl<'a> Contender<'a> {
         pending.armed = false;
         // The entry's count passes to the `Entry` the caller builds.
         pending.counted = false;
+        let waited = started.elapsed();
+        let span = tracing::Span::current();
+        span.record("fencing_token", token);
+        span.record("waited_ms", waited.as_millis() as u64);
+        tracing::debug!(handed_over, "acquired");
         if let Some(label) = self.kind.wait_metrics_label() {
             histogram!(m::LOCK_WAIT, "kind" => label).record(started.elapsed().as_secs_f64());
             if handed_over {

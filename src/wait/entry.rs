@@ -128,6 +128,18 @@ impl Entry {
 
     /// Release now. `Ok(false)`: it was no longer held. On error the release is retried in
     /// the background when the entry drops.
+    #[tracing::instrument(
+        name = "leasehold.release",
+        level = "debug",
+        skip_all,
+        fields(
+            kind = self.kind.label(),
+            queue = %self.queue,
+            contender = %self.contender,
+            fencing_token = self.token,
+            held_ms = self.acquired.elapsed().as_millis() as u64,
+        )
+    )]
     pub(crate) async fn release(&mut self) -> Result<bool> {
         // Out of the count before the release is sent: counted low, never high.
         self.uncount();

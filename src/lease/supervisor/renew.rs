@@ -4,6 +4,8 @@ use std::time::{Duration, Instant};
 
 use metrics::{counter, histogram};
 
+use tracing::Instrument;
+
 use super::{Supervisor, TaskDone, SWEEP_LIMIT, SWEEP_TIMEOUT};
 use crate::base::error::Error;
 use crate::base::lease_id::LeaseId;
@@ -50,17 +52,29 @@ impl Supervisor {
             .zip(&windows)
             .map(|(&id, w)| (id, w.is_some()))
             .collect();
-        self.tasks.push(Box::pin(async move {
-            let sent = Instant::now();
-            let result = core.renew(&leases, SWEEP_LIMIT, true, timeout).await;
-            TaskDone::Renewed {
-                ids,
-                windows,
-                sent,
-                recv: Instant::now(),
-                result,
+        let span = tracing::debug_span!(
+            "leasehold.renew",
+            namespace = core.keys.namespace(),
+            leases = leases.len(),
+            swept = tracing::field::Empty,
+        );
+        self.tasks.push(Box::pin(
+            async move {
+                let sent = Instant::now();
+                let result = core.renew(&leases, SWEEP_LIMIT, true, timeout).await;
+                if let Ok(reply) = &result {
+                    tracing::Span::current().record("swept", reply.swept);
+                }
+                TaskDone::Renewed {
+                    ids,
+                    windows,
+                    sent,
+                    recv: Instant::now(),
+                    result,
+                }
             }
-        }));
+            .instrument(span),
+        ));
     }
 
     /// A renewal answered from another replication history than the last one (a replica was
