@@ -227,8 +227,8 @@ async fn revoke_releases_attachments_in_bounded_calls_and_all_of_them_before_ret
     let (before, _) = command_calls(&raw, "evalsha").await;
     client.revoke(lease.id).await.unwrap();
     let (after, _) = command_calls(&raw, "evalsha").await;
-    // 1100 attachments, a few hundred per call: more than one call, all before revoke returns.
-    assert!(after - before >= 2, "{} calls", after - before);
+    // 1100 attachments, at most 64 per call: many calls, all before revoke returns.
+    assert!(after - before >= 1100 / 64, "{} calls", after - before);
     assert!(keys(&raw, "{lease_many}:key:*").await.is_empty());
     assert_eq!(zcard(&raw, "{lease_many}:keys").await, 0);
     assert_eq!(zcard(&raw, "{lease_many}:leases").await, 0);

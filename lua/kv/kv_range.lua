@@ -1,5 +1,5 @@
 -- Keys starting with a prefix, in byte order, skipping keys whose lease is dead
--- (Client::get_prefix; see src/kv.rs). One call looks at no more than 1024 index entries and
+-- (Client::get_prefix; see src/kv.rs). One call looks at no more than 256 index entries and
 -- returns no more than `bytes` of keys and values (plus one entry), so no call stalls Redis
 -- whatever the index holds: the client calls again from the resume point. Index entries whose
 -- key is gone (deleted or evicted behind leasehold's back) are removed on the way.
@@ -14,7 +14,7 @@ expect_type(IDX, 'zset')
 local prefix, limit, after, max_bytes = ARGV[1], uint_of(ARGV[2]), ARGV[3], uint_of(ARGV[4])
 if not limit or limit < 1 then fail('ARG', 'limit must be at least 1') end
 if not max_bytes or max_bytes < 1 then fail('ARG', 'bytes must be at least 1') end
-local LOOK = 1024
+local LOOK = 256
 local lo = after ~= '' and ('(' .. after) or ('[' .. prefix)
 local hi = '[' .. prefix .. '\255'
 local out = { 0, after }

@@ -35,7 +35,7 @@ else
   redis.call('HSET', LK, 'client', client, 'owner_rings', client, 'fenced_rings', client)
 end
 local locks = { mutex = true, rwlock = true, semaphore = true, dbarrier = true }
-local DROP_SCAN = 256
+local DROP_SCAN = 64
 local seen = 0
 repeat
   local step = redis.call('SSCAN', AK, cursor, 'COUNT', 64)

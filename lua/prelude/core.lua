@@ -29,8 +29,16 @@ local function publish(channel, msg)
   redis.call(PUBLISH, channel, msg)
 end
 
+-- Raise the error reply `text`. Redis 6.2's error handler concatenates what error() raises, so
+-- there it must be a string (Redis then prefixes it with the script and line;
+-- src/redis/classify.rs reads past that). REDIS_VERSION_NUM exists from Redis 7.0 on.
+local function raise(text)
+  if redis.REDIS_VERSION_NUM then error({ err = text }) end
+  error(text)
+end
+
 local function fail(code, msg)
-  error({ err = 'LH' .. code .. ' ' .. msg })
+  raise('LH' .. code .. ' ' .. msg)
 end
 
 local function int(n)
@@ -69,7 +77,7 @@ local function typed(key, want, ...)
     if string.sub(r.err, 1, 9) == 'WRONGTYPE' then
       fail('WRONGTYPE', redis.call('TYPE', key)['ok'] .. ' ' .. want .. ' ' .. key)
     end
-    error(r)
+    raise(r.err)
   end
   return r
 end

@@ -497,7 +497,7 @@ end
 -- whatever a lease holds. A lease with more is finished by later calls: it is dead from the
 -- first one (its hash is gone and its registry score is 0, so every script sees it expired),
 -- the revoking client repeats its call, and any client's sweep resumes it.
-local DROP_BUDGET = 256
+local DROP_BUDGET = 64
 local drop_budget = DROP_BUDGET
 
 -- Delete a lease and everything attached to it, within this call's drop budget; tell its

@@ -25,6 +25,21 @@ pub const ELECTION_LOG_ENTRIES: usize = 1000;
 /// An election's log keeps at most this many bytes of values (at least the newest entry): with
 /// large values it holds fewer entries than [`ELECTION_LOG_ENTRIES`].
 pub const ELECTION_LOG_BYTES: usize = 8 * 1024 * 1024;
+// The work bounds of the scripts, which enforce them (`lua/`); named here, where the tests
+// hold the scripts to them and the docs can be checked against one place.
+
+/// Attachments one revoke, sweep or adoption script call releases at most (the rest by later
+/// calls), so that a lease with millions of them never holds Redis for long.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) const RELEASES_PER_CALL: u64 = 64;
+/// Index entries one `get_prefix` script call looks at, at most.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) const INDEX_ENTRIES_PER_CALL: u64 = 256;
+/// Waiters one call of a shared queue (rwlock, semaphore) admits, at most; the next is rung
+/// and its re-check goes on.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) const ADMITS_PER_CALL: u64 = 128;
+
 /// [`Client::time_to_live_with_keys`](crate::Client::time_to_live_with_keys) lists at most this
 /// many of a lease's attachments.
 pub const MAX_ATTACHMENTS_SHOWN: usize = 1000;
@@ -139,6 +154,20 @@ mod tests {
         assert_eq!(
             lua_constant("lease/lease_ttl.lua", "ATTACHMENTS_SHOWN"),
             MAX_ATTACHMENTS_SHOWN as u64
+        );
+        for (file, name) in [
+            ("prelude/queues.lua", "DROP_BUDGET"),
+            ("lease/lease_adopt.lua", "DROP_SCAN"),
+        ] {
+            assert_eq!(lua_constant(file, name), RELEASES_PER_CALL, "{file} {name}");
+        }
+        assert_eq!(
+            lua_constant("kv/kv_range.lua", "LOOK"),
+            INDEX_ENTRIES_PER_CALL
+        );
+        assert_eq!(
+            lua_constant("prelude/queues.lua", "ADMIT_BATCH"),
+            ADMITS_PER_CALL
         );
     }
 

@@ -92,7 +92,7 @@ impl Client {
     /// owning client's doorbell rings so its session ends without waiting for a renewal.
     /// [`Error::LeaseNotFound`] when it was already gone.
     ///
-    /// A script call releases a few hundred attachments at most, so that Redis stays
+    /// A script call releases at most 64 attachments, so that Redis stays
     /// responsive to everyone else: a lease with more takes several calls, all made before
     /// this returns.
     ///

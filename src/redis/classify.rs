@@ -46,6 +46,14 @@ pub(crate) fn denied_during(e: Error, what: impl FnOnce() -> String) -> Error {
 /// " script: <sha>, on @user_script:<line>." appended.
 pub(crate) fn classify(e: RedisError, timeout: Duration) -> Error {
     let details = e.details();
+    // Redis 6.2 wraps what a script raises: "ERR Error running script (call to f_<sha>):
+    // @user_script:<line>: LHARG …" (lua/prelude/core.lua's `raise`).
+    let details = match details.split_once("@user_script:") {
+        Some((_, rest)) if details.starts_with("ERR Error running script") => {
+            rest.split_once(": ").map_or(details, |(_, raised)| raised)
+        }
+        _ => details,
+    };
     let details = details
         .rfind(" script: ")
         .map_or(details, |at| &details[..at]);
@@ -76,8 +84,12 @@ pub(crate) fn classify(e: RedisError, timeout: Duration) -> Error {
         return Error::InvalidArgument(rest.to_owned());
     }
     // A command refused by the ACL answers NOPERM; one refused inside a script answers
-    // "ERR The user executing the script can't …" on Redis 7.0 (NOPERM on later versions).
-    if details.starts_with("NOPERM") || details.contains("The user executing the script can't") {
+    // "ERR The user executing the script can't …" on Redis 7.0, "ERR ACL failure in script: …"
+    // on Valkey 8 (NOPERM on later Redis versions).
+    if details.starts_with("NOPERM")
+        || details.contains("The user executing the script can't")
+        || details.starts_with("ERR ACL failure in script")
+    {
         return Error::PermissionDenied(cause(details.to_owned()));
     }
     if details.starts_with("WRONGPASS") || details.starts_with("NOAUTH") {
@@ -189,6 +201,12 @@ mod tests {
                  script: d7e1e1, on @user_script:1.",
                 "can't run this command or subcommand",
             ),
+            // Valkey 8.1.
+            (
+                "ERR ACL failure in script: User lh-noxadd has no permissions to run the 'xadd' \
+                 command script: 6835e5, on @user_script:409.",
+                "no permissions to run the 'xadd' command",
+            ),
         ] {
             match classify(script_error(reply), t) {
                 Error::PermissionDenied(m) => {
@@ -240,6 +258,33 @@ mod tests {
             assert!(matches!(e, Error::AuthFailed(_)), "{e:?}");
             assert!(!e.is_transient());
         }
+    }
+
+    /// Redis 6.2 reports what a script raises with the script's position in front.
+    #[test]
+    fn script_errors_are_typed_on_redis_6_2_too() {
+        let t = Duration::from_secs(1);
+        let e = classify(
+            script_error(
+                "ERR Error running script (call to f_3f1e): @user_script:33: LHARG bad size",
+            ),
+            t,
+        );
+        assert!(
+            matches!(e, Error::InvalidArgument(ref m) if m == "bad size"),
+            "{e:?}"
+        );
+        let e = classify(
+            script_error(
+                "ERR Error running script (call to f_3f1e): @user_script:78: LHWRONGTYPE \
+                 string zset {ns}:mutex:a",
+            ),
+            t,
+        );
+        assert!(
+            matches!(e, Error::WrongType { ref key, .. } if key == "{ns}:mutex:a"),
+            "{e:?}"
+        );
     }
 
     #[test]
