@@ -193,7 +193,8 @@ async fn negative_or_garbage_ttl_is_refused_by_the_script_too() {
         )
         .await
         .unwrap_err();
-        assert!(err.details().starts_with("LHARG"), "{err:?}");
+        // Redis 6.2 puts the script's position in front.
+        assert!(err.details().contains("LHARG "), "{err:?}");
     }
     assert!(keys(&raw, "*").await.is_empty());
 }

@@ -536,17 +536,14 @@ async fn resuming_a_lease_releases_its_stale_lock_entries() {
 /// `o` rings, which would ignore them) gets the plain `c <contender>` and re-checks.
 #[tokio::test]
 async fn a_handoff_costs_one_script_call_and_older_clients_get_the_ring_they_take() {
-    use fred::prelude::{EventInterface, PubsubInterface};
+    use fred::prelude::EventInterface;
 
     let server = server();
     let raw = raw(&server).await;
     let client = client(&server, "m20").await;
     let listener = support::raw(&server).await;
     let mut messages = listener.message_rx();
-    listener
-        .ssubscribe(format!("{{m20}}:wake:{}", client.id()))
-        .await
-        .unwrap();
+    subscribe_doorbell(&listener, format!("{{m20}}:wake:{}", client.id())).await;
     // Calls that ran: a script's first call fails with NOSCRIPT and is sent again.
     let evalsha_calls = || async {
         let (calls, failed) = command_calls(&raw, "evalsha").await;
@@ -687,9 +684,7 @@ async fn a_stray_or_forged_owner_ring_does_not_hand_over_the_lock() {
         "o".to_owned(),
         "garbage".to_owned(),
     ] {
-        cmd::<i64>(&raw, "SPUBLISH", &[&channel, &msg])
-            .await
-            .unwrap();
+        publish_doorbell(&raw, &channel, &msg).await;
     }
     tokio::time::sleep(ms(300)).await;
     assert!(!waiter.is_finished(), "a forged ring handed the lock over");

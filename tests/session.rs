@@ -302,14 +302,14 @@ async fn orphaned_leases_are_swept_when_no_session_is_left() {
 /// send itself a pub/sub message per request. A revoke from outside still rings.
 #[tokio::test]
 async fn revoking_an_ended_session_does_not_ring_its_own_doorbell() {
-    use fred::prelude::{EventInterface, PubsubInterface};
+    use fred::prelude::EventInterface;
 
     let server = server();
     let client = client(&server, "s13").await;
     let listener = raw(&server).await;
     let mut messages = listener.message_rx();
     let wake = format!("{{s13}}:wake:{}", client.id());
-    listener.ssubscribe(wake).await.unwrap();
+    subscribe_doorbell(&listener, wake).await;
 
     let dropped = client.session().await.unwrap();
     let dropped_lease = dropped.lease();

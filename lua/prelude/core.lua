@@ -34,7 +34,7 @@ end
 -- src/redis/classify.rs reads past that). REDIS_VERSION_NUM exists from Redis 7.0 on.
 local function raise(text)
   if redis.REDIS_VERSION_NUM then error({ err = text }) end
-  error(text)
+  error(text, 0)
 end
 
 local function fail(code, msg)

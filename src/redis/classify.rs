@@ -47,10 +47,16 @@ pub(crate) fn denied_during(e: Error, what: impl FnOnce() -> String) -> Error {
 pub(crate) fn classify(e: RedisError, timeout: Duration) -> Error {
     let details = e.details();
     // Redis 6.2 wraps what a script raises: "ERR Error running script (call to f_<sha>):
-    // @user_script:<line>: LHARG …" (lua/prelude/core.lua's `raise`).
-    let details = match details.split_once("@user_script:") {
-        Some((_, rest)) if details.starts_with("ERR Error running script") => {
-            rest.split_once(": ").map_or(details, |(_, raised)| raised)
+    // @user_script:<line>: LHARG …" (lua/prelude/core.lua's `raise`), and an error reply of a
+    // command the script called as "…: @user_script: <line>: -OOM …" (nested when a script
+    // raises such a reply again): what follows the last position is the error.
+    let details = match details.rsplit_once("@user_script:") {
+        Some((_, rest))
+            if details.starts_with("ERR Error running script")
+                || details.starts_with("@user_script:") =>
+        {
+            rest.split_once(": ")
+                .map_or(details, |(_, raised)| raised.trim_start_matches('-'))
         }
         _ => details,
     };

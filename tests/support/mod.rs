@@ -106,10 +106,50 @@ pub async fn eval_script(
     raw.eval(source, keys, args).await
 }
 
+/// Whether the server has sharded pub/sub (Redis >= 7; leasehold publishes its doorbell
+/// messages with SPUBLISH there, PUBLISH before).
+pub async fn sharded_pubsub(raw: &fred::clients::Client) -> bool {
+    let info: String = cmd(raw, "INFO", &["server"]).await.unwrap();
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap_or("0");
+    version
+        .split('.')
+        .next()
+        .and_then(|major| major.trim().parse::<u32>().ok())
+        .is_some_and(|major| major >= 7)
+}
+
+/// Subscribe `listener` to a doorbell channel the way leasehold publishes on it.
+pub async fn subscribe_doorbell(listener: &fred::clients::Client, channel: String) {
+    use fred::prelude::PubsubInterface;
+    if sharded_pubsub(listener).await {
+        listener.ssubscribe(channel).await.unwrap();
+    } else {
+        listener.subscribe(channel).await.unwrap();
+    }
+}
+
+/// Publish `msg` on a doorbell channel the way leasehold does.
+pub async fn publish_doorbell(raw: &fred::clients::Client, channel: &str, msg: &str) {
+    let command = if sharded_pubsub(raw).await {
+        "SPUBLISH"
+    } else {
+        "PUBLISH"
+    };
+    cmd::<i64>(raw, command, &[channel, msg]).await.unwrap();
+}
+
 /// `(calls, failed_calls)` of `command` from `INFO commandstats` (`"evalsha"`,
 /// `"script|load"`), `(0, 0)` when it was never called since the last `CONFIG RESETSTAT`.
 pub async fn command_calls(raw: &fred::clients::Client, command: &str) -> (u64, u64) {
     let info: String = cmd(raw, "INFO", &["commandstats"]).await.unwrap();
+    // Redis 6.2 counts SCRIPT LOAD as `script`, 7.0 as `script|load`.
+    let command = match command {
+        "script|load" if !info.contains("cmdstat_script|") => "script",
+        c => c,
+    };
     let prefix = format!("cmdstat_{command}:");
     let Some(line) = info.lines().find_map(|l| l.strip_prefix(prefix.as_str())) else {
         return (0, 0);
