@@ -187,6 +187,10 @@ async fn the_cli_trusts_a_ca_given_with_cacert() {
 
     let untrusted = run(&[]).await;
     let stderr = String::from_utf8_lossy(&untrusted.stderr);
-    assert_eq!(untrusted.status.code(), Some(5), "TLS failed: {untrusted:?}");
+    assert_eq!(
+        untrusted.status.code(),
+        Some(5),
+        "TLS failed: {untrusted:?}"
+    );
     assert!(stderr.contains("not signed by a trusted CA"), "{stderr}");
 }
