@@ -15,7 +15,9 @@ use crate::session::Session;
 /// One key as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyValue {
+    /// The key as given to [`Client::put`] (without the namespace).
     pub key: String,
+    /// Its value.
     pub value: String,
     /// The lease the key is attached to, if any.
     pub lease: Option<LeaseId>,

@@ -43,6 +43,8 @@
 //! `docs/architecture.md`. Test tooling (throwaway servers, clusters, sentinels, a
 //! fault-injecting proxy) is the separate crate `leasehold-testing`.
 
+#![warn(missing_docs)]
+
 mod base;
 mod client;
 mod inspect;

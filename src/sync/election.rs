@@ -101,6 +101,7 @@ impl Election {
         })
     }
 
+    /// The election's name.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -110,6 +111,7 @@ impl Election {
         self.client().keys.election(&self.name)
     }
 
+    /// The session that campaigns.
     pub fn session(&self) -> &Session {
         &self.session
     }

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::{connect, output, parse_ttl, Cli, Failure, Interrupts, Outcome, EXIT_ERROR};
 
 #[derive(clap::Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Grant a lease: `lease <id> granted with TTL(<n>s)`.
     Grant {
         /// TTL in seconds (or with a unit: 1500ms, 2m).
@@ -53,7 +53,7 @@ fn attachment(a: &Attachment) -> String {
     }
 }
 
-pub async fn run(cli: &Cli, cmd: &Command, signals: &mut Interrupts) -> Outcome {
+pub(crate) async fn run(cli: &Cli, cmd: &Command, signals: &mut Interrupts) -> Outcome {
     let client = connect(cli).await?;
     match cmd {
         Command::Grant { ttl } => {
