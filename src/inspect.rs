@@ -12,6 +12,7 @@ use crate::wait::LockKind;
 
 /// The kinds of queue [`Client::inspect`] can read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum QueueKind {
     /// A [`Mutex`](crate::Mutex)'s queue, `{ns}:mutex:<name>`.
     Mutex,
@@ -50,6 +51,7 @@ impl fmt::Display for QueueKind {
 
 /// One entry of a queue, as [`Client::inspect`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueueEntry {
     /// The contender id (`<lease id>.<suffix>`).
     pub contender: String,

@@ -13,11 +13,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// Messages name the namespace, lock or lease involved, so a log line is enough to find the
 /// Redis keys (see the key layout in the crate docs).
+///
+/// New variants may come, and a variant with named fields may gain fields: match those with
+/// `..`, e.g. `Error::SessionLost { reason, .. }`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A namespace name outside `[A-Za-z0-9_.-]{1,64}`. Rejected before any I/O.
     #[error("invalid namespace {namespace:?}: {reason}")]
+    #[non_exhaustive]
     InvalidNamespace {
         /// The namespace as given.
         namespace: String,
@@ -27,6 +31,7 @@ pub enum Error {
 
     /// A lock, election or key name that is empty or too long. Rejected before any I/O.
     #[error("invalid {kind} name in namespace {namespace:?}: {reason}")]
+    #[non_exhaustive]
     InvalidName {
         /// The namespace of the client.
         namespace: String,
@@ -38,6 +43,7 @@ pub enum Error {
 
     /// A TTL outside [`MIN_TTL`](crate::MIN_TTL)..=[`MAX_TTL`](crate::MAX_TTL). Rejected before any I/O.
     #[error("invalid TTL {ttl:?}: must be between {min:?} and {max:?}")]
+    #[non_exhaustive]
     InvalidTtl {
         /// The TTL as given.
         ttl: Duration,
@@ -53,6 +59,7 @@ pub enum Error {
 
     /// A value larger than [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN). Rejected before any I/O.
     #[error("value for {kind} {name:?} in namespace {namespace:?} is {len} bytes, at most {max} allowed")]
+    #[non_exhaustive]
     ValueTooLarge {
         /// The namespace of the client.
         namespace: String,
@@ -69,6 +76,7 @@ pub enum Error {
     /// [`Election::proclaim`](crate::Election::proclaim) (or a campaign whose candidacy was
     /// withdrawn meanwhile): this candidacy does not lead the election.
     #[error("not the leader of election {name:?} in namespace {namespace:?}")]
+    #[non_exhaustive]
     NotLeader {
         /// The namespace of the client.
         namespace: String,
@@ -79,6 +87,7 @@ pub enum Error {
     /// [`Semaphore`](crate::Semaphore): another user of this semaphore set a different size,
     /// and still holds or waits for permits.
     #[error("semaphore {name:?} in namespace {namespace:?} has {existing} permits, not {size}")]
+    #[non_exhaustive]
     SemaphoreSize {
         /// The namespace of the client.
         namespace: String,
@@ -93,6 +102,7 @@ pub enum Error {
     /// [`DoubleBarrier::enter`](crate::DoubleBarrier::enter): the barrier already has its
     /// count of participants (or a round is in progress). Nothing was registered.
     #[error("double barrier {name:?} in namespace {namespace:?} is full ({participants} of {count} participants)")]
+    #[non_exhaustive]
     BarrierFull {
         /// The namespace of the client.
         namespace: String,
@@ -107,6 +117,7 @@ pub enum Error {
     /// A `try_` call ([`Mutex::try_lock`](crate::Mutex::try_lock), …): someone else holds
     /// the lock (or the permits). Nothing was queued.
     #[error("{kind} {name:?} in namespace {namespace:?} is held by another contender")]
+    #[non_exhaustive]
     Locked {
         /// The namespace of the client.
         namespace: String,
@@ -119,6 +130,7 @@ pub enum Error {
     /// The session's lease is gone (expired, revoked, orphaned or closed), so nothing it held or
     /// waited for can be trusted any more. Open a new session to go on.
     #[error("session lost: lease {lease} in namespace {namespace:?} ended ({reason})")]
+    #[non_exhaustive]
     SessionLost {
         /// The namespace of the client.
         namespace: String,
@@ -130,6 +142,7 @@ pub enum Error {
 
     /// The lease does not exist (never granted, expired or revoked).
     #[error("lease {lease} not found in namespace {namespace:?}")]
+    #[non_exhaustive]
     LeaseNotFound {
         /// The namespace of the client.
         namespace: String,
@@ -140,6 +153,7 @@ pub enum Error {
     /// Release or check of a lock this contender no longer holds: it was already released, or
     /// the lease expired and the lock may have passed to someone else.
     #[error("{kind} {name:?} in namespace {namespace:?} is not held by this guard (fencing token {fencing_token})")]
+    #[non_exhaustive]
     NotHeld {
         /// The namespace of the client.
         namespace: String,
@@ -156,6 +170,7 @@ pub enum Error {
     #[error(
         "key {key:?} holds a Redis {found}, leasehold expects a {expected}; nothing was changed"
     )]
+    #[non_exhaustive]
     WrongType {
         /// The full Redis key, e.g. `{ns}:mutex:<name>`.
         key: String,
@@ -167,6 +182,7 @@ pub enum Error {
 
     /// A key leasehold owns holds data it cannot read. The operation changed nothing.
     #[error("key {key:?} holds data leasehold cannot read: {detail}")]
+    #[non_exhaustive]
     CorruptData {
         /// The full Redis key (empty when the script did not name it).
         key: String,
@@ -185,6 +201,7 @@ pub enum Error {
          holders; set `maxmemory-policy noeviction`, or accept the risk with \
          ClientBuilder::allow_eviction (CLI: --allow-eviction)"
     )]
+    #[non_exhaustive]
     EvictionPolicy {
         /// The server's `maxmemory-policy`, e.g. `allkeys-lru`.
         policy: String,
@@ -214,6 +231,7 @@ pub enum Error {
         "namespace {namespace:?}: {operation} reached {acked} of {wanted} replicas within \
          {timeout:?}; not counted, a failover could lose it"
     )]
+    #[non_exhaustive]
     NotReplicated {
         /// The namespace of the client.
         namespace: String,
@@ -245,6 +263,7 @@ pub enum Error {
 
     /// A reply of a shape leasehold does not expect (a bug, or a key rewritten by a foreign writer).
     #[error("unexpected reply from Redis to {operation}: {detail}")]
+    #[non_exhaustive]
     Protocol {
         /// What was being done, e.g. `mutex acquire`.
         operation: &'static str,

@@ -54,6 +54,9 @@ pub const REDIS_ERRORS: &str = "leasehold_redis_errors_total";
 pub const REDIS_CAN_EVICT: &str = "leasehold_redis_can_evict";
 
 /// What kind of value a metric is.
+///
+/// Exhaustive: these are the `metrics` facade's three kinds, so an exporter's `match` may rely
+/// on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// A count that only grows (`counter!`).

@@ -72,6 +72,7 @@ impl fmt::Display for SessionEnd {
 
 /// Where a session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SessionState {
     /// The last renewal succeeded; the lease is locally valid.
     Alive,
@@ -84,6 +85,7 @@ pub enum SessionState {
 /// What to do with the lease when the last handle of a session is dropped without
 /// [`Session::close`](crate::Session::close) or [`Session::orphan`](crate::Session::orphan).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum OnDrop {
     /// Revoke the lease in the background (the default): its locks are released at once.
     #[default]

@@ -15,6 +15,7 @@ use crate::redis::{scripts, Core, Reply};
 
 /// A granted lease: its id and TTL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Lease {
     /// The lease's id.
     pub id: LeaseId,
@@ -24,8 +25,10 @@ pub struct Lease {
 
 /// Something attached to a lease; it is deleted when the lease is revoked or expires.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Attachment {
     /// An entry `member` in the sorted set `key` (a mutex queue entry, a candidacy, a permit).
+    #[non_exhaustive]
     Member {
         /// The full Redis key of the sorted set, e.g. `{ns}:mutex:<name>`.
         key: String,
@@ -60,6 +63,7 @@ impl Attachment {
 
 /// What Redis knows about a live lease (etcd's `TimeToLive` plus the operator metadata).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LeaseInfo {
     /// The lease's id.
     pub id: LeaseId,

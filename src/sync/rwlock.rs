@@ -45,6 +45,8 @@ impl fmt::Debug for RwLock {
 }
 
 /// Which side of a [`RwLock`] a guard holds.
+///
+/// Exhaustive: a reader-writer lock has exactly these two sides, so a `match` may rely on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RwMode {
     /// Shared: any number of readers hold at once.

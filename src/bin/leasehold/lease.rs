@@ -48,8 +48,8 @@ fn secs(d: Duration) -> String {
 
 fn attachment(a: &Attachment) -> String {
     match a {
-        Attachment::Member { key, member } => format!("{key} {member}"),
-        Attachment::Key(key) => key.clone(),
+        Attachment::Member { key, member, .. } => format!("{key} {member}"),
+        other => other.key().to_owned(),
     }
 }
 
