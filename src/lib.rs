@@ -44,6 +44,7 @@
 //! fault-injecting proxy) is the separate crate `leasehold-testing`.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod base;
 mod client;
