@@ -12,14 +12,20 @@ use crate::wait::LockKind;
 
 /// The kinds of queue [`Client::inspect`] can read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum QueueKind {
+    /// A [`Mutex`](crate::Mutex)'s queue, `{ns}:mutex:<name>`.
     Mutex,
+    /// A [`RwLock`](crate::RwLock)'s queue, `{ns}:rwlock:<name>`.
     RwLock,
+    /// A [`Semaphore`](crate::Semaphore)'s queue, `{ns}:semaphore:<name>`.
     Semaphore,
+    /// An [`Election`](crate::Election)'s candidates, `{ns}:election:<name>`.
     Election,
 }
 
 impl QueueKind {
+    /// Every kind, in this order.
     pub const ALL: [QueueKind; 4] = [
         QueueKind::Mutex,
         QueueKind::RwLock,
@@ -45,9 +51,12 @@ impl fmt::Display for QueueKind {
 
 /// One entry of a queue, as [`Client::inspect`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueueEntry {
     /// The contender id (`<lease id>.<suffix>`).
     pub contender: String,
+    /// The lease the entry is attached to, read from the contender id; `None` when the id does
+    /// not start with a lease id (foreign data).
     pub lease: Option<LeaseId>,
     /// The entry's revision: its fencing token once it holds.
     pub fencing_token: u64,
@@ -56,9 +65,16 @@ pub struct QueueEntry {
     /// Time left on the entry's lease; `None` when the lease is dead (the entry goes at the
     /// next touch or sweep).
     pub remaining: Option<Duration>,
+    /// Id of the client process that renews the entry's lease (see [`LeaseInfo::client_id`]);
+    /// this and the fields below are empty (or `None`) once the lease's record is gone.
+    ///
+    /// [`LeaseInfo::client_id`]: crate::LeaseInfo::client_id
     pub client_id: String,
+    /// Host name of the process that granted the lease (empty when unknown).
     pub host: String,
+    /// Process id of the process that granted the lease; `None` when unknown.
     pub pid: Option<u32>,
+    /// The session's [label](crate::SessionOptions::label); empty when none was given.
     pub label: String,
 }
 

@@ -14,8 +14,11 @@ use crate::session::Session;
 
 /// One key as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyValue {
+    /// The key as given to [`Client::put`] (without the namespace).
     pub key: String,
+    /// Its value.
     pub value: String,
     /// The lease the key is attached to, if any.
     pub lease: Option<LeaseId>,
@@ -36,6 +39,7 @@ pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// A page of [`Client::get_prefix`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyRange {
     /// Keys in byte order.
     pub kvs: Vec<KeyValue>,

@@ -43,6 +43,9 @@
 //! `docs/architecture.md`. Test tooling (throwaway servers, clusters, sentinels, a
 //! fault-injecting proxy) is the separate crate `leasehold-testing`.
 
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod base;
 mod client;
 mod inspect;
@@ -77,6 +80,13 @@ pub use sync::election::{Election, Leader, LeaderEvent};
 pub use sync::mutex::{Mutex, MutexGuard};
 pub use sync::rwlock::{RwLock, RwLockGuard, RwMode};
 pub use sync::semaphore::{Semaphore, SemaphorePermit, MAX_PERMITS};
+
+/// The Redis client leasehold is built on, re-exported on purpose: its configuration type is
+/// part of leasehold's API ([`ClientBuilder::fred_config`]), so build one with
+/// `leasehold::fred::types::config::Config` and it always matches the fred leasehold uses,
+/// whatever `fred` version your own dependencies bring. Moving to an incompatible fred version
+/// is therefore a breaking release of leasehold.
+pub use fred;
 
 /// Compiles the README's examples as doctests.
 #[cfg(doctest)]

@@ -41,6 +41,8 @@ impl Default for SessionOptions {
 }
 
 impl SessionOptions {
+    /// The defaults: a new lease with [`DEFAULT_TTL`](crate::DEFAULT_TTL), no label, and the
+    /// client's [`OnDrop`] ([`ClientBuilder::on_session_drop`](crate::ClientBuilder::on_session_drop)).
     pub fn new() -> SessionOptions {
         SessionOptions::default()
     }
@@ -81,7 +83,7 @@ impl SessionOptions {
 ///
 /// Everything created through a session (mutex queue entries, …) is attached to its lease and
 /// lives exactly as long as the lease. One long-lived session per process (or per role) is the
-/// intended use; tasks sharing it still exclude each other on a [`Mutex`].
+/// intended use; tasks sharing it still exclude each other on a [`Mutex`](crate::Mutex).
 ///
 /// Cheap to clone; all clones are the same session. **No task is spawned per session**: the
 /// client's one supervisor renews every session's lease in batched calls. When the last handle

@@ -382,7 +382,7 @@ fn ttls_and_labels_are_checked_and_granted_in_whole_milliseconds() {
             let ttl_ok = (MIN_TTL..=MAX_TTL).contains(&ttl);
             let whole = Duration::from_millis(ttl.as_millis() as u64);
             let ttl_error = |r: &leasehold::Result<()>| {
-                matches!(r, Err(Error::InvalidTtl { ttl: t, min, max })
+                matches!(r, Err(Error::InvalidTtl { ttl: t, min, max, .. })
                     if *t == ttl && *min == MIN_TTL && *max == MAX_TTL)
             };
             let granted = async {
@@ -474,7 +474,7 @@ fn lease_ids_parse_or_are_refused_and_unknown_ones_are_not_found() {
             // A well-formed id nobody granted: not found, and nothing is written.
             let before: BTreeSet<String> = keys(&raw, "*").await.into_iter().collect();
             let not_found = |r: leasehold::Result<()>| {
-                matches!(r, Err(Error::LeaseNotFound { lease, ref namespace })
+                matches!(r, Err(Error::LeaseNotFound { lease, ref namespace, .. })
                     if lease == id && namespace == ns)
             };
             prop_assert!(not_found(client.keep_alive_once(id).await.map(drop)));

@@ -34,7 +34,7 @@ async fn a_server_that_can_evict_lock_keys_is_refused_unless_allowed() {
         config_set(&server, "maxmemory-policy", policy);
         let err = build(&server, false).await.unwrap_err();
         assert!(
-            matches!(err, Error::EvictionPolicy { policy: ref p } if p == policy),
+            matches!(err, Error::EvictionPolicy { policy: ref p, .. } if p == policy),
             "{err}"
         );
         assert!(
@@ -65,7 +65,7 @@ async fn a_policy_set_at_run_time_is_seen_by_the_next_renewal() {
     let refused = eventually(secs(3), || async {
         matches!(
             client.session().await,
-            Err(Error::EvictionPolicy { ref policy }) if policy == "allkeys-lfu"
+            Err(Error::EvictionPolicy { ref policy, .. }) if policy == "allkeys-lfu"
         )
     })
     .await;

@@ -41,7 +41,7 @@ async fn attached_keys_are_listed_only_when_asked() {
         .unwrap();
     assert_eq!(info.attached.len(), 1);
     match &info.attached[0] {
-        Attachment::Member { key, member } => {
+        Attachment::Member { key, member, .. } => {
             assert_eq!(key, "{lease2}:mutex:a");
             assert!(member.starts_with(&session.lease().to_string()));
         }

@@ -151,6 +151,7 @@ async fn foreign_key_of_wrong_type_is_a_typed_error_and_nothing_changes() {
             key,
             found,
             expected,
+            ..
         } => {
             assert_eq!(key, "{f3}:mutex:taken");
             assert_eq!(found, "string");

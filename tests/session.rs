@@ -149,7 +149,7 @@ async fn expires_no_later_than_ttl_after_last_renewal_sent_when_redis_is_paused(
         match session.state() {
             SessionState::Jeopardy => saw_jeopardy = true,
             SessionState::Ended(end) => break end,
-            SessionState::Alive => {}
+            _ => {}
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };

@@ -13,29 +13,43 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// Messages name the namespace, lock or lease involved, so a log line is enough to find the
 /// Redis keys (see the key layout in the crate docs).
+///
+/// New variants may come, and a variant with named fields may gain fields: match those with
+/// `..`, e.g. `Error::SessionLost { reason, .. }`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A namespace name outside `[A-Za-z0-9_.-]{1,64}`. Rejected before any I/O.
     #[error("invalid namespace {namespace:?}: {reason}")]
+    #[non_exhaustive]
     InvalidNamespace {
+        /// The namespace as given.
         namespace: String,
+        /// What is wrong with it, e.g. `must not be empty`.
         reason: &'static str,
     },
 
     /// A lock, election or key name that is empty or too long. Rejected before any I/O.
     #[error("invalid {kind} name in namespace {namespace:?}: {reason}")]
+    #[non_exhaustive]
     InvalidName {
+        /// The namespace of the client.
         namespace: String,
+        /// What the name was for: `mutex`, `rwlock`, `semaphore`, `election`, `key`, ...
         kind: &'static str,
+        /// What is wrong with it, e.g. `must not be empty`.
         reason: String,
     },
 
     /// A TTL outside [`MIN_TTL`](crate::MIN_TTL)..=[`MAX_TTL`](crate::MAX_TTL). Rejected before any I/O.
     #[error("invalid TTL {ttl:?}: must be between {min:?} and {max:?}")]
+    #[non_exhaustive]
     InvalidTtl {
+        /// The TTL as given.
         ttl: Duration,
+        /// The shortest TTL accepted, [`MIN_TTL`](crate::MIN_TTL).
         min: Duration,
+        /// The longest TTL accepted, [`MAX_TTL`](crate::MAX_TTL).
         max: Duration,
     },
 
@@ -45,68 +59,109 @@ pub enum Error {
 
     /// A value larger than [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN). Rejected before any I/O.
     #[error("value for {kind} {name:?} in namespace {namespace:?} is {len} bytes, at most {max} allowed")]
+    #[non_exhaustive]
     ValueTooLarge {
+        /// The namespace of the client.
         namespace: String,
+        /// What the value was for: `key`, `election` or `queue`.
         kind: &'static str,
+        /// The name of the key, election or queue.
         name: String,
+        /// The value's length in bytes.
         len: usize,
+        /// The most bytes allowed, [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN).
         max: usize,
     },
 
     /// [`Election::proclaim`](crate::Election::proclaim) (or a campaign whose candidacy was
     /// withdrawn meanwhile): this candidacy does not lead the election.
     #[error("not the leader of election {name:?} in namespace {namespace:?}")]
-    NotLeader { namespace: String, name: String },
+    #[non_exhaustive]
+    NotLeader {
+        /// The namespace of the client.
+        namespace: String,
+        /// The election's name.
+        name: String,
+    },
 
     /// [`Semaphore`](crate::Semaphore): another user of this semaphore set a different size,
     /// and still holds or waits for permits.
     #[error("semaphore {name:?} in namespace {namespace:?} has {existing} permits, not {size}")]
+    #[non_exhaustive]
     SemaphoreSize {
+        /// The namespace of the client.
         namespace: String,
+        /// The semaphore's name.
         name: String,
+        /// The size this handle was made with.
         size: u32,
+        /// The size other users set, which stays in force.
         existing: u32,
     },
 
     /// [`DoubleBarrier::enter`](crate::DoubleBarrier::enter): the barrier already has its
     /// count of participants (or a round is in progress). Nothing was registered.
     #[error("double barrier {name:?} in namespace {namespace:?} is full ({participants} of {count} participants)")]
+    #[non_exhaustive]
     BarrierFull {
+        /// The namespace of the client.
         namespace: String,
+        /// The double barrier's name.
         name: String,
+        /// The count of participants this handle was made with.
         count: u32,
+        /// How many participants the barrier holds now.
         participants: u64,
     },
 
     /// A `try_` call ([`Mutex::try_lock`](crate::Mutex::try_lock), …): someone else holds
     /// the lock (or the permits). Nothing was queued.
     #[error("{kind} {name:?} in namespace {namespace:?} is held by another contender")]
+    #[non_exhaustive]
     Locked {
+        /// The namespace of the client.
         namespace: String,
+        /// What is held: `mutex`, `rwlock`, `semaphore` or `barrier`.
         kind: &'static str,
+        /// Its name.
         name: String,
     },
 
     /// The session's lease is gone (expired, revoked, orphaned or closed), so nothing it held or
     /// waited for can be trusted any more. Open a new session to go on.
     #[error("session lost: lease {lease} in namespace {namespace:?} ended ({reason})")]
+    #[non_exhaustive]
     SessionLost {
+        /// The namespace of the client.
         namespace: String,
+        /// The session's lease.
         lease: LeaseId,
+        /// Why the session ended.
         reason: SessionEnd,
     },
 
     /// The lease does not exist (never granted, expired or revoked).
     #[error("lease {lease} not found in namespace {namespace:?}")]
-    LeaseNotFound { namespace: String, lease: LeaseId },
+    #[non_exhaustive]
+    LeaseNotFound {
+        /// The namespace of the client.
+        namespace: String,
+        /// The lease asked for.
+        lease: LeaseId,
+    },
 
     /// Release or check of a lock this contender no longer holds: it was already released, or
     /// the lease expired and the lock may have passed to someone else.
     #[error("{kind} {name:?} in namespace {namespace:?} is not held by this guard (fencing token {fencing_token})")]
+    #[non_exhaustive]
     NotHeld {
+        /// The namespace of the client.
         namespace: String,
+        /// What the guard held: `mutex`, `rwlock`, `semaphore`, `double barrier` or `election`.
         kind: &'static str,
+        /// Its name.
         name: String,
+        /// The guard's fencing token.
         fencing_token: u64,
     },
 
@@ -115,15 +170,25 @@ pub enum Error {
     #[error(
         "key {key:?} holds a Redis {found}, leasehold expects a {expected}; nothing was changed"
     )]
+    #[non_exhaustive]
     WrongType {
+        /// The full Redis key, e.g. `{ns}:mutex:<name>`.
         key: String,
+        /// The Redis type the key holds (as `TYPE` names it: `string`, `hash`, ...).
         found: String,
+        /// The Redis type leasehold expects there.
         expected: String,
     },
 
     /// A key leasehold owns holds data it cannot read. The operation changed nothing.
     #[error("key {key:?} holds data leasehold cannot read: {detail}")]
-    CorruptData { key: String, detail: String },
+    #[non_exhaustive]
+    CorruptData {
+        /// The full Redis key (empty when the script did not name it).
+        key: String,
+        /// What could not be read.
+        detail: String,
+    },
 
     /// The server's `maxmemory-policy` can evict leasehold's keys (any policy but
     /// `noeviction`; the `volatile-*` ones evict lease hashes): an evicted queue entry can give
@@ -136,7 +201,11 @@ pub enum Error {
          holders; set `maxmemory-policy noeviction`, or accept the risk with \
          ClientBuilder::allow_eviction (CLI: --allow-eviction)"
     )]
-    EvictionPolicy { policy: String },
+    #[non_exhaustive]
+    EvictionPolicy {
+        /// The server's `maxmemory-policy`, e.g. `allkeys-lru`.
+        policy: String,
+    },
 
     /// Redis refused a write because it reached `maxmemory` (policy `noeviction`). Nothing was
     /// written; the call may succeed once memory is freed.
@@ -162,11 +231,18 @@ pub enum Error {
         "namespace {namespace:?}: {operation} reached {acked} of {wanted} replicas within \
          {timeout:?}; not counted, a failover could lose it"
     )]
+    #[non_exhaustive]
     NotReplicated {
+        /// The namespace of the client.
         namespace: String,
+        /// The script whose writes were not replicated (its file name under `lua/`, e.g.
+        /// `mutex_acquire`).
         operation: &'static str,
+        /// How many replicas acknowledged the write.
         acked: u32,
+        /// How many were required ([`Durability`](crate::Durability)'s replicas).
         wanted: u32,
+        /// How long `WAIT` waited for them.
         timeout: Duration,
     },
 
@@ -187,8 +263,11 @@ pub enum Error {
 
     /// A reply of a shape leasehold does not expect (a bug, or a key rewritten by a foreign writer).
     #[error("unexpected reply from Redis to {operation}: {detail}")]
+    #[non_exhaustive]
     Protocol {
+        /// What was being done, e.g. `mutex acquire`.
         operation: &'static str,
+        /// What was wrong with the reply.
         detail: String,
     },
 

@@ -11,32 +11,62 @@ use std::sync::Once;
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
+/// Gauge: sessions (handles) alive in this process.
 pub const SESSIONS_LIVE: &str = "leasehold_sessions_live";
+/// Counter: leases granted by this process.
 pub const LEASES_GRANTED: &str = "leasehold_leases_granted_total";
+/// Counter: leases revoked by this process.
 pub const LEASES_REVOKED: &str = "leasehold_leases_revoked_total";
+/// Counter: expired leases (of any client) swept by this process's renewals.
 pub const LEASES_EXPIRED: &str = "leasehold_leases_expired_total";
+/// Counter: batched renewal script calls.
 pub const RENEW_CALLS: &str = "leasehold_renew_calls_total";
+/// Histogram, seconds: round trip of one renewal call.
 pub const RENEW_LATENCY: &str = "leasehold_renew_latency_seconds";
+/// Histogram, seconds: local validity left on a lease when its renewal came back.
 pub const RENEW_HEADROOM: &str = "leasehold_renew_headroom_seconds";
+/// Histogram: leases renewed per renewal call.
 pub const RENEW_BATCH: &str = "leasehold_renew_batch_size";
+/// Counter, label `reason`: renewals that failed or were late.
 pub const SESSION_JEOPARDY: &str = "leasehold_session_jeopardy_total";
+/// Counter, label `reason`: sessions that ended without being closed.
 pub const SESSION_LOST: &str = "leasehold_session_lost_total";
+/// Counter: renewals that found the Redis clock ahead of the local monotonic clock.
 pub const CLOCK_FORWARD_STEPS: &str = "leasehold_clock_forward_steps_total";
+/// Counter: renewals answered from a new replication history (failover, or restart
+/// without data).
 pub const FAILOVERS: &str = "leasehold_failovers_total";
+/// Histogram, seconds, label `kind`: time from a lock call to acquisition.
 pub const LOCK_WAIT: &str = "leasehold_lock_wait_seconds";
+/// Histogram, seconds, label `kind`: time from acquisition to release.
 pub const LOCK_HOLD: &str = "leasehold_lock_hold_seconds";
+/// Gauge, seconds, label `kind`: age of the oldest lock of each kind this process holds.
 pub const LOCK_OLDEST_HELD: &str = "leasehold_lock_oldest_held_seconds";
+/// Counter, label `kind`: acquisitions after waiting behind a holder.
 pub const LOCK_HANDOFFS: &str = "leasehold_lock_handoffs_total";
+/// Histogram: mutex lock/unlock calls sent in one script call (only calls that queued
+/// behind the client's lock calls in flight).
 pub const LOCK_BATCH: &str = "leasehold_lock_batch_size";
+/// Counter, label `script`: `NOSCRIPT` replies for a script this process had loaded before,
+/// answered by loading it again.
 pub const SCRIPT_RELOADS: &str = "leasehold_script_reloads_total";
+/// Counter, label `kind`: Redis errors, by kind of error.
 pub const REDIS_ERRORS: &str = "leasehold_redis_errors_total";
+/// Gauge: 1 when the server's `maxmemory-policy` can evict leasehold's keys, 0 when it
+/// cannot; unset until a policy was read.
 pub const REDIS_CAN_EVICT: &str = "leasehold_redis_can_evict";
 
 /// What kind of value a metric is.
+///
+/// Exhaustive: these are the `metrics` facade's three kinds, so an exporter's `match` may rely
+/// on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
+    /// A count that only grows (`counter!`).
     Counter,
+    /// A value that goes up and down (`gauge!`).
     Gauge,
+    /// A distribution of observations (`histogram!`).
     Histogram,
 }
 
@@ -55,7 +85,9 @@ impl Kind {
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct Metric {
+    /// The full name, e.g. `leasehold_sessions_live` (one of this module's constants).
     pub name: &'static str,
+    /// Counter, gauge or histogram.
     pub kind: Kind,
     /// Label keys it carries (all low-cardinality).
     pub labels: &'static [&'static str],

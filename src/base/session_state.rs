@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-/// Why a session ended. [`Session::done`] resolves with it.
+/// Why a session ended. [`Session::done`](crate::Session::done) resolves with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SessionEnd {
@@ -15,11 +15,11 @@ pub enum SessionEnd {
     Expired,
     /// Redis answered that the lease no longer exists (expired there, or the data was lost).
     LeaseNotFound,
-    /// The lease was revoked while the session used it (by [`Client::revoke`] or an operator).
+    /// The lease was revoked while the session used it (by [`Client::revoke`](crate::Client::revoke) or an operator).
     Revoked,
-    /// [`Session::close`] revoked the lease.
+    /// [`Session::close`](crate::Session::close) revoked the lease.
     Closed,
-    /// [`Session::orphan`]: no longer renewed; the lease runs out on the server by its TTL.
+    /// [`Session::orphan`](crate::Session::orphan): no longer renewed; the lease runs out on the server by its TTL.
     Orphaned,
     /// Redis lost entries attached to the lease (deleted by someone else, flushed, evicted): a
     /// lock this session held may have passed to someone else. The rest of the lease was
@@ -72,6 +72,7 @@ impl fmt::Display for SessionEnd {
 
 /// Where a session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SessionState {
     /// The last renewal succeeded; the lease is locally valid.
     Alive,
@@ -82,8 +83,9 @@ pub enum SessionState {
 }
 
 /// What to do with the lease when the last handle of a session is dropped without
-/// [`Session::close`] or [`Session::orphan`].
+/// [`Session::close`](crate::Session::close) or [`Session::orphan`](crate::Session::orphan).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum OnDrop {
     /// Revoke the lease in the background (the default): its locks are released at once.
     #[default]

@@ -69,6 +69,20 @@ impl ClientBuilder {
 
     /// A fred configuration to use instead of the URL (Sentinel, Cluster, credentials, TLS with
     /// client certificates).
+    ///
+    /// `config` is the type of the fred version leasehold is built with: take it from
+    /// [`leasehold::fred`](crate::fred) rather than from a `fred` dependency of your own,
+    /// which could be another version.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> leasehold::Result<()> {
+    /// use leasehold::fred::types::config::Config;
+    ///
+    /// let url = "redis-sentinel://127.0.0.1:26379?sentinelServiceName=mymaster";
+    /// let config = Config::from_url(url).expect("a valid URL");
+    /// let client = leasehold::Client::builder().fred_config(config).build().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn fred_config(mut self, config: Config) -> Self {
         self.config = Some(config);
         self
@@ -166,6 +180,7 @@ impl ClientBuilder {
     /// # Ok(()) }
     /// ```
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls_root_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.tls_roots = Some(pem.into().into());
         self

@@ -95,6 +95,7 @@ impl Client {
         Client::builder().url(url).build().await
     }
 
+    /// A builder for a client with more than the default settings.
     pub fn builder() -> ClientBuilder {
         ClientBuilder::default()
     }

@@ -15,17 +15,28 @@ use crate::redis::{scripts, Core, Reply};
 
 /// A granted lease: its id and TTL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Lease {
+    /// The lease's id.
     pub id: LeaseId,
+    /// The TTL it was granted with; each renewal resets the time left to it.
     pub ttl: Duration,
 }
 
 /// Something attached to a lease; it is deleted when the lease is revoked or expires.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Attachment {
     /// An entry `member` in the sorted set `key` (a mutex queue entry, a candidacy, a permit).
-    Member { key: String, member: String },
-    /// A key that lives as long as the lease.
+    #[non_exhaustive]
+    Member {
+        /// The full Redis key of the sorted set, e.g. `{ns}:mutex:<name>`.
+        key: String,
+        /// The member: the contender or candidate id (`<lease id>.<suffix>`).
+        member: String,
+    },
+    /// A key that lives as long as the lease (a key put with it, a held barrier): its full
+    /// Redis key, e.g. `{ns}:key:<key>`.
     Key(String),
 }
 
@@ -52,25 +63,33 @@ impl Attachment {
 
 /// What Redis knows about a live lease (etcd's `TimeToLive` plus the operator metadata).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LeaseInfo {
+    /// The lease's id.
     pub id: LeaseId,
     /// TTL the lease was granted with (each renewal resets the remaining time to it).
     pub granted_ttl: Duration,
     /// Time left before the lease expires unless renewed, by the server's clock.
     pub remaining: Duration,
-    /// Id of the client process that renews it (its doorbell).
+    /// Id of the client process that renews it (its doorbell): the one that granted it, or
+    /// the last to take it over ([`Client::id`](crate::Client::id)).
     pub client_id: String,
+    /// Host name of the process that granted the lease (empty when unknown).
     pub host: String,
+    /// Process id of the process that granted the lease; `None` when unknown.
     pub pid: Option<u32>,
+    /// The session's [label](crate::SessionOptions::label); empty when none was given (and for
+    /// leases from [`Client::grant`](crate::Client::grant)).
     pub label: String,
-    /// When the lease was granted, by the server's clock.
+    /// When the lease was granted, by the server's clock; `None` when unknown.
     pub granted_at: Option<SystemTime>,
     /// How many entries are attached (a count Redis keeps: it also counts the rare
     /// tombstones of waits withdrawn before they were queued).
     pub attached_count: usize,
-    /// The attached entries; filled only by [`Client::time_to_live_with_keys`], and then at
-    /// most [`MAX_ATTACHMENTS_SHOWN`](crate::MAX_ATTACHMENTS_SHOWN) of them (any of them, when the lease has more: see
-    /// `attached_count`).
+    /// The attached entries; filled only by
+    /// [`Client::time_to_live_with_keys`](crate::Client::time_to_live_with_keys), and then at
+    /// most [`MAX_ATTACHMENTS_SHOWN`](crate::MAX_ATTACHMENTS_SHOWN) of them (any of them, when
+    /// the lease has more: see `attached_count`); empty otherwise.
     pub attached: Vec<Attachment>,
 }
 

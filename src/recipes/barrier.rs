@@ -36,6 +36,8 @@ pub struct Barrier {
 }
 
 impl Barrier {
+    /// The barrier `name` (non-empty, at most [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes) for
+    /// `session`. No I/O happens here.
     pub fn new(session: &Session, name: &str) -> Result<Barrier> {
         check_name(session.namespace(), KIND, name)?;
         Ok(Barrier {

@@ -48,6 +48,8 @@ pub(crate) enum Step {
 }
 
 impl DoubleBarrier {
+    /// The double barrier `name` for `session`, for `count` participants (at least 1, else
+    /// [`Error::InvalidArgument`]). No I/O happens here.
     pub fn new(session: &Session, name: &str, count: u32) -> Result<DoubleBarrier> {
         check_name(session.namespace(), KIND.label(), name)?;
         if count == 0 {

@@ -28,6 +28,7 @@ const OBSERVE_BATCH: usize = 64;
 
 /// The current leader of an election.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Leader {
     /// The value it campaigned with or last proclaimed.
     pub value: String,
@@ -40,6 +41,7 @@ pub struct Leader {
 
 /// One entry of [`Election::observe`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LeaderEvent {
     /// Revision of the change; strictly increasing along one observe stream.
     pub revision: u64,
@@ -101,6 +103,7 @@ impl Election {
         })
     }
 
+    /// The election's name.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -110,6 +113,7 @@ impl Election {
         self.client().keys.election(&self.name)
     }
 
+    /// The session that campaigns.
     pub fn session(&self) -> &Session {
         &self.session
     }

@@ -45,9 +45,13 @@ impl fmt::Debug for RwLock {
 }
 
 /// Which side of a [`RwLock`] a guard holds.
+///
+/// Exhaustive: a reader-writer lock has exactly these two sides, so a `match` may rely on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RwMode {
+    /// Shared: any number of readers hold at once.
     Read,
+    /// Exclusive: one writer, no readers.
     Write,
 }
 
@@ -59,6 +63,7 @@ impl RwLock {
         })
     }
 
+    /// The lock name.
     pub fn name(&self) -> &str {
         &self.named.name
     }
@@ -129,10 +134,13 @@ impl fmt::Debug for RwLockGuard {
 
 impl RwLockGuard {
     entry_guard_methods!();
+
+    /// Which side this guard holds.
     pub fn mode(&self) -> RwMode {
         self.mode
     }
 
+    /// The Redis key of the lock's queue, `{ns}:rwlock:<name>`.
     pub fn key(&self) -> &str {
         &self.lock.named.key
     }

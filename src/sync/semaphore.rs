@@ -73,10 +73,12 @@ impl Semaphore {
         })
     }
 
+    /// The semaphore's name.
     pub fn name(&self) -> &str {
         &self.named.name
     }
 
+    /// The number of permits this handle was made with.
     pub fn size(&self) -> u32 {
         self.size
     }

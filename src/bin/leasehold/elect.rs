@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use leasehold::SessionOptions;
 use serde_json::json;
 
-use crate::{output, parse_ttl, Cli, Failure, Interrupts, Outcome, EXIT_ERROR, EXIT_USAGE};
+use crate::{exit, output, parse_ttl, Cli, Failure, Interrupts, Outcome, EXIT_ERROR, EXIT_USAGE};
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -15,22 +15,22 @@ use crate::{output, parse_ttl, Cli, Failure, Interrupts, Outcome, EXIT_ERROR, EX
     --listen: prints every leader change, one line each (the leader's value, or \
     `(no leader)`), until SIGINT/SIGTERM."
 )]
-pub struct Args {
+pub(crate) struct Args {
     /// Election name.
-    pub name: String,
+    pub(crate) name: String,
     /// The value to campaign with (not with --listen).
-    pub proposal: Option<String>,
+    pub(crate) proposal: Option<String>,
     /// Observe the election instead of campaigning.
     #[arg(long, short = 'l')]
-    pub listen: bool,
+    pub(crate) listen: bool,
     /// Session TTL in seconds (or with a unit: 1500ms, 2m).
     #[arg(long, default_value = "10", value_parser = parse_ttl)]
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
     #[command(flatten)]
-    pub durable: crate::Durable,
+    pub(crate) durable: crate::Durable,
 }
 
-pub async fn run(cli: &Cli, args: &Args, signals: &mut Interrupts) -> Outcome {
+pub(crate) async fn run(cli: &Cli, args: &Args, signals: &mut Interrupts) -> Outcome {
     if args.listen == args.proposal.is_some() {
         return Err(Failure::new(
             EXIT_USAGE,
@@ -48,12 +48,12 @@ pub async fn run(cli: &Cli, args: &Args, signals: &mut Interrupts) -> Outcome {
             tokio::select! {
                 _ = signals.recv() => {
                     let _ = session.close().await;
-                    return Ok(0);
+                    return Ok(exit::OK);
                 }
                 ev = changes.next() => match ev {
                     Some(Ok(ev)) => print_event(cli, &ev),
                     Some(Err(e)) => eprintln!("Error: {e}"),
-                    None => return Ok(0),
+                    None => return Ok(exit::OK),
                 }
             }
         }
@@ -63,7 +63,7 @@ pub async fn run(cli: &Cli, args: &Args, signals: &mut Interrupts) -> Outcome {
         t = election.campaign(proposal) => t?,
         _ = signals.recv() => {
             let _ = session.close().await;
-            return Ok(crate::exit::INTERRUPTED);
+            return Ok(exit::INTERRUPTED);
         }
     };
     if cli.json {
@@ -79,7 +79,7 @@ pub async fn run(cli: &Cli, args: &Args, signals: &mut Interrupts) -> Outcome {
         _ = signals.recv() => {
             election.resign().await?;
             session.close().await?;
-            Ok(0)
+            Ok(exit::OK)
         }
         end = session.done() => Err(Failure::new(EXIT_ERROR, format!("session lost: {end}"))),
     }

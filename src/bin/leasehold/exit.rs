@@ -2,26 +2,27 @@
 //! against [`TABLE`].
 
 /// Success.
-pub const OK: u8 = 0;
+pub(crate) const OK: u8 = 0;
 /// Any other error (a lost session, a refused operation, a command that could not start).
-pub const ERROR: u8 = 1;
+pub(crate) const ERROR: u8 = 1;
 /// Redis could not be reached or did not answer in time.
-pub const UNREACHABLE: u8 = 2;
+pub(crate) const UNREACHABLE: u8 = 2;
 /// The Redis ACL refused a command, key or channel.
-pub const DENIED: u8 = 3;
+pub(crate) const DENIED: u8 = 3;
 /// Redis refused the credentials in the URL.
-pub const AUTH: u8 = 4;
+pub(crate) const AUTH: u8 = 4;
 /// TLS failed (certificate, handshake, no TLS on that port).
-pub const TLS: u8 = 5;
+pub(crate) const TLS: u8 = 5;
 /// `lock --try`: held by someone else; `lock --timeout`: not acquired in time.
-pub const NOT_ACQUIRED: u8 = 6;
+pub(crate) const NOT_ACQUIRED: u8 = 6;
 /// Bad arguments.
-pub const USAGE: u8 = 128;
+pub(crate) const USAGE: u8 = 128;
 /// Interrupted (SIGINT/SIGTERM) while waiting, as a shell reports SIGINT.
-pub const INTERRUPTED: u8 = 130;
+pub(crate) const INTERRUPTED: u8 = 130;
 
 /// Every code with what it means, in order.
-pub const TABLE: &[(u8, &str)] = &[
+#[cfg(test)]
+pub(crate) const TABLE: &[(u8, &str)] = &[
     (OK, "success"),
     (
         ERROR,
@@ -47,7 +48,7 @@ pub const TABLE: &[(u8, &str)] = &[
 
 /// The table as the README shows it.
 #[cfg(test)]
-pub fn markdown() -> String {
+pub(crate) fn markdown() -> String {
     let mut out = String::from("| exit code | meaning |\n|---|---|\n");
     for (code, what) in TABLE {
         out.push_str(&format!("| {code} | {what} |\n"));

@@ -3,18 +3,18 @@
 use leasehold::QueueKind;
 use serde_json::json;
 
-use crate::{connect, output, Cli, Outcome};
+use crate::{connect, exit, output, Cli, Outcome};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Name of the mutex, rwlock, semaphore or election.
-    pub name: String,
+    pub(crate) name: String,
     /// Only this kind (default: every kind that has an entry under this name).
     #[arg(long, value_parser = ["mutex", "rwlock", "semaphore", "election"])]
-    pub kind: Option<String>,
+    pub(crate) kind: Option<String>,
 }
 
-pub async fn run(cli: &Cli, args: &Args) -> Outcome {
+pub(crate) async fn run(cli: &Cli, args: &Args) -> Outcome {
     let client = connect(cli).await?;
     let kinds: Vec<QueueKind> = QueueKind::ALL
         .into_iter()
@@ -86,5 +86,5 @@ pub async fn run(cli: &Cli, args: &Args) -> Outcome {
             args.name, cli.namespace
         );
     }
-    Ok(0)
+    Ok(exit::OK)
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::{output, parse_ttl, Cli, Failure, Interrupts, Outcome, EXIT_ERROR};
 
 #[derive(clap::Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Grant a lease: `lease <id> granted with TTL(<n>s)`.
     Grant {
         /// TTL in seconds (or with a unit: 1500ms, 2m).
@@ -59,12 +59,12 @@ fn secs(d: Duration) -> String {
 
 fn attachment(a: &Attachment) -> String {
     match a {
-        Attachment::Member { key, member } => format!("{key} {member}"),
-        Attachment::Key(key) => key.clone(),
+        Attachment::Member { key, member, .. } => format!("{key} {member}"),
+        other => other.key().to_owned(),
     }
 }
 
-pub async fn run(cli: &Cli, cmd: &Command, signals: &mut Interrupts) -> Outcome {
+pub(crate) async fn run(cli: &Cli, cmd: &Command, signals: &mut Interrupts) -> Outcome {
     let durable = match cmd {
         Command::Grant { durable, .. } | Command::KeepAlive { durable, .. } => durable,
         _ => &crate::Durable::default(),

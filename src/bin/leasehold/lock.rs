@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// How long a command gets between SIGTERM and SIGKILL once the lock is lost.
-pub const KILL_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -33,26 +33,26 @@ pub const KILL_GRACE: Duration = Duration::from_secs(10);
     does giving up with --try (held by someone else) or --timeout (not acquired in time), \
     both exit 6."
 )]
-pub struct Args {
+pub(crate) struct Args {
     /// Lock name.
-    pub name: String,
+    pub(crate) name: String,
     /// Session TTL in seconds (or with a unit: 1500ms, 2m).
     #[arg(long, default_value = "10", value_parser = parse_ttl)]
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
     /// Do not wait: if someone else holds the lock, exit 6 at once.
     #[arg(long = "try", conflicts_with = "timeout")]
-    pub try_lock: bool,
+    pub(crate) try_lock: bool,
     /// Wait at most this long (e.g. 500ms, 30s, 2m); then exit 6, leaving nothing queued.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     #[command(flatten)]
-    pub durable: Durable,
+    pub(crate) durable: Durable,
     /// Command to run while holding the lock (after `--`).
     #[arg(last = true)]
-    pub command: Vec<String>,
+    pub(crate) command: Vec<String>,
 }
 
-pub async fn run(cli: &Cli, args: &Args, signals: &mut Interrupts) -> Outcome {
+pub(crate) async fn run(cli: &Cli, args: &Args, signals: &mut Interrupts) -> Outcome {
     let client = connect_durable(cli, &args.durable).await?;
     let session = client
         .session_with(SessionOptions::new().ttl(args.ttl).label("leasehold lock"))
@@ -109,7 +109,7 @@ pub async fn run(cli: &Cli, args: &Args, signals: &mut Interrupts) -> Outcome {
             _ = signals.recv() => {
                 guard.unlock().await?;
                 session.close().await?;
-                return Ok(0);
+                return Ok(exit::OK);
             }
             end = session.done() => {
                 return Err(Failure::new(EXIT_ERROR, format!("session lost: {end}")));

@@ -7,7 +7,7 @@
 //! Errors print `Error: …` on stderr.
 
 mod elect;
-pub mod exit;
+mod exit;
 mod inspect;
 mod lease;
 mod lock;
@@ -20,7 +20,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use leasehold::{Client, Durability, Error};
 
-pub use exit::{ERROR as EXIT_ERROR, USAGE as EXIT_USAGE};
+pub(crate) use exit::{ERROR as EXIT_ERROR, USAGE as EXIT_USAGE};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -32,7 +32,7 @@ pub use exit::{ERROR as EXIT_ERROR, USAGE as EXIT_USAGE};
                   --timeout), 128 bad arguments, 130 interrupted; \
                   `lock NAME -- CMD` exits with CMD's status."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Redis URL.
     #[arg(
         long,
@@ -40,7 +40,7 @@ pub struct Cli {
         env = "REDIS_URL",
         default_value = "redis://127.0.0.1:6379"
     )]
-    pub url: String,
+    pub(crate) url: String,
     /// Namespace (all keys live under the hash tag {NAMESPACE}).
     #[arg(
         long,
@@ -49,24 +49,24 @@ pub struct Cli {
         env = "LEASEHOLD_NAMESPACE",
         default_value = "default"
     )]
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// CA certificate (PEM file) to trust for a rediss:// URL instead of the system's roots.
     #[cfg(feature = "tls")]
     #[arg(long, global = true, env = "LEASEHOLD_CACERT", value_name = "FILE")]
-    pub cacert: Option<std::path::PathBuf>,
+    pub(crate) cacert: Option<std::path::PathBuf>,
     /// Work with a Redis whose maxmemory-policy can evict lock keys (refused otherwise: an
     /// evicted lock can have two holders).
     #[arg(long, global = true, env = "LEASEHOLD_ALLOW_EVICTION")]
-    pub allow_eviction: bool,
+    pub(crate) allow_eviction: bool,
     /// Machine-readable output: one JSON object per line (see the README for the fields).
     #[arg(long, global = true)]
-    pub json: bool,
+    pub(crate) json: bool,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Acquire a lock; hold it until interrupted, or run a command while holding it.
     Lock(lock::Args),
     /// Campaign in an election and hold leadership until interrupted, or --listen to it.
@@ -94,9 +94,9 @@ pub struct Durable {
 }
 
 /// An error with its exit code.
-pub struct Failure {
-    pub code: u8,
-    pub message: String,
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) message: String,
 }
 
 impl From<Error> for Failure {
@@ -128,7 +128,7 @@ impl From<&Error> for Failure {
 }
 
 impl Failure {
-    pub fn new(code: u8, message: impl Into<String>) -> Failure {
+    pub(crate) fn new(code: u8, message: impl Into<String>) -> Failure {
         Failure {
             code,
             message: message.into(),
@@ -136,15 +136,15 @@ impl Failure {
     }
 }
 
-pub type Outcome = Result<u8, Failure>;
+pub(crate) type Outcome = Result<u8, Failure>;
 
 /// Connect for a read-only command.
-pub async fn connect(cli: &Cli) -> Result<Client, Failure> {
+pub(crate) async fn connect(cli: &Cli) -> Result<Client, Failure> {
     connect_durable(cli, &Durable::default()).await
 }
 
 /// Connect for a command that grants, with its durability options.
-pub async fn connect_durable(cli: &Cli, durable: &Durable) -> Result<Client, Failure> {
+pub(crate) async fn connect_durable(cli: &Cli, durable: &Durable) -> Result<Client, Failure> {
     let mut builder = Client::builder()
         .url(&cli.url)
         .namespace(&cli.namespace)
@@ -192,12 +192,12 @@ pub async fn connect_durable(cli: &Cli, durable: &Durable) -> Result<Client, Fai
 /// SIGINT and SIGTERM, listened for from the start of the program: a signal that arrives
 /// while nobody is waiting for it is kept until someone is (a listener created per wait would
 /// miss signals that arrive between two waits).
-pub struct Interrupts {
+pub(crate) struct Interrupts {
     streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
 }
 
 impl Interrupts {
-    pub fn listen() -> Interrupts {
+    pub(crate) fn listen() -> Interrupts {
         use tokio::signal::unix::{signal, SignalKind};
         let streams = match (
             signal(SignalKind::interrupt()),
@@ -210,7 +210,7 @@ impl Interrupts {
     }
 
     /// Resolves on the next SIGINT or SIGTERM (or one that came since the last call).
-    pub async fn recv(&mut self) {
+    pub(crate) async fn recv(&mut self) {
         match &mut self.streams {
             Some((int, term)) => {
                 tokio::select! {
@@ -224,7 +224,7 @@ impl Interrupts {
 }
 
 /// Parse a TTL in seconds (`10`) or with a unit (`1500ms`, `2m`).
-pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_ttl(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// `s` with its control characters escaped (`\n`, `\u{1b}`, ...): text from Redis (labels,
 /// hosts, names) cannot add lines to a table or send escape sequences to the terminal.
-pub fn printable(s: &str) -> Cow<'_, str> {
+pub(crate) fn printable(s: &str) -> Cow<'_, str> {
     if !s.chars().any(char::is_control) {
         return Cow::Borrowed(s);
     }
@@ -23,7 +23,7 @@ pub fn printable(s: &str) -> Cow<'_, str> {
 }
 
 /// `url` with its user and password left out (`redis://…@host:6379`): for messages.
-pub fn without_password(url: &str) -> String {
+pub(crate) fn without_password(url: &str) -> String {
     match (url.split_once("://"), url.rfind('@')) {
         (Some((scheme, _)), Some(at)) => format!("{scheme}://…{}", &url[at..]),
         _ => url.to_owned(),
@@ -32,7 +32,7 @@ pub fn without_password(url: &str) -> String {
 
 /// Print rows as a table with aligned columns (the first row is the header). Cells are shown
 /// [`printable`].
-pub fn table(rows: &[Vec<String>]) {
+pub(crate) fn table(rows: &[Vec<String>]) {
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| r.iter().map(|c| printable(c).into_owned()).collect())
@@ -61,7 +61,7 @@ pub fn table(rows: &[Vec<String>]) {
 }
 
 /// `1.5s`, `2m03s`, `1h02m`: short human durations.
-pub fn human(d: Duration) -> String {
+pub(crate) fn human(d: Duration) -> String {
     let s = d.as_secs();
     if s < 60 {
         format!("{:.1}s", d.as_secs_f64())
@@ -72,6 +72,6 @@ pub fn human(d: Duration) -> String {
     }
 }
 
-pub fn json(value: serde_json::Value) {
+pub(crate) fn json(value: serde_json::Value) {
     println!("{value}");
 }

@@ -6,19 +6,19 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
-use crate::{connect, output, Cli, Outcome};
+use crate::{connect, exit, output, Cli, Outcome};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Only sessions at least this old (e.g. 30s, 5m, 2h).
     #[arg(long, value_parser = humantime::parse_duration)]
-    pub older_than: Option<Duration>,
+    pub(crate) older_than: Option<Duration>,
     /// Only sessions with this label.
     #[arg(long)]
-    pub label: Option<String>,
+    pub(crate) label: Option<String>,
 }
 
-pub async fn run(cli: &Cli, args: &Args) -> Outcome {
+pub(crate) async fn run(cli: &Cli, args: &Args) -> Outcome {
     let client = connect(cli).await?;
     let now = SystemTime::now();
     let age = |l: &leasehold::LeaseInfo| {
@@ -44,7 +44,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Outcome {
                 "attached": l.attached_count,
             }));
         }
-        return Ok(0);
+        return Ok(exit::OK);
     }
     let mut rows = vec![[
         "LEASE", "HOST", "PID", "CLIENT", "LABEL", "AGE", "TTL LEFT", "ATTACHED",
@@ -78,5 +78,5 @@ pub async fn run(cli: &Cli, args: &Args) -> Outcome {
         let host = output::printable(&host);
         println!("  host {host} pid {pid}: {n} sessions, {attached} attached entries");
     }
-    Ok(0)
+    Ok(exit::OK)
 }
