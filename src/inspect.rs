@@ -1,13 +1,14 @@
 //! Who holds and who waits, for operators (`leasehold inspect`). Script: `lua/lock/inspect.lua`.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::base::error::Result;
 use crate::base::lease_id::LeaseId;
 use crate::base::limits::check_name;
 use crate::client::Client;
 use crate::redis::{scripts, Reply};
+use crate::sync::rwlock::RwMode;
 use crate::wait::LockKind;
 
 /// The kinds of queue [`Client::inspect`] can read.
@@ -76,6 +77,18 @@ pub struct QueueEntry {
     pub pid: Option<u32>,
     /// The session's [label](crate::SessionOptions::label); empty when none was given.
     pub label: String,
+    /// A rwlock entry's mode; `None` for other kinds.
+    pub mode: Option<RwMode>,
+    /// The permits a semaphore entry holds or asks for; `None` for other kinds.
+    pub permits: Option<u32>,
+    /// An election candidate's value (the leader's is what observers see); `None` for other
+    /// kinds.
+    pub value: Option<String>,
+    /// When the entry was queued, read from its revision: revisions are the server's clock in
+    /// microseconds unless more than a million were taken in a second. A holder that never
+    /// waited has held since then; one that waited, for less. `None` when the revision is not
+    /// a plausible time.
+    pub queued_at: Option<SystemTime>,
 }
 
 impl Client {
@@ -83,6 +96,7 @@ impl Client {
     /// holders first, then waiters. Read-only.
     pub async fn inspect(&self, kind: QueueKind, name: &str) -> Result<Vec<QueueEntry>> {
         let k = &self.shared().keys;
+        let queue_kind = kind;
         let kind = kind.lock_kind();
         check_name(k.namespace(), kind.label(), name)?;
         let keys = vec![k.rev(), k.leases(), kind.key(k, name)];
@@ -91,12 +105,22 @@ impl Client {
             .conn
             .eval(&scripts::INSPECT, keys, vec![])
             .await?;
-        parse_inspect(v)
+        parse_inspect(queue_kind, v)
     }
 }
 
-/// Rows of `{member, revision, holder, ms left, client, host, pid, label}`.
-pub(crate) fn parse_inspect(v: fred::types::Value) -> Result<Vec<QueueEntry>> {
+/// The instant a revision (server µs, see [`QueueEntry::queued_at`]) stands for, if it is a
+/// plausible one: after 2020 and not in the future by more than a day.
+fn revision_time(revision: u64) -> Option<SystemTime> {
+    const Y2020_US: u64 = 1_577_836_800_000_000;
+    let at = UNIX_EPOCH.checked_add(Duration::from_micros(revision))?;
+    let latest = SystemTime::now() + Duration::from_secs(86_400);
+    (revision >= Y2020_US && at <= latest).then_some(at)
+}
+
+/// Rows of `{member, revision, holder, ms left, client, host, pid, label, value}` of a queue
+/// of `kind`.
+pub(crate) fn parse_inspect(kind: QueueKind, v: fred::types::Value) -> Result<Vec<QueueEntry>> {
     let r = Reply::new("inspect");
     r.array(v)?
         .into_iter()
@@ -104,10 +128,27 @@ pub(crate) fn parse_inspect(v: fred::types::Value) -> Result<Vec<QueueEntry>> {
             let f = r.array_min(row, 8)?;
             let contender = r.string(&f[0])?;
             let left = r.uint(&f[3])?;
+            // After the lease id: `r<id>`/`w<id>` (rwlock), `<permits>.<id>` (semaphore).
+            let suffix = contender.split_once('.').map_or("", |(_, s)| s);
+            let revision = r.uint(&f[1])?;
             Ok(QueueEntry {
                 lease: contender.split_once('.').and_then(|(l, _)| l.parse().ok()),
+                mode: match (kind, suffix.as_bytes().first()) {
+                    (QueueKind::RwLock, Some(b'r')) => Some(RwMode::Read),
+                    (QueueKind::RwLock, Some(b'w')) => Some(RwMode::Write),
+                    _ => None,
+                },
+                permits: match kind {
+                    QueueKind::Semaphore => suffix.split('.').next().and_then(|p| p.parse().ok()),
+                    _ => None,
+                },
+                value: match (kind, f.get(8)) {
+                    (QueueKind::Election, Some(v)) => Some(r.string(v)?),
+                    _ => None,
+                },
+                queued_at: revision_time(revision),
                 contender,
-                fencing_token: r.uint(&f[1])?,
+                fencing_token: revision,
                 holder: r.int(&f[2])? == 1,
                 remaining: (left > 0).then(|| Duration::from_millis(left)),
                 client_id: r.string(&f[4])?,

@@ -110,7 +110,7 @@ proptest! {
         checked("parse_put", crate::kv::parse_put(v.clone()));
         checked("parse_get", crate::kv::parse_get(&key, v.clone()));
         checked("parse_range", crate::kv::parse_range(v.clone()));
-        checked("parse_inspect", crate::inspect::parse_inspect(v.clone()));
+        checked("parse_inspect", crate::inspect::parse_inspect(crate::QueueKind::Election, v.clone()));
         checked("parse_pop", crate::recipes::queue::parse_pop(v));
     }
 
@@ -125,7 +125,7 @@ proptest! {
         checked("parse_renew", crate::lease::leases::parse_renew(with(&[]), fields.len().saturating_sub(4)));
         checked("parse_log", crate::sync::election::parse_log(with(&[])).map(drop));
         checked("parse_range", crate::kv::parse_range(with(&[])));
-        checked("parse_inspect", crate::inspect::parse_inspect(Value::Array(vec![with(&[])])));
+        checked("parse_inspect", crate::inspect::parse_inspect(crate::QueueKind::Semaphore, Value::Array(vec![with(&[])])));
         checked("parse_list_row", crate::lease::leases::parse_list_row(with(&[])));
         checked("parse_ttl", crate::lease::leases::parse_ttl(LeaseId::from_u128(1), with(&[])));
         for status in ["held", "leader", "wait", "full", "size", "ok"] {

@@ -598,3 +598,64 @@ async fn lock_try_and_timeout_give_up_with_exit_6_and_leave_nothing_queued() {
     let (code, _, err) = output(&server, "c12", &["lock", "x", "--try", "--timeout", "1s"]).await;
     assert_eq!(code, 128, "--try and --timeout exclude each other: {err}");
 }
+
+/// `inspect` shows what each kind needs: a rwlock's modes, a semaphore's permits, an election's
+/// values and leader, and how long ago each entry queued.
+#[tokio::test]
+async fn inspect_shows_modes_permits_values_and_queue_age() {
+    let server = server();
+    let client = client(&server, "c13").await;
+    let session = client.session().await.unwrap();
+    let rw = session.rwlock("r").unwrap();
+    let _r1 = rw.read().await.unwrap();
+    let _r2 = rw.read().await.unwrap();
+    let sem = session.semaphore("s", 5).unwrap();
+    let _p = sem.acquire_many(3).await.unwrap();
+    let election = session.election("e").unwrap();
+    election.campaign("10.0.0.7:8080").await.unwrap();
+
+    let (code, out, err) = output(&server, "c13", &["inspect", "r", "--kind", "rwlock"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("rwlock \"r\": 2 readers holding, 0 waiting"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .nth(1)
+            .is_some_and(|h| h.contains("MODE") && h.contains("QUEUED")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .nth(2)
+            .is_some_and(|l| l.starts_with("holder") && l.contains("read") && l.contains(" ago")),
+        "{out}"
+    );
+
+    let (_, out, _) = output(&server, "c13", &["inspect", "s"]).await;
+    assert!(
+        out.contains("semaphore \"s\": 1 holding 3 permits, 0 waiting"),
+        "{out}"
+    );
+    assert!(
+        out.lines().nth(2).is_some_and(|l| l.contains("holder  3 ")),
+        "{out}"
+    );
+
+    let (_, out, _) = output(&server, "c13", &["inspect", "e"]).await;
+    assert!(
+        out.contains("election \"e\": leader \"10.0.0.7:8080\", 0 waiting"),
+        "{out}"
+    );
+
+    let (_, out, _) = output(&server, "c13", &["--json", "inspect", "r"]).await;
+    let row: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(row["mode"], "read");
+    let queued = row["queued_at_ms"].as_u64().expect("a queue time");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(now.abs_diff(queued) < 60_000, "{queued} vs {now}");
+}
