@@ -7,12 +7,13 @@ use crate::base::error::Result;
 use crate::base::lease_id::LeaseId;
 use crate::base::limits::check_name;
 use crate::client::Client;
+use crate::redis::classify::classify;
 use crate::redis::{scripts, Reply};
 use crate::sync::rwlock::RwMode;
 use crate::wait::LockKind;
 
 /// The kinds of queue [`Client::inspect`] can read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum QueueKind {
     /// A [`Mutex`](crate::Mutex)'s queue, `{ns}:mutex:<name>`.
@@ -92,6 +93,42 @@ pub struct QueueEntry {
 }
 
 impl Client {
+    /// Every mutex, rwlock, semaphore and election of the namespace that has an entry (a
+    /// holder, a waiter, a candidate), by kind and then name, for operators: `leasehold locks`.
+    /// Read with `SCAN` (a page of keys at a time, so Redis serves others in between), so not
+    /// a snapshot: a queue created or emptied meanwhile may be missing or listed.
+    pub async fn queues(&self) -> Result<Vec<(QueueKind, String)>> {
+        use fred::types::scan::Scanner;
+        use futures_util::TryStreamExt;
+
+        let k = &self.shared().keys;
+        let conn = &self.shared().conn;
+        let redis = conn.pool().next_connected();
+        let mut out = Vec::new();
+        for kind in QueueKind::ALL {
+            let prefix = kind.lock_kind().key(k, "");
+            // `*` and friends in the namespace cannot occur (namespaces are [A-Za-z0-9_.-]).
+            let pattern = format!("{prefix}*");
+            let pages = redis.scan(pattern, Some(1000), None);
+            futures_util::pin_mut!(pages);
+            while let Some(mut page) = pages
+                .try_next()
+                .await
+                .map_err(|e| classify(e, conn.timeout()))?
+            {
+                for key in page.take_results().unwrap_or_default() {
+                    if let Some(name) = key.as_str().and_then(|k| k.strip_prefix(&prefix)) {
+                        out.push((kind, name.to_owned()));
+                    }
+                }
+                page.next();
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     /// Everyone in the queue of the `kind` named `name`, in order (at most 1000 entries):
     /// holders first, then waiters. Read-only.
     pub async fn inspect(&self, kind: QueueKind, name: &str) -> Result<Vec<QueueEntry>> {

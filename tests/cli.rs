@@ -659,3 +659,63 @@ async fn inspect_shows_modes_permits_values_and_queue_age() {
         .as_millis() as u64;
     assert!(now.abs_diff(queued) < 60_000, "{queued} vs {now}");
 }
+
+/// `locks` lists every lock and election with its holder; empty queues are not listed.
+#[tokio::test]
+async fn locks_lists_every_lock_with_its_holder() {
+    let server = server();
+    let client = client(&server, "c14").await;
+    let session = client
+        .session_with(leasehold::SessionOptions::new().label("batch job"))
+        .await
+        .unwrap();
+    let _m = session
+        .mutex("reports/nightly")
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let _w = session.rwlock("cfg").unwrap().write().await.unwrap();
+    session
+        .election("leader")
+        .unwrap()
+        .campaign("me")
+        .await
+        .unwrap();
+    let done = session.mutex("released").unwrap().lock().await.unwrap();
+    done.unlock().await.unwrap();
+    // Another namespace's lock is not listed.
+    let other = client_at(&server.url(), "c14x").await;
+    let os = other.session().await.unwrap();
+    let _o = os.mutex("elsewhere").unwrap().lock().await.unwrap();
+
+    let (code, out, err) = output(&server, "c14", &["locks"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("3 locks and elections in namespace \"c14\""),
+        "{out}"
+    );
+    let line = |name: &str| out.lines().find(|l| l.contains(name)).map(str::to_owned);
+    let nightly = line("reports/nightly").expect("the mutex");
+    assert!(
+        nightly.starts_with("mutex") && nightly.contains("batch job"),
+        "{nightly}"
+    );
+    assert!(
+        line("cfg").is_some_and(|l| l.starts_with("rwlock")),
+        "{out}"
+    );
+    assert!(
+        line("leader").is_some_and(|l| l.starts_with("election")),
+        "{out}"
+    );
+    assert!(
+        line("released").is_none() && line("elsewhere").is_none(),
+        "{out}"
+    );
+    let (_, out, _) = output(&server, "c14", &["--json", "locks", "--kind", "mutex"]).await;
+    let row: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(row["name"], "reports/nightly");
+    assert_eq!(row["holders"], 1);
+    assert_eq!(row["holder_label"], "batch job");
+}

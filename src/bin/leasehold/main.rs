@@ -11,6 +11,7 @@ mod exit;
 mod inspect;
 mod lease;
 mod lock;
+mod locks;
 mod output;
 mod sessions;
 
@@ -76,6 +77,8 @@ pub(crate) enum Command {
     Lease(lease::Command),
     /// Who holds and who waits for a mutex, rwlock, semaphore or election.
     Inspect(inspect::Args),
+    /// Every lock and election of the namespace, with its holder and how long it has held.
+    Locks(locks::Args),
     /// Every live session (lease) in the namespace, oldest first, with a summary per process.
     Sessions(sessions::Args),
 }
@@ -268,6 +271,7 @@ fn main() -> ExitCode {
             Command::Elect(args) => elect::run(&cli, args, &mut signals).await,
             Command::Lease(cmd) => lease::run(&cli, cmd, &mut signals).await,
             Command::Inspect(args) => inspect::run(&cli, args).await,
+            Command::Locks(args) => locks::run(&cli, args).await,
             Command::Sessions(args) => sessions::run(&cli, args).await,
         }
     });
