@@ -8,12 +8,5 @@ local Q = KEYS[3]
 expect_type(Q, 'zset')
 local member, want = ARGV[1], uint_of(ARGV[2])
 if tonumber(redis.call('ZSCORE', Q, member)) ~= want then return { 0, 0 } end
-local kind = kind_of(Q)
-local owns
-if kind == 'rwlock' or kind == 'semaphore' then
-  owns = holds(Q, member)
-else
-  owns = live_head(Q, false, 64) == member
-end
-if not owns then return { 0, 0 } end
+if not owns_now(Q, member) then return { 0, 0 } end
 return { 1, lease_left(lease_of(member) or '') }

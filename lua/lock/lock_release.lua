@@ -15,15 +15,9 @@ expect_type(Q, 'zset')
 expect_type(AK, 'set')
 local score = tonumber(redis.call('ZSCORE', Q, member))
 if not may_release(score, AK, lease, member, want) then return 0 end
-local kind = kind_of(Q)
-local owned_it
-if kind == 'rwlock' or kind == 'semaphore' then
-  owned_it = holds(Q, member)
-else
-  owned_it = live_head(Q, false, 64) == member
-end
+local owned_it = owns_now(Q, member)
 if not leave_queue(Q, member) and redis.call('ZCARD', Q) == 0 then
-  queue_emptied(Q, kind)
+  queue_emptied(Q, kind_of(Q))
 end
 redis.call('SREM', AK, 'z ' .. member .. ' ' .. Q)
 if owned_it then return 1 end

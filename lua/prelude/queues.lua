@@ -320,6 +320,13 @@ local function holds(q, member)
   return redis.call('ZSCORE', hk, member) ~= false and lease_left(lease_of(member) or '') ~= nil
 end
 
+-- Whether `member` owns lock queue `q` (mutex, rwlock or semaphore) by the server's view.
+local function owns_now(q, member)
+  local kind = kind_of(q)
+  if kind == 'rwlock' or kind == 'semaphore' then return holds(q, member) end
+  return live_head(q, false, 64) == member
+end
+
 -- Participants of double barrier `q` (all of its entries own): the dead ones among the first
 -- 64 are removed; one further back counts until a sweep removes it (any client's renewal
 -- sweeps expired leases). Returns their count and the smallest lease time left among the live
