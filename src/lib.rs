@@ -42,6 +42,10 @@
 //! properties in the script registry (`src/redis/scripts.rs`). The key layout is in
 //! `docs/architecture.md`. Test tooling (throwaway servers, clusters, sentinels, a
 //! fault-injecting proxy) is the separate crate `leasehold-testing`.
+//!
+//! `leasehold::fred` re-exports fred, the Redis client leasehold is built on:
+//! [`ClientBuilder::fred_config`] takes its configuration type, so build that from
+//! `leasehold::fred` and its version always matches leasehold's.
 
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
