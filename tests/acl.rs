@@ -166,6 +166,8 @@ fn the_documented_line_grants_exactly_what_leasehold_uses() {
     // listing, script loading) and the ping of a password-less connection.
     for c in [
         "ping",
+        // Connection names (src/redis/names.rs).
+        "client|setname",
         "evalsha",
         "script|load",
         "subscribe",

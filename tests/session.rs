@@ -696,3 +696,39 @@ async fn adopting_a_lease_releases_every_lock_entry_it_held_however_many() {
     assert_eq!(reply.last().map(String::as_str), Some("0"), "{reply:?}");
     assert!(fresh.is_owner().await.unwrap());
 }
+
+/// Every connection of a client is named `leasehold:<namespace>:<client id>` in `CLIENT LIST`,
+/// and named again when it comes back after being cut.
+#[tokio::test]
+async fn every_connection_is_named_and_named_again_after_a_reconnection() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "names").await;
+    let name = format!("name=leasehold:names:{} ", client.id());
+    let named = || async {
+        let list: String = cmd(&raw, "CLIENT", &["LIST"]).await.unwrap();
+        list.lines()
+            .filter(|l| l.contains(&name))
+            .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+            .map(str::to_owned)
+            .collect::<Vec<String>>()
+    };
+    let ids = named().await;
+    // The command pool and the doorbell connection.
+    assert!(ids.len() >= 2, "{ids:?}");
+    for id in &ids {
+        let _: i64 = cmd(&raw, "CLIENT", &["KILL", "ID", id]).await.unwrap();
+    }
+    assert!(
+        eventually(secs(10), || async {
+            let again = named().await;
+            again.len() == ids.len() && again.iter().all(|id| !ids.contains(id))
+        })
+        .await,
+        "reconnected connections are named again: {:?}",
+        named().await
+    );
+    // And the client still works over them.
+    let session = client.session().await.unwrap();
+    session.mutex("m").unwrap().lock().await.unwrap();
+}

@@ -21,6 +21,7 @@ use crate::redis::classify::{classify, denied_during};
 use crate::redis::doorbell::Doorbell;
 use crate::redis::durability::Durability;
 use crate::redis::eviction::{read_policy, Eviction};
+use crate::redis::names;
 use crate::redis::shared::subscribe_doorbell;
 use crate::redis::tls;
 use crate::redis::{Conn, Core, Keys};
@@ -256,6 +257,11 @@ impl ClientBuilder {
                 return Err(unreachable(e, &pool, &subscriber).await);
             }
         };
+        let name = names::connection_name(&keys, &id);
+        for client in pool.clients() {
+            names::name_client(client, None, &name).await;
+        }
+        names::name_subscriber(&subscriber, &name).await;
         let policy = read_policy(&pool).await;
         let eviction = Eviction::new(self.allow_eviction, policy);
         if let Err(e) = eviction.check() {
@@ -283,6 +289,7 @@ impl ClientBuilder {
         if core.conn.pool().is_clustered() {
             forward_topology_changes(core.conn.pool(), &tx);
         }
+        forward_reconnections(core.conn.pool(), &subscriber, &tx);
         let sentinels = failover::watch(&sentinel_config, &tx).await;
         tokio::spawn(
             Supervisor::new(
@@ -319,6 +326,36 @@ fn forward_topology_changes(pool: &Pool, ops: &mpsc::UnboundedSender<Op>) {
             while !matches!(changes.recv().await, Err(RecvError::Closed)) {
                 let Some(ops) = ops.upgrade() else { break };
                 let _ = ops.send(Op::TopologyChanged);
+            }
+        });
+    }
+}
+
+/// Tell the supervisor when a connection comes back, so that it names it again. As
+/// [`forward_topology_changes`]: one small task per connection, holding only a weak handle on
+/// the supervisor's inbox, ending when the client closes.
+fn forward_reconnections(
+    pool: &Pool,
+    subscriber: &SubscriberClient,
+    ops: &mpsc::UnboundedSender<Op>,
+) {
+    let receivers = pool
+        .clients()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (Some(i), c.reconnect_rx()))
+        .chain(std::iter::once((None, subscriber.reconnect_rx())));
+    for (pooled, mut reconnects) in receivers {
+        let ops = ops.downgrade();
+        tokio::spawn(async move {
+            loop {
+                let server = match reconnects.recv().await {
+                    Ok(server) => server,
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => break,
+                };
+                let Some(ops) = ops.upgrade() else { break };
+                let _ = ops.send(Op::Reconnected { pooled, server });
             }
         });
     }

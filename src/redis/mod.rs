@@ -10,6 +10,7 @@ pub(crate) mod doorbell;
 pub(crate) mod durability;
 pub(crate) mod eviction;
 pub(crate) mod keys;
+pub(crate) mod names;
 pub(crate) mod reply;
 pub(crate) mod scripts;
 pub(crate) mod shared;

@@ -35,7 +35,7 @@ use crate::base::error::Result;
 use crate::base::lease_id::LeaseId;
 use crate::base::session_state::{EntryCount, StatusCell};
 use crate::redis::doorbell::Doorbell;
-use crate::redis::{Core, LuaScript};
+use crate::redis::{names, Core, LuaScript};
 
 /// Work sent to the supervisor by handles (never blocks: an unbounded channel, so `Drop` can send).
 pub(crate) enum Op {
@@ -69,6 +69,12 @@ pub(crate) enum Op {
     TopologyChanged,
     /// A sentinel announced that our service's primary switched (see `failover.rs`).
     Failover,
+    /// A connection came back: name it again (`redis/names.rs`). `pooled` is the index of
+    /// the pool's client it belongs to; `None` for the doorbell connection.
+    Reconnected {
+        pooled: Option<usize>,
+        server: fred::types::config::Server,
+    },
 }
 
 type Task = Pin<Box<dyn Future<Output = TaskDone> + Send>>;
@@ -235,6 +241,18 @@ impl Supervisor {
                 self.spawn_revoke(id, ttl);
             }
             Op::TopologyChanged => self.resubscribe(false),
+            Op::Reconnected { pooled, server } => {
+                let core = self.core.clone();
+                let subscriber = self.subscriber.clone();
+                self.tasks.push(Box::pin(async move {
+                    let name = names::connection_name(&core.keys, &core.id);
+                    match pooled.and_then(|i| core.conn.pool().clients().get(i).cloned()) {
+                        Some(client) => names::name_client(&client, Some(server), &name).await,
+                        None => names::name_subscriber(&subscriber, &name).await,
+                    }
+                    TaskDone::Other
+                }));
+            }
             Op::Failover => self.failover(),
             Op::Cleanup {
                 script,
