@@ -730,5 +730,6 @@ async fn every_connection_is_named_and_named_again_after_a_reconnection() {
     );
     // And the client still works over them.
     let session = client.session().await.unwrap();
-    session.mutex("m").unwrap().lock().await.unwrap();
+    let guard = session.mutex("m").unwrap().lock().await.unwrap();
+    guard.unlock().await.unwrap();
 }
