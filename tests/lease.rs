@@ -199,6 +199,29 @@ async fn negative_or_garbage_ttl_is_refused_by_the_script_too() {
     assert!(keys(&raw, "*").await.is_empty());
 }
 
+/// Start a session of another client in namespace `ns` (its renewals sweep expired leases)
+/// and wait until no key put with a lease is left there; returns the session.
+async fn sweep_until_no_keys(
+    server: &RedisServer,
+    raw: &fred::clients::Client,
+    ns: &str,
+) -> leasehold::Session {
+    let other = client_at(&server.url(), ns).await;
+    let session = other
+        .session_with(leasehold::SessionOptions::new().ttl(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let pattern = format!("{{{ns}}}:key:*");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            keys(raw, &pattern).await.is_empty()
+        })
+        .await,
+        "the sweep released every key of {ns}"
+    );
+    session
+}
+
 /// Keys `k0000`.. put with `lease`, concurrently.
 async fn put_keys(client: &leasehold::Client, lease: LeaseId, n: usize) {
     let puts = (0..n).map(|i| {
@@ -270,18 +293,7 @@ async fn a_lease_is_dead_after_the_first_revoke_call_and_a_sweep_finishes_the_re
     ));
     assert!(client.time_to_live(lease.id).await.unwrap().is_none());
     // Any client's renewals sweep the rest.
-    let other = client_at(&server.url(), "lease_half").await;
-    let _session = other
-        .session_with(leasehold::SessionOptions::new().ttl(Duration::from_secs(1)))
-        .await
-        .unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            keys(&raw, "{lease_half}:key:*").await.is_empty()
-        })
-        .await,
-        "the sweep released the rest"
-    );
+    let _sweeper = sweep_until_no_keys(&server, &raw, "lease_half").await;
     assert_eq!(zcard(&raw, "{lease_half}:keys").await, 0);
     assert!(!exists(&raw, &format!("{ns}:attached:{id}")).await);
     assert_eq!(
@@ -299,18 +311,7 @@ async fn an_expired_lease_with_more_attachments_than_a_call_releases_is_swept_en
     let lease = client.grant(Duration::from_secs(1)).await.unwrap();
     put_keys(&client, lease.id, 1000).await;
     // Nobody renews it; a session of another client sweeps it once it expired.
-    let other = client_at(&server.url(), "lease_exp").await;
-    let _session = other
-        .session_with(leasehold::SessionOptions::new().ttl(Duration::from_secs(1)))
-        .await
-        .unwrap();
-    assert!(
-        eventually(Duration::from_secs(15), || async {
-            keys(&raw, "{lease_exp}:key:*").await.is_empty()
-        })
-        .await,
-        "swept"
-    );
+    let _sweeper = sweep_until_no_keys(&server, &raw, "lease_exp").await;
     assert_eq!(zcard(&raw, "{lease_exp}:keys").await, 0);
     assert!(!exists(&raw, &format!("{{lease_exp}}:attached:{}", lease.id)).await);
 }
