@@ -41,19 +41,15 @@ repeat
   local step = redis.call('SSCAN', AK, cursor, 'COUNT', 64)
   cursor = step[1]
   for _, e in ipairs(step[2]) do
-    if string.sub(e, 1, 2) == 'w ' then
+    local kind, member, key = entry_parts(e)
+    if kind == 'w' then
       redis.call('SREM', AK, e)
-    elseif string.sub(e, 1, 2) == 'z ' then
-      local sp = string.find(e, ' ', 3, true)
-      if sp then
-        local key, member = string.sub(e, sp + 1), string.sub(e, 3, sp - 1)
-        if owned(key) and locks[kind_of(key)] and redis.call('TYPE', key)['ok'] == 'zset' then
-          local score = tonumber(redis.call('ZSCORE', key, member))
-          if not score or score <= upto then
-            leave_queue(key, member)
-            redis.call('SREM', AK, e)
-          end
-        end
+    elseif kind == 'z' and owned(key) and locks[kind_of(key)]
+        and redis.call('TYPE', key)['ok'] == 'zset' then
+      local score = tonumber(redis.call('ZSCORE', key, member))
+      if not score or score <= upto then
+        leave_queue(key, member)
+        redis.call('SREM', AK, e)
       end
     end
   end

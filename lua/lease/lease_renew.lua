@@ -25,18 +25,13 @@ local function missing_entries(id, ak)
   if type(sample) ~= 'table' or sample.err then return 0 end
   local missing = 0
   for _, e in ipairs(sample) do
-    local sp = string.find(e, ' ', 3, true)
-    if string.sub(e, 1, 2) == 'z ' and sp then
-      local key = string.sub(e, sp + 1)
-      if owned(key) then
-        local score = redis.pcall('ZSCORE', key, string.sub(e, 3, sp - 1))
+    local kind, member, key = entry_parts(e)
+    if kind and kind ~= 'w' and owned(key) then
+      if kind == 'z' then
+        local score = redis.pcall('ZSCORE', key, member)
         if not score or type(score) == 'table' then missing = missing + 1 end
-      end
-    elseif string.sub(e, 1, 2) == 'k ' then
-      local key = string.sub(e, 3)
-      if owned(key) then
-        local holder = redis.pcall('HGET', key, 'lease')
-        if holder ~= id then missing = missing + 1 end
+      elseif redis.pcall('HGET', key, 'lease') ~= id then
+        missing = missing + 1
       end
     end
   end

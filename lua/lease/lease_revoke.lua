@@ -12,5 +12,5 @@ local LK, AK = KEYS[3], KEYS[4]
 local id = ARGV[1]
 expect_lease_keys(id)
 local known = lease_left(id) ~= nil and redis.call('EXISTS', LK) == 1
-local _, done = drop_lease(id, 'r', ARGV[2])
+local done = drop_lease(id, 'r', ARGV[2])
 return { known and 1 or 0, done and 1 or 0 }

@@ -19,9 +19,8 @@ if not lease_left(lease) then return { 'lost' } end
 if recheck and not redis.call('ZSCORE', Q, member) then return { 'gone' } end
 local rev, created = join_queue(Q, AK, lease, member)
 if not rev then return { 'gone' } end
-local left = settle(Q)
-admit(Q, 'rwlock', member)
-if holds(Q, member) then return { 'held', rev } end
+local held, left = shared_turn(Q, 'rwlock', member)
+if held then return { 'held', rev } end
 if try and created then
   leave_unjoined(Q, AK, member)
   return { 'locked', left }

@@ -35,9 +35,8 @@ end
 local rev, created = join_queue(Q, AK, lease, member)
 if not rev then return { 'gone' } end
 if created then redis.call('SET', SK, int(size)) end
-local left = settle(Q)
-admit(Q, 'semaphore', member)
-if holds(Q, member) then return { 'held', rev } end
+local held, left = shared_turn(Q, 'semaphore', member)
+if held then return { 'held', rev } end
 if try and created then
   leave_unjoined(Q, AK, member)
   if redis.call('ZCARD', Q) == 0 then queue_emptied(Q, 'semaphore') end

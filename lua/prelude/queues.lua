@@ -250,11 +250,14 @@ end
 local function admit(q, kind, caller)
   local hk = holders_key(q)
   if not holders_usable(hk) then return end
+  local n = holder_count(hk)
   local size = kind == 'semaphore' and semaphore_size(q) or 0
   local used = kind == 'semaphore' and used_permits(hk) or 0
+  -- A writer holds alone, so it is the first holder if any holds.
+  local writer_holds = kind == 'rwlock' and n > 0 and is_writer(redis.call('ZRANGE', hk, 0, 0)[1])
   local dead, admitted = 0, 0
   while true do
-    local n = holder_count(hk)
+    -- The first waiter: the holders are the queue's first n entries.
     local w = redis.call('ZRANGE', q, n, n, 'WITHSCORES')
     if #w == 0 then break end
     local m = w[1]
@@ -266,11 +269,7 @@ local function admit(q, kind, caller)
     else
       local fits
       if kind == 'rwlock' then
-        if is_writer(m) then
-          fits = n == 0
-        else
-          fits = n == 0 or not is_writer(redis.call('ZRANGE', hk, 0, 0)[1])
-        end
+        fits = not writer_holds and (n == 0 or not is_writer(m))
       else
         fits = used + permits_of(m) <= size
       end
@@ -280,14 +279,13 @@ local function admit(q, kind, caller)
         break
       end
       redis.call('ZADD', hk, w[2], m)
-      if kind == 'semaphore' then
-        used = used + permits_of(m)
-        redis.call('ZADD', hk, int(used), USED)
-      end
       if m ~= caller then ring(lease_of(m), 'c ' .. m) end
-      admitted = admitted + 1
+      n, admitted = n + 1, admitted + 1
+      writer_holds = kind == 'rwlock' and is_writer(m)
+      used = used + permits_of(m)
     end
   end
+  if kind == 'semaphore' and admitted > 0 then redis.call('ZADD', hk, int(used), USED) end
   if dead > 0 and redis.call('ZCARD', q) == 0 then queue_emptied(q, kind) end
 end
 
@@ -318,6 +316,15 @@ local function holds(q, member)
   local hk = holders_key(q)
   if redis.call('TYPE', hk)['ok'] ~= 'zset' then return false end
   return redis.call('ZSCORE', hk, member) ~= false and lease_left(lease_of(member) or '') ~= nil
+end
+
+-- The turn of `member` in shared queue `q` of `kind`: let go of dead holders, admit whoever
+-- may own now. Returns whether `member` holds, and the smallest lease time left among the
+-- holders looked at (when a waiter should ask again if nothing rings it first).
+local function shared_turn(q, kind, member)
+  local left = settle(q)
+  admit(q, kind, member)
+  return holds(q, member), left
 end
 
 -- Whether `member` owns lock queue `q` (mutex, rwlock or semaphore) by the server's view.
@@ -375,6 +382,21 @@ end
 local function leave_unjoined(q, akey, member)
   redis.call('ZREM', q, member)
   redis.call('SREM', akey, 'z ' .. member .. ' ' .. q)
+end
+
+-- The parts of attachment entry `e`: 'z', member, key for a queue entry; 'k', nil, key for a
+-- key; 'w', member for a tombstone; nil for anything else (foreign data).
+local function entry_parts(e)
+  local tag = string.sub(e, 1, 2)
+  if tag == 'z ' then
+    local sp = string.find(e, ' ', 3, true)
+    if sp and sp < #e then return 'z', string.sub(e, 3, sp - 1), string.sub(e, sp + 1) end
+  elseif tag == 'k ' and #e > 2 then
+    return 'k', nil, string.sub(e, 3)
+  elseif tag == 'w ' then
+    return 'w', string.sub(e, 3)
+  end
+  return nil
 end
 
 -- An attachment entry leasehold wrote ("z <member> <key>" or "k <key>"), not a tombstone or
@@ -482,19 +504,14 @@ local LEASED_QUEUES = { mutex = true, rwlock = true, semaphore = true, election 
   dbarrier = true }
 
 local function detach_entry(entry, lease)
-  local kind = string.sub(entry, 1, 1)
+  local kind, member, key = entry_parts(entry)
   if kind == 'z' then
-    local sp = string.find(entry, ' ', 3, true)
-    if not sp then return end
-    local member = string.sub(entry, 3, sp - 1)
-    local key = string.sub(entry, sp + 1)
     -- Only this lease's own entries, in its own kinds of queue: a foreign entry naming a
     -- job queue must not make a revoke delete jobs.
     if lease_of(member) ~= lease or not LEASED_QUEUES[kind_of(key)] then return end
     if not owned(key) or redis.call('TYPE', key)['ok'] ~= 'zset' then return end
     leave_queue(key, member)
   elseif kind == 'k' then
-    local key = string.sub(entry, 3)
     if owned(key) then drop_kv(key, lease) end
   end
 end
@@ -509,28 +526,25 @@ local drop_budget = DROP_BUDGET
 
 -- Delete a lease and everything attached to it, within this call's drop budget; tell its
 -- owner why (`why` = 'r' revoked, 'x' expired), unless the owner is `caller`: a client
--- revoking a lease it has stopped using. Returns the attachments released and whether the
--- lease is now gone entirely (false: the budget ran out, later calls finish it).
+-- revoking a lease it has stopped using. Returns whether the lease is now gone entirely
+-- (false: the budget ran out, later calls finish it).
 local function drop_lease(id, why, caller)
   local lk, ak = lease_key(id), attached_key(id)
   ring(id, why .. ' ' .. id, caller)
   -- Foreign data at the lease's keys stays where it is.
   if redis.call('TYPE', lk)['ok'] == 'hash' then redis.call('DEL', lk) end
-  local n = 0
   if redis.call('TYPE', ak)['ok'] == 'set' then
     -- Dead before the first release, so hand-overs skip its other entries.
     redis.call('ZADD', REG, 0, id)
-    while drop_budget > 0 do
-      local batch = redis.call('SPOP', ak, math.min(drop_budget, 64))
-      if #batch == 0 then break end
+    if drop_budget > 0 then
+      local batch = redis.call('SPOP', ak, drop_budget)
       for _, e in ipairs(batch) do detach_entry(e, id) end
-      n = n + #batch
       drop_budget = drop_budget - #batch
     end
-    if redis.call('EXISTS', ak) == 1 then return n, false end
+    if redis.call('EXISTS', ak) == 1 then return false end
   end
   redis.call('ZREM', REG, id)
-  return n, true
+  return true
 end
 
 -- Drop up to `limit` leases whose registry expiry has passed, within this call's drop
@@ -543,8 +557,7 @@ local function sweep(limit)
   for i = 1, #ids, 2 do
     if drop_budget <= 0 then return found, true end
     if ids[i + 1] ~= '0' then found = found + 1 end
-    local _, done = drop_lease(ids[i], 'x')
-    if not done then return found, true end
+    if not drop_lease(ids[i], 'x') then return found, true end
   end
   return found, #ids >= 2 * limit
 end

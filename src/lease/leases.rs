@@ -243,25 +243,28 @@ impl Core {
     /// between. Should this stop half-way (an error, a cancelled future), the lease is dead
     /// already and any client's sweep releases the rest.
     async fn revoke_with(&self, id: LeaseId, caller: Option<&str>) -> Result<bool> {
-        let r = Reply::new("lease revoke");
-        let mut alive = None;
-        loop {
-            let keys = self.keys.for_lease(id);
-            let mut args = vec![id.to_string()];
-            args.extend(caller.map(str::to_owned));
-            let v = self.conn.eval(&scripts::LEASE_REVOKE, keys, args).await?;
-            let f = r.array_min(v, 2)?;
-            if alive.is_none() {
-                let was = r.uint(&f[0])? == 1;
-                if was {
-                    counter!(m::LEASES_REVOKED).increment(1);
-                }
-                alive = Some(was);
-            }
-            if r.uint(&f[1])? == 1 {
-                return Ok(alive == Some(true));
-            }
+        let (alive, mut done) = self.revoke_step(id, caller).await?;
+        if alive {
+            counter!(m::LEASES_REVOKED).increment(1);
         }
+        while !done {
+            done = self.revoke_step(id, caller).await?.1;
+        }
+        Ok(alive)
+    }
+
+    /// One call of `lua/lease/lease_revoke.lua`: whether the lease was alive, and whether all
+    /// its attachments are released.
+    async fn revoke_step(&self, id: LeaseId, caller: Option<&str>) -> Result<(bool, bool)> {
+        let mut args = vec![id.to_string()];
+        args.extend(caller.map(str::to_owned));
+        let v = self
+            .conn
+            .eval(&scripts::LEASE_REVOKE, self.keys.for_lease(id), args)
+            .await?;
+        let r = Reply::new("lease revoke");
+        let f = r.array_min(v, 2)?;
+        Ok((r.uint(&f[0])? == 1, r.uint(&f[1])? == 1))
     }
 
     pub(crate) fn not_found(&self, lease: LeaseId) -> Error {
