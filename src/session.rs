@@ -197,6 +197,7 @@ impl Session {
         );
         let entries = EntryCount::default();
         inner.send(Op::Register {
+            ns: inner.core().clone(),
             id: lease,
             ttl,
             sent,
@@ -327,6 +328,7 @@ impl Session {
             Ok(_) => Ok(()),
             Err(e) => {
                 client.send(Op::Orphan {
+                    ns: client.core().clone(),
                     id,
                     ttl: self.inner.ttl,
                 });
@@ -342,6 +344,7 @@ impl Session {
     pub fn orphan(&self) {
         if end_status(&self.inner.status, SessionEnd::Orphaned) {
             self.send(Op::Orphan {
+                ns: self.shared().core().clone(),
                 id: self.inner.lease,
                 ttl: self.inner.ttl,
             });
@@ -381,15 +384,15 @@ impl Drop for SessionInner {
         let client = self.client.shared();
         let live = client.live_sessions.fetch_sub(1, Ordering::SeqCst) - 1;
         gauge!(m::SESSIONS_LIVE).decrement(1.0);
-        let (id, ttl) = (self.lease, self.ttl);
+        let (ns, id, ttl) = (client.core().clone(), self.lease, self.ttl);
         let state = self.status.borrow().state;
         let op = match (state, self.on_drop) {
             // close() or orphan() already told the supervisor.
             (SessionState::Ended(SessionEnd::Closed | SessionEnd::Orphaned), _) => Op::Stop { id },
             // Also when lost: the lease may still be on the server (harmless if not).
-            (_, OnDrop::Revoke) => Op::Revoke { id, ttl },
+            (_, OnDrop::Revoke) => Op::Revoke { ns, id, ttl },
             (SessionState::Ended(_), OnDrop::Orphan) => Op::Stop { id },
-            (_, OnDrop::Orphan) => Op::Orphan { id, ttl },
+            (_, OnDrop::Orphan) => Op::Orphan { ns, id, ttl },
         };
         end_status(
             &self.status,

@@ -714,8 +714,8 @@ async fn every_connection_is_named_and_named_again_after_a_reconnection() {
             .collect::<Vec<String>>()
     };
     let ids = named().await;
-    // The command pool and the doorbell connection.
-    assert!(ids.len() >= 2, "{ids:?}");
+    // The command pool (4 connections) and the doorbell connection.
+    assert_eq!(ids.len(), 5, "{ids:?}");
     for id in &ids {
         let _: i64 = cmd(&raw, "CLIENT", &["KILL", "ID", id]).await.unwrap();
     }

@@ -1,7 +1,6 @@
 //! [`ClientBuilder`]: from a URL or a fred configuration to a connected client with its
 //! doorbell subscription and keepalive supervisor.
 
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,11 +25,24 @@ use crate::redis::shared::subscribe_doorbell;
 use crate::redis::tls;
 use crate::redis::{Conn, Core, Keys};
 
+/// A pool the caller handed in ([`ClientBuilder::fred_pool`]).
+#[derive(Clone)]
+struct CallersPool(Pool);
+
+impl std::fmt::Debug for CallersPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("size", &self.0.size())
+            .finish()
+    }
+}
+
 /// Builder for [`Client`].
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     url: String,
     config: Option<Config>,
+    pool: Option<CallersPool>,
     namespace: String,
     pool_size: usize,
     command_timeout: Duration,
@@ -48,6 +60,7 @@ impl Default for ClientBuilder {
         ClientBuilder {
             url: "redis://127.0.0.1:6379".to_owned(),
             config: None,
+            pool: None,
             namespace: DEFAULT_NAMESPACE.to_owned(),
             pool_size: 4,
             command_timeout: Duration::from_secs(5),
@@ -86,6 +99,54 @@ impl ClientBuilder {
     /// ```
     pub fn fred_config(mut self, config: Config) -> Self {
         self.config = Some(config);
+        self
+    }
+
+    /// Send commands through `pool`, a fred pool of the application's own, instead of a pool
+    /// of the client's. leasehold still opens one connection of its own for its doorbell
+    /// subscription (pub/sub needs a connection to itself), with the pool's configuration.
+    ///
+    /// What a caller can rely on:
+    /// - The pool stays the caller's: leasehold neither renames its connections nor closes
+    ///   them when the client goes; only its own doorbell connection is closed.
+    /// - Each script call must go out at most once (a call cut off by a lost connection fails
+    ///   with [`Error::Unreachable`] rather than running twice, which could report a lock just
+    ///   released as not held, or queue a contender twice). So outside a Cluster the pool must
+    ///   be built with `max_command_attempts = 1`, as in the example below; `build` refuses
+    ///   any other with [`Error::InvalidArgument`]. (fred's per-command options do not stop
+    ///   it from resending a command in flight when its connection drops, so leasehold cannot
+    ///   set this per call.)
+    /// - A pool without a reconnect policy does not come back after a lost connection; nor,
+    ///   then, does the client.
+    /// - The pool must be initialised (`Pool::init`) or be connecting: `build` waits up to the
+    ///   [connect timeout](Self::connect_timeout) for it. [`url`](Self::url),
+    ///   [`fred_config`](Self::fred_config) and [`pool_size`](Self::pool_size) are then
+    ///   ignored.
+    ///
+    /// `pool` is the type of the fred version leasehold is built with: take it from
+    /// [`leasehold::fred`](crate::fred).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> leasehold::Result<()> {
+    /// use leasehold::fred::prelude::*;
+    ///
+    /// let config = Config::from_url("redis://127.0.0.1:6379").expect("a valid URL");
+    /// let pool = Builder::from_config(config)
+    ///     .with_connection_config(|c| c.max_command_attempts = 1)
+    ///     .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+    ///     .build_pool(8)
+    ///     .expect("a pool");
+    /// pool.init().await.expect("connected");
+    /// let client = leasehold::Client::builder()
+    ///     .fred_pool(pool.clone())
+    ///     .namespace("orders")
+    ///     .build()
+    ///     .await?;
+    /// // `pool` goes on serving the application's own commands.
+    /// # Ok(()) }
+    /// ```
+    pub fn fred_pool(mut self, pool: fred::clients::Pool) -> Self {
+        self.pool = Some(CallersPool(pool));
         self
     }
 
@@ -193,13 +254,28 @@ impl ClientBuilder {
         check_namespace(&self.namespace)?;
         crate::base::metrics::describe_once();
         let roots = self.tls_roots.as_deref();
-        let config = match self.config {
-            Some(config) => tls::config_with_roots(config, roots)?,
-            None => tls::config_from_url(&self.url, roots)?,
+        let config = match (&self.pool, self.config.clone()) {
+            (Some(CallersPool(pool)), _) => tls::config_with_roots(pool.client_config(), roots)?,
+            (None, Some(config)) => tls::config_with_roots(config, roots)?,
+            (None, None) => tls::config_from_url(&self.url, roots)?,
         };
         let sentinel_config = config.clone();
         let clustered = config.server.is_clustered();
+        if let Some(CallersPool(pool)) = &self.pool {
+            let attempts = pool.connection_config().max_command_attempts;
+            if !clustered && attempts != 1 {
+                return Err(Error::InvalidArgument(format!(
+                    "the fred pool resends a command whose connection dropped \
+                     (max_command_attempts = {attempts}), and a lock script run twice can \
+                     report a lock just released as not held: build the pool with \
+                     max_command_attempts = 1"
+                )));
+            }
+        }
         let mut builder = Builder::from_config(config);
+        if let Some(CallersPool(pool)) = &self.pool {
+            builder.set_connection_config(pool.connection_config().clone());
+        }
         builder
             .with_connection_config(|c| {
                 c.connection_timeout = self.connect_timeout;
@@ -211,6 +287,7 @@ impl ClientBuilder {
                 // Error::Unreachable instead; callers and the background retries decide what
                 // to send again. Not in a Cluster: fred counts following a MOVED or ASK
                 // redirection as another attempt, and there a resent call is the lesser harm.
+                // (A caller's pool must come so configured: see `fred_pool`.)
                 if !clustered {
                     c.max_command_attempts = 1;
                 }
@@ -218,7 +295,11 @@ impl ClientBuilder {
             .with_performance_config(|p| p.default_command_timeout = self.command_timeout)
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
         let fail = |e| classify(e, self.connect_timeout);
-        let pool = builder.build_pool(self.pool_size).map_err(fail)?;
+        let (pool, owns_pool) = match &self.pool {
+            Some(CallersPool(pool)) => (pool.clone(), false),
+            None => (builder.build_pool(self.pool_size).map_err(fail)?, true),
+        };
+        let own = owns_pool.then_some(&pool);
         // The subscriber's (UN)SUBSCRIBE commands are idempotent: let fred send them again.
         builder.with_connection_config(|c| {
             c.max_command_attempts =
@@ -226,24 +307,38 @@ impl ClientBuilder {
         });
         let subscriber = builder.build_subscriber_client().map_err(fail)?;
         let connect = async {
-            pool.init().await.map_err(fail)?;
+            if owns_pool {
+                pool.init().await.map_err(fail)?;
+            } else {
+                pool.wait_for_connect().await.map_err(fail)?;
+            }
             subscriber.init().await.map_err(fail)?;
             Ok::<_, Error>(())
         };
         match tokio::time::timeout(self.connect_timeout, connect).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(unreachable(e, &pool, &subscriber).await),
+            Ok(Err(e)) => return Err(unreachable(e, own, &subscriber).await),
             Err(_) => {
+                let hint = if owns_pool {
+                    ""
+                } else {
+                    " (a pool handed to leasehold must be initialised: Pool::init)"
+                };
                 let e = Error::Unreachable(Cause::new(format!(
-                    "no connection within {:?}",
+                    "no connection within {:?}{hint}",
                     self.connect_timeout
                 )));
-                return Err(unreachable(e, &pool, &subscriber).await);
+                return Err(unreachable(e, own, &subscriber).await);
             }
         }
         let keys = Keys::new(&self.namespace);
         let id = uuid::Uuid::now_v7().simple().to_string();
         let wake = keys.wake(&id);
+        let (doorbell, unwatched) = Doorbell::new();
+        doorbell.add_wake_channel(&wake);
+        // Before subscribing: a subscribed RESP2 connection takes no CLIENT SETNAME.
+        let name = names::connection_name(&keys, &id);
+        names::name_subscriber(&subscriber, &name).await;
         let subscribed = async {
             may_use_channel(&pool, &wake).await?;
             subscribe_doorbell(&subscriber, &wake).await
@@ -254,21 +349,21 @@ impl ClientBuilder {
                 let e = denied_during(fail(e), || {
                     format!("doorbell channel {wake} of namespace {:?}", self.namespace)
                 });
-                return Err(unreachable(e, &pool, &subscriber).await);
+                return Err(unreachable(e, own, &subscriber).await);
             }
         };
-        let name = names::connection_name(&keys, &id);
-        for client in pool.clients() {
-            names::name_client(client, None, &name).await;
+        if owns_pool {
+            for client in pool.clients() {
+                names::name_client(client, None, &name).await;
+            }
         }
-        names::name_subscriber(&subscriber, &name).await;
         let policy = read_policy(&pool).await;
         let eviction = Eviction::new(self.allow_eviction, policy);
         if let Err(e) = eviction.check() {
-            return Err(unreachable(e, &pool, &subscriber).await);
+            return Err(unreachable(e, own, &subscriber).await);
         }
         let core = Arc::new(Core {
-            eviction,
+            eviction: Arc::new(eviction),
             keys,
             conn: Conn::new(
                 pool,
@@ -284,16 +379,18 @@ impl ClientBuilder {
             sharded,
             held: Arc::default(),
         });
-        let (doorbell, unwatched) = Doorbell::new();
         let (tx, rx) = mpsc::unbounded_channel();
         if core.conn.pool().is_clustered() {
             forward_topology_changes(core.conn.pool(), &tx);
         }
-        forward_reconnections(core.conn.pool(), &subscriber, &tx);
+        if owns_pool {
+            forward_reconnections(core.conn.pool(), &tx);
+        }
         let sentinels = failover::watch(&sentinel_config, &tx).await;
         tokio::spawn(
             Supervisor::new(
                 core.clone(),
+                owns_pool,
                 subscriber,
                 rx,
                 doorbell.clone(),
@@ -307,7 +404,7 @@ impl ClientBuilder {
                 core,
                 ops: tx,
                 doorbell,
-                live_sessions: AtomicUsize::new(0),
+                live_sessions: Arc::default(),
                 on_drop: self.on_drop,
             }),
         })
@@ -331,21 +428,12 @@ fn forward_topology_changes(pool: &Pool, ops: &mpsc::UnboundedSender<Op>) {
     }
 }
 
-/// Tell the supervisor when a connection comes back, so that it names it again. As
+/// Tell the supervisor when a pooled connection comes back, so that it names it again. As
 /// [`forward_topology_changes`]: one small task per connection, holding only a weak handle on
 /// the supervisor's inbox, ending when the client closes.
-fn forward_reconnections(
-    pool: &Pool,
-    subscriber: &SubscriberClient,
-    ops: &mpsc::UnboundedSender<Op>,
-) {
-    let receivers = pool
-        .clients()
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (Some(i), c.reconnect_rx()))
-        .chain(std::iter::once((None, subscriber.reconnect_rx())));
-    for (pooled, mut reconnects) in receivers {
+fn forward_reconnections(pool: &Pool, ops: &mpsc::UnboundedSender<Op>) {
+    let receivers = pool.clients().iter().map(|c| c.reconnect_rx());
+    for (pooled, mut reconnects) in receivers.enumerate() {
         let ops = ops.downgrade();
         tokio::spawn(async move {
             loop {
@@ -365,20 +453,22 @@ fn forward_reconnections(
 /// a Redis user without the namespace's channels would get a client whose doorbell never rings.
 /// The same ACL rule governs PUBLISH, which does report: publish to the channel (nobody
 /// listens yet) to surface a refusal at connect time.
-async fn may_use_channel(pool: &Pool, channel: &str) -> Result<(), fred::error::Error> {
+pub(super) async fn may_use_channel(pool: &Pool, channel: &str) -> Result<(), fred::error::Error> {
     pool.next()
         .publish::<i64, _, _>(channel, "")
         .await
         .map(drop)
 }
 
-/// Stop the reconnect loops of a client that failed to connect, and report why. QUIT on a
-/// connection that never came up waits out the command timeout, so it runs in the background:
-/// `build` fails within the connect timeout.
-async fn unreachable(e: Error, pool: &Pool, subscriber: &SubscriberClient) -> Error {
-    let (pool, subscriber) = (pool.clone(), subscriber.clone());
+/// Stop the reconnect loops of a client that failed to connect (and of its pool, when it is
+/// its own), and report why. QUIT on a connection that never came up waits out the command
+/// timeout, so it runs in the background: `build` fails within the connect timeout.
+async fn unreachable(e: Error, own_pool: Option<&Pool>, subscriber: &SubscriberClient) -> Error {
+    let (pool, subscriber) = (own_pool.cloned(), subscriber.clone());
     tokio::spawn(async move {
-        let _ = pool.quit().await;
+        if let Some(pool) = pool {
+            let _ = pool.quit().await;
+        }
         let _ = subscriber.quit().await;
     });
     e

@@ -1,5 +1,5 @@
 //! The client: one connection pool, one subscriber connection (the doorbell), one keepalive
-//! supervisor task, shared by every session of the process.
+//! supervisor task, shared by every session of the process, in every namespace it serves.
 
 mod builder;
 mod leases;
@@ -13,8 +13,10 @@ use tokio::sync::mpsc;
 pub use builder::ClientBuilder;
 
 use crate::base::error::Result;
+use crate::base::limits::check_namespace;
 use crate::base::session_state::OnDrop;
 use crate::lease::Op;
+use crate::redis::classify::{classify, denied_during};
 use crate::redis::doorbell::{ChannelTicket, Doorbell};
 use crate::redis::Core;
 
@@ -22,10 +24,12 @@ use crate::redis::Core;
 pub const DEFAULT_NAMESPACE: &str = "default";
 
 pub(crate) struct ClientInner {
+    /// This handle's namespace.
     core: Arc<Core>,
     ops: mpsc::UnboundedSender<Op>,
     pub(crate) doorbell: Arc<Doorbell>,
-    pub(crate) live_sessions: AtomicUsize,
+    /// Live sessions of the whole client, every namespace.
+    pub(crate) live_sessions: Arc<AtomicUsize>,
     pub(crate) on_drop: OnDrop,
 }
 
@@ -38,6 +42,11 @@ impl Deref for ClientInner {
 }
 
 impl ClientInner {
+    /// This handle's namespace, as the supervisor's work names it.
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
     /// Hand work to the supervisor. Never blocks; usable from `Drop`.
     pub(crate) fn send(&self, op: Op) {
         // Fails only once the supervisor is gone (runtime shut down): leases then expire by TTL.
@@ -53,11 +62,12 @@ impl ClientInner {
     }
 }
 
-/// A leasehold client for one namespace.
+/// A leasehold client: a handle on one namespace of a set of connections.
 ///
 /// Cheap to clone (an `Arc` inside); every clone, session and guard shares one connection pool,
-/// one subscriber connection and one keepalive supervisor task. When the last of them is
-/// dropped, the supervisor finishes pending background work (bounded to a few seconds) and
+/// one subscriber connection and one keepalive supervisor task, and so does every handle on
+/// another namespace made by [`with_namespace`](Client::with_namespace). When the last of them
+/// is dropped, the supervisor finishes pending background work (bounded to a few seconds) and
 /// closes the connections.
 ///
 /// ```no_run
@@ -105,6 +115,63 @@ impl Client {
         self.inner.keys.namespace()
     }
 
+    /// A handle on `namespace` that shares this client's connections, doorbell connection and
+    /// keepalive supervisor (and its settings: timeouts, durability, eviction policy, what a
+    /// dropped session does). A process that works in many namespaces needs one client, not
+    /// one per namespace: each namespace adds one doorbell channel subscription
+    /// (`{namespace}:wake:<client id>`) and, while it has sessions, one renewal call per tick
+    /// (a namespace is one Cluster slot, so its leases are renewed together). The connections
+    /// keep the name of the namespace the client was built for.
+    ///
+    /// Fails with [`Error::InvalidNamespace`](crate::Error::InvalidNamespace) for a malformed
+    /// name, and with [`Error::PermissionDenied`](crate::Error::PermissionDenied) when the
+    /// Redis user may not use the namespace's doorbell channel; nothing is written either way.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> leasehold::Result<()> {
+    /// let orders = leasehold::Client::builder()
+    ///     .url("redis://127.0.0.1:6379")
+    ///     .namespace("orders")
+    ///     .build()
+    ///     .await?;
+    /// let billing = orders.with_namespace("billing").await?;
+    /// // Two sessions, two namespaces, one set of connections and one keepalive task.
+    /// let a = orders.session().await?;
+    /// let b = billing.session().await?;
+    /// assert_eq!(a.namespace(), "orders");
+    /// assert_eq!(b.namespace(), "billing");
+    /// # Ok(()) }
+    /// ```
+    pub async fn with_namespace(&self, namespace: &str) -> Result<Client> {
+        check_namespace(namespace)?;
+        if namespace == self.namespace() {
+            return Ok(self.clone());
+        }
+        let core = Arc::new(self.inner.core.for_namespace(namespace));
+        let wake = core.keys.wake(&core.id);
+        self.inner.doorbell.add_wake_channel(&wake);
+        let subscribed = async {
+            builder::may_use_channel(core.conn.pool(), &wake)
+                .await
+                .map_err(|e| classify(e, core.conn.timeout()))?;
+            core.subscribe(wake.clone()).await
+        };
+        subscribed.await.map_err(|e| {
+            denied_during(e, || {
+                format!("doorbell channel {wake} of namespace {namespace:?}")
+            })
+        })?;
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                core,
+                ops: self.inner.ops.clone(),
+                doorbell: self.inner.doorbell.clone(),
+                live_sessions: self.inner.live_sessions.clone(),
+                on_drop: self.inner.on_drop,
+            }),
+        })
+    }
+
     /// This client's id (recorded in its leases; names its doorbell channel).
     pub fn id(&self) -> &str {
         &self.inner.id
@@ -123,8 +190,8 @@ impl Client {
         &self.inner
     }
 
-    /// Sessions of this client whose handles are alive (also the `leasehold_sessions_live`
-    /// gauge). A number that grows with traffic is the session-per-request leak.
+    /// Sessions of this client whose handles are alive, in every namespace it serves (also
+    /// the `leasehold_sessions_live` gauge). A number that grows with traffic is the session-per-request leak.
     pub fn live_sessions(&self) -> usize {
         self.inner.live_sessions.load(Ordering::SeqCst)
     }

@@ -112,7 +112,6 @@ pub(crate) struct Keepalive {
     expiry: BTreeSet<(Instant, LeaseId)>,
     /// Largest early-renewal window in use (TTL/6 of the longest TTL).
     max_window: Duration,
-    pub(crate) clock: ServerClock,
 }
 
 impl Keepalive {
@@ -268,17 +267,17 @@ impl Keepalive {
         })
     }
 
-    /// The server clock stepped forward by `step`: every lease renewed before the step (all
-    /// but `except`, renewed by the reply that revealed it) expires on the server that much
-    /// earlier. Returns their new validity.
+    /// The server clock stepped forward by `step`: every lease of that server renewed before
+    /// the step (those for which `affected` holds: not the ones the reply that revealed it
+    /// renewed) expires on the server that much earlier. Returns their new validity.
     pub(crate) fn shorten(
         &mut self,
         step: Duration,
-        except: &[LeaseId],
+        affected: impl Fn(LeaseId) -> bool,
     ) -> Vec<(LeaseId, Instant)> {
         let mut out = Vec::new();
         for (&id, e) in self.entries.iter_mut() {
-            if except.contains(&id) {
+            if !affected(id) {
                 continue;
             }
             self.expiry.remove(&(e.valid_until, id));
@@ -300,13 +299,18 @@ impl Keepalive {
         }
     }
 
-    /// The server may have lost leases (a failover or a restart was detected): every lease not
-    /// in `confirmed` is in jeopardy and is renewed at once; those already in flight are
-    /// retried when they come back. Returns `Jeopardy` for each that was not in jeopardy yet.
-    pub(crate) fn suspect_all(&mut self, now: Instant, confirmed: &[LeaseId]) -> Vec<Event> {
+    /// The server may have lost leases (a failover or a restart was detected): every lease for
+    /// which `suspect` holds (those the server held, but not the ones just confirmed by it) is
+    /// in jeopardy and is renewed at once; those already in flight are retried when they come
+    /// back. Returns `Jeopardy` for each that was not in jeopardy yet.
+    pub(crate) fn suspect(
+        &mut self,
+        now: Instant,
+        suspect: impl Fn(LeaseId) -> bool,
+    ) -> Vec<Event> {
         let mut out = Vec::new();
         for (&id, e) in self.entries.iter_mut() {
-            if confirmed.contains(&id) {
+            if !suspect(id) {
                 continue;
             }
             if let Some(due) = e.due {
@@ -500,7 +504,7 @@ mod tests {
         let valid = validity(t0, TTL, Duration::ZERO);
         k.insert(id(1), TTL, valid, t0);
         k.insert(id(2), TTL, valid, t0);
-        let changed = k.shorten(ms(2000), &[id(2)]);
+        let changed = k.shorten(ms(2000), |i| i != id(2));
         assert_eq!(changed, vec![(id(1), valid - ms(2000))]);
         assert!(k.expire(valid - ms(2000)).contains(&Event::Lost {
             id: id(1),
@@ -529,7 +533,7 @@ mod tests {
         }
         let now = t0 + ms(10);
         // Lease 1 was just confirmed by the reply that revealed the new server.
-        let events = k.suspect_all(now, &[id(1)]);
+        let events = k.suspect(now, |i| i != id(1));
         let mut jeopardy: Vec<_> = events
             .iter()
             .map(|e| match e {
@@ -544,7 +548,7 @@ mod tests {
         assert!(!due.contains(&id(1)));
         // Already in jeopardy: not reported twice.
         assert!(k
-            .suspect_all(now, &[])
+            .suspect(now, |_| true)
             .iter()
             .all(|e| matches!(e, Event::Jeopardy { id: i } if *i == id(1))));
         // A confirming renewal clears it.

@@ -91,10 +91,21 @@ impl Conn {
             timeout,
             namespace: namespace.to_owned(),
             durability,
-            slot: fred::util::redis_keyslot(format!("{{{namespace}}}").as_bytes()),
+            slot: slot_of(namespace),
             loads: Arc::default(),
             // With durability every grant needs its own WAIT: no batches.
             batcher: (batch_locks && durability.is_none()).then(Arc::default),
+        }
+    }
+
+    /// The same connections for another namespace: script loads are shared (they are per
+    /// server), batches are not (a batch is one call in one namespace's slot).
+    pub(crate) fn for_namespace(&self, namespace: &str) -> Conn {
+        Conn {
+            namespace: namespace.to_owned(),
+            slot: slot_of(namespace),
+            batcher: self.batcher.as_ref().map(|_| Arc::default()),
+            ..self.clone()
         }
     }
 
@@ -249,4 +260,9 @@ impl Conn {
         self.loads.load(client, script, None).await?;
         client.evalsha(sha, keys, args).await
     }
+}
+
+/// The cluster slot of a namespace's keys.
+fn slot_of(namespace: &str) -> u16 {
+    fred::util::redis_keyslot(format!("{{{namespace}}}").as_bytes())
 }

@@ -1,5 +1,5 @@
-//! The per-client doorbell: one pub/sub channel per client process (`{ns}:wake:<client id>`),
-//! on which scripts publish `c <contender>` when a contender's turn may have come (it re-checks
+//! The per-client doorbell: one pub/sub channel per client process and namespace
+//! (`{ns}:wake:<client id>`, on the namespace's shard), on which scripts publish `c <contender>` when a contender's turn may have come (it re-checks
 //! with the server), or `o <contender>` when a mutex contender owns the lock now (it may take it
 //! without asking again). Waiters register here before they ask the server, so a ring that
 //! arrives before they start waiting is kept.
@@ -7,7 +7,7 @@
 //! Observers of shared channels (an election's `{ns}:election-changes:<name>`) register here
 //! too; each message bumps a counter they watch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
@@ -54,6 +54,8 @@ impl<'a> Ring<'a> {
 pub(crate) struct Doorbell {
     waiters: StdMutex<HashMap<String, Arc<Bell>>>,
     channels: StdMutex<HashMap<String, (usize, watch::Sender<u64>)>>,
+    /// This client's own doorbell channels, one per namespace it serves.
+    wake: StdMutex<HashSet<String>>,
     /// Channels nobody watches any more; the supervisor unsubscribes them.
     unwatched: mpsc::UnboundedSender<String>,
 }
@@ -65,6 +67,7 @@ impl Doorbell {
         let doorbell = Doorbell {
             waiters: StdMutex::default(),
             channels: StdMutex::default(),
+            wake: StdMutex::default(),
             unwatched,
         };
         (Arc::new(doorbell), rx)
@@ -95,6 +98,19 @@ impl Doorbell {
             b.owner.store(revision, Ordering::Release);
             b.notify.notify_one();
         }
+    }
+
+    /// Route the messages of `channel` as this client's doorbell (see [`Ring`]). Called before
+    /// subscribing to it, so no message on it is taken for a shared channel's.
+    pub(crate) fn add_wake_channel(&self, channel: &str) {
+        let mut wake = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+        wake.insert(channel.to_owned());
+    }
+
+    /// Whether `channel` is one of this client's doorbell channels.
+    pub(crate) fn is_wake_channel(&self, channel: &str) -> bool {
+        let wake = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+        wake.contains(channel)
     }
 
     /// Wake every waiter: used when rings may have been missed (subscriber reconnected).

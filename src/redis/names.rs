@@ -2,7 +2,11 @@
 //! id>` (`CLIENT SETNAME`), so that `CLIENT LIST` tells an operator which connections are
 //! leasehold's, for which namespace and which process (the client id is also in its leases:
 //! `leasehold sessions`). Named when the client connects, and again after each reconnection:
-//! the keepalive supervisor is told of reconnections and names the connection again.
+//! the keepalive supervisor is told of reconnections of pooled connections and names them
+//! again, and names the doorbell connection before it subscribes again (a subscribed RESP2
+//! connection takes no `CLIENT SETNAME`). A client on several namespaces
+//! (`Client::with_namespace`) names its connections after the one it was built for; a pool
+//! the application brought keeps the names it has.
 //!
 //! A refusal (a Redis ACL user without `client|setname`, see `docs/acl.md`) is ignored: a name
 //! is a convenience, never a reason for a call to fail.

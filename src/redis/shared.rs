@@ -2,6 +2,8 @@
 //! the key layout, the command pool ([`Conn`]), the doorbell subscriber and the client's
 //! identity.
 
+use std::sync::Arc;
+
 use fred::clients::SubscriberClient;
 use fred::interfaces::PubsubInterface;
 
@@ -24,12 +26,28 @@ pub(crate) struct Core {
     /// SSUBSCRIBE; on a cluster that keeps doorbell traffic on the namespace's shard.
     pub(crate) sharded: bool,
     /// The server's `maxmemory-policy`, and whether one that can evict was accepted.
-    pub(crate) eviction: Eviction,
+    pub(crate) eviction: Arc<Eviction>,
     /// The locks held through this client, for the age of the oldest.
     pub(crate) held: std::sync::Arc<crate::base::held::Held>,
 }
 
 impl Core {
+    /// The same client in another namespace: the same connections, doorbell connection,
+    /// identity, eviction policy and held-lock gauge; its own keys and batches.
+    pub(crate) fn for_namespace(&self, namespace: &str) -> Core {
+        Core {
+            keys: Keys::new(namespace),
+            conn: self.conn.for_namespace(namespace),
+            id: self.id.clone(),
+            host: self.host.clone(),
+            pid: self.pid,
+            subscriber: self.subscriber.clone(),
+            sharded: self.sharded,
+            eviction: self.eviction.clone(),
+            held: self.held.clone(),
+        }
+    }
+
     /// Subscribe the doorbell connection to `channel` (idempotent).
     pub(crate) async fn subscribe(&self, channel: String) -> Result<()> {
         self.subscription(channel, true).await

@@ -228,6 +228,7 @@ impl Election {
     /// Background withdrawal of this session's candidacy.
     fn withdraw_op(&self) -> Op {
         Op::Cleanup {
+            ns: self.session.shared().core().clone(),
             script: &scripts::ELECTION_RESIGN,
             keys: self.keys(true),
             args: vec![

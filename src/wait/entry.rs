@@ -35,6 +35,7 @@ pub(crate) fn release_op(
     revision: u64,
 ) -> Op {
     Op::Cleanup {
+        ns: session.shared().core().clone(),
         script: kind.release_script(),
         keys: lock_keys(session, queue),
         args: vec![

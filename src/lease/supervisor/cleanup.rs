@@ -4,39 +4,35 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Supervisor, TaskDone, ORPHAN_SWEEP_GAP};
+use super::{Supervisor, TaskDone};
 use crate::base::lease_id::LeaseId;
 use crate::lease::keepalive::surely_expired;
 use crate::redis::{Core, LuaScript};
 
 impl Supervisor {
-    pub(super) fn spawn_revoke(&mut self, id: LeaseId, ttl: Duration) {
-        let core = self.core.clone();
+    pub(super) fn spawn_revoke(&mut self, ns: Arc<Core>, id: LeaseId, ttl: Duration) {
         self.tasks.push(Box::pin(async move {
-            match core.revoke_unused(id).await {
+            match ns.revoke_unused(id).await {
                 Ok(_) => TaskDone::Other,
                 Err(e) => {
                     tracing::debug!(lease = %id, error = %e, "background revoke failed; the lease will expire by its TTL");
-                    TaskDone::RevokeFailed { id, ttl }
+                    TaskDone::RevokeFailed { ns, id, ttl }
                 }
             }
         }));
     }
 
-    /// Nobody renews `id` any more and it was not revoked: have it swept once it has surely
-    /// expired, if no renewal call does it first.
-    pub(super) fn orphaned(&mut self, id: LeaseId, ttl: Duration) {
-        self.orphans
+    /// Nobody renews `id` (of namespace `ns`) any more and it was not revoked: have it swept
+    /// once it has surely expired, if no renewal call does it first.
+    pub(super) fn orphaned(&mut self, ns: &Arc<Core>, id: LeaseId, ttl: Duration) {
+        self.space(ns)
+            .orphans
             .insert((surely_expired(Instant::now(), ttl), id));
     }
 
-    /// When to send a sweep-only call for orphaned leases, if one is needed.
+    /// When the first sweep-only call for orphaned leases is due, if one is needed.
     pub(super) fn orphan_sweep_at(&self) -> Option<Instant> {
-        if self.sweeping {
-            return None;
-        }
-        let (expired, _) = self.orphans.first()?;
-        Some((*expired).max(self.last_sweep + ORPHAN_SWEEP_GAP))
+        self.spaces.values().filter_map(|s| s.sweep_at()).min()
     }
 }
 

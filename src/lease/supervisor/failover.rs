@@ -112,11 +112,11 @@ impl Supervisor {
             return;
         }
         self.renewals_paused = true;
-        for ev in self.keepalive.suspect_all(Instant::now(), &[]) {
+        for ev in self.keepalive.suspect(Instant::now(), |_| true) {
             counter!(m::SESSION_JEOPARDY, "reason" => "failover").increment(1);
             self.apply(ev);
         }
-        let (core, subscriber) = (self.core.clone(), self.subscriber.clone());
+        let (core, subscriber) = (self.home.clone(), self.subscriber.clone());
         self.tasks.push(Box::pin(async move {
             let reconnect = async {
                 let _ = core.conn.pool().force_reconnection().await;

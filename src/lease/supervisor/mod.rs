@@ -3,6 +3,14 @@
 //! sessions, and runs background cleanups (dropped guards, dropped sessions). It ends, after a
 //! bounded drain, when the last handle of its client is gone.
 //!
+//! One supervisor serves every namespace of its client ([`Client::with_namespace`]). A
+//! namespace is one Cluster slot and its leases live in its own registry, so renewals and
+//! sweeps go out per namespace: each tick sends one call per namespace with leases due, and
+//! the sweep and failover bookkeeping is kept per namespace (`Space`). Lease ids are UUIDs, so
+//! sessions and the keepalive state are keyed by lease id alone.
+//!
+//! [`Client::with_namespace`]: crate::Client::with_namespace
+//!
 //! The parts: `renew.rs` (renewal ticks and replies), `pubsub.rs` (the doorbell subscription),
 //! `cleanup.rs` (background revokes, releases and sweeps), `failover.rs` (Sentinel).
 //!
@@ -29,7 +37,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 
 use self::failover::SentinelWatch;
-use super::keepalive::Keepalive;
+use super::keepalive::{Keepalive, ServerClock};
 use super::leases::RenewReply;
 use crate::base::error::Result;
 use crate::base::lease_id::LeaseId;
@@ -41,6 +49,7 @@ use crate::redis::{names, Core, LuaScript};
 pub(crate) enum Op {
     /// Start renewing a session's lease.
     Register {
+        ns: Arc<Core>,
         id: LeaseId,
         ttl: Duration,
         sent: Instant,
@@ -52,12 +61,21 @@ pub(crate) enum Op {
     Stop { id: LeaseId },
     /// Stop renewing and leave the lease to expire (orphaned, dropped with `OnDrop::Orphan`,
     /// or a `close()` whose revoke failed); sweep it once it has.
-    Orphan { id: LeaseId, ttl: Duration },
+    Orphan {
+        ns: Arc<Core>,
+        id: LeaseId,
+        ttl: Duration,
+    },
     /// Stop renewing and revoke in the background (last handle dropped).
-    Revoke { id: LeaseId, ttl: Duration },
+    Revoke {
+        ns: Arc<Core>,
+        id: LeaseId,
+        ttl: Duration,
+    },
     /// Run an idempotent cleanup script in the background (release a dropped guard, withdraw a
     /// dropped waiter), retrying while Redis is unreachable for up to `retry_for`.
     Cleanup {
+        ns: Arc<Core>,
         script: &'static LuaScript,
         keys: Vec<String>,
         args: Vec<String>,
@@ -69,10 +87,11 @@ pub(crate) enum Op {
     TopologyChanged,
     /// A sentinel announced that our service's primary switched (see `failover.rs`).
     Failover,
-    /// A connection came back: name it again (`redis/names.rs`). `pooled` is the index of
-    /// the pool's client it belongs to; `None` for the doorbell connection.
+    /// A pooled connection came back: name it again (`redis/names.rs`). `pooled` is the
+    /// index of the pool's client it belongs to. (The doorbell connection is named again when
+    /// it subscribes again: see `pubsub.rs`.)
     Reconnected {
-        pooled: Option<usize>,
+        pooled: usize,
         server: fred::types::config::Server,
     },
 }
@@ -81,6 +100,7 @@ type Task = Pin<Box<dyn Future<Output = TaskDone> + Send>>;
 
 enum TaskDone {
     Renewed {
+        ns: Arc<Core>,
         ids: Vec<LeaseId>,
         /// Per id, the window of its session's entry count (see `EntryCount`).
         windows: Vec<Option<u64>>,
@@ -92,6 +112,7 @@ enum TaskDone {
     Reconnected,
     /// A background revoke failed: the lease is left to expire.
     RevokeFailed {
+        ns: Arc<Core>,
         id: LeaseId,
         ttl: Duration,
     },
@@ -110,6 +131,8 @@ pub(super) const SWEEP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A session whose lease the supervisor renews.
 struct Tracked {
+    /// Its namespace.
+    ns: Arc<Core>,
     /// Shared with the session's handles.
     status: Arc<StatusCell>,
     ttl: Duration,
@@ -117,15 +140,9 @@ struct Tracked {
     entries: EntryCount,
 }
 
-pub(crate) struct Supervisor {
+/// What the supervisor keeps per namespace: its sweeps and the server history of its slot.
+struct Space {
     core: Arc<Core>,
-    subscriber: SubscriberClient,
-    ops: mpsc::UnboundedReceiver<Op>,
-    doorbell: Arc<Doorbell>,
-    /// Channels of the doorbell that nobody watches any more.
-    unwatched: mpsc::UnboundedReceiver<String>,
-    keepalive: Keepalive,
-    sessions: HashMap<LeaseId, Tracked>,
     /// Leases this client left to expire, each with the instant by which it surely has. A call
     /// that swept everything expired when it was sent removes those due before.
     orphans: BTreeSet<(Instant, LeaseId)>,
@@ -133,10 +150,50 @@ pub(crate) struct Supervisor {
     last_sweep: Instant,
     /// A sweep-only call is in flight.
     sweeping: bool,
-    tasks: FuturesUnordered<Task>,
-    wake_channel: String,
     /// Replication id of the server that answered the last renewal.
     replid: Option<String>,
+    /// The clock of the server that holds the namespace (two namespaces of a cluster may be
+    /// on two servers whose clocks differ).
+    clock: ServerClock,
+}
+
+impl Space {
+    fn new(core: Arc<Core>) -> Space {
+        Space {
+            core,
+            orphans: BTreeSet::new(),
+            last_sweep: Instant::now(),
+            sweeping: false,
+            replid: None,
+            clock: ServerClock::default(),
+        }
+    }
+
+    /// When to send a sweep-only call for orphaned leases, if one is needed.
+    fn sweep_at(&self) -> Option<Instant> {
+        if self.sweeping {
+            return None;
+        }
+        let (expired, _) = self.orphans.first()?;
+        Some((*expired).max(self.last_sweep + ORPHAN_SWEEP_GAP))
+    }
+}
+
+pub(crate) struct Supervisor {
+    /// The namespace the client was built for: its connections are named after it.
+    home: Arc<Core>,
+    /// Every namespace that has had a session, by name.
+    spaces: HashMap<String, Space>,
+    /// Whether the command pool is the client's own (closed at the end) or the caller's.
+    owns_pool: bool,
+    subscriber: SubscriberClient,
+    ops: mpsc::UnboundedReceiver<Op>,
+    doorbell: Arc<Doorbell>,
+    /// Channels of the doorbell that nobody watches any more.
+    unwatched: mpsc::UnboundedReceiver<String>,
+    keepalive: Keepalive,
+    sessions: HashMap<LeaseId, Tracked>,
+    tasks: FuturesUnordered<Task>,
     /// Connections listening to the sentinels for failovers (empty unless Sentinel).
     sentinels: Vec<SentinelWatch>,
     /// After a failover, until the connections point at the new primary: a renewal now could
@@ -146,7 +203,8 @@ pub(crate) struct Supervisor {
 
 impl Supervisor {
     pub(crate) fn new(
-        core: Arc<Core>,
+        home: Arc<Core>,
+        owns_pool: bool,
         subscriber: SubscriberClient,
         ops: mpsc::UnboundedReceiver<Op>,
         doorbell: Arc<Doorbell>,
@@ -162,14 +220,18 @@ impl Supervisor {
             doorbell,
             keepalive: Keepalive::default(),
             sessions: HashMap::new(),
-            orphans: BTreeSet::new(),
-            last_sweep: Instant::now(),
-            sweeping: false,
             tasks: FuturesUnordered::new(),
-            wake_channel: core.keys.wake(&core.id),
-            replid: None,
-            core,
+            spaces: HashMap::new(),
+            owns_pool,
+            home,
         }
+    }
+
+    /// The bookkeeping of `core`'s namespace, created on first use.
+    fn space(&mut self, core: &Arc<Core>) -> &mut Space {
+        self.spaces
+            .entry(core.keys.namespace().to_owned())
+            .or_insert_with(|| Space::new(core.clone()))
     }
 
     pub(crate) async fn run(mut self) {
@@ -209,6 +271,7 @@ impl Supervisor {
     fn handle(&mut self, op: Op) {
         match op {
             Op::Register {
+                ns,
                 id,
                 ttl,
                 sent,
@@ -220,6 +283,7 @@ impl Supervisor {
                 self.sessions.insert(
                     id,
                     Tracked {
+                        ns,
                         status,
                         ttl,
                         entries,
@@ -230,39 +294,39 @@ impl Supervisor {
                 self.keepalive.remove(id);
                 self.sessions.remove(&id);
             }
-            Op::Orphan { id, ttl } => {
+            Op::Orphan { ns, id, ttl } => {
                 self.keepalive.remove(id);
                 self.sessions.remove(&id);
-                self.orphaned(id, ttl);
+                self.orphaned(&ns, id, ttl);
             }
-            Op::Revoke { id, ttl } => {
+            Op::Revoke { ns, id, ttl } => {
                 self.keepalive.remove(id);
                 self.sessions.remove(&id);
-                self.spawn_revoke(id, ttl);
+                self.spawn_revoke(ns, id, ttl);
             }
             Op::TopologyChanged => self.resubscribe(false),
             Op::Reconnected { pooled, server } => {
-                let core = self.core.clone();
-                let subscriber = self.subscriber.clone();
+                // A caller's pool keeps the names the caller gave its connections.
+                let client = self.home.conn.pool().clients().get(pooled).cloned();
+                let Some(client) = client.filter(|_| self.owns_pool) else {
+                    return;
+                };
+                let name = names::connection_name(&self.home.keys, &self.home.id);
                 self.tasks.push(Box::pin(async move {
-                    let name = names::connection_name(&core.keys, &core.id);
-                    match pooled.and_then(|i| core.conn.pool().clients().get(i).cloned()) {
-                        Some(client) => names::name_client(&client, Some(server), &name).await,
-                        None => names::name_subscriber(&subscriber, &name).await,
-                    }
+                    names::name_client(&client, Some(server), &name).await;
                     TaskDone::Other
                 }));
             }
             Op::Failover => self.failover(),
             Op::Cleanup {
+                ns,
                 script,
                 keys,
                 args,
                 retry_for,
             } => {
-                let core = self.core.clone();
                 self.tasks.push(Box::pin(async move {
-                    cleanup::cleanup(core, script, keys, args, retry_for).await;
+                    cleanup::cleanup(ns, script, keys, args, retry_for).await;
                     TaskDone::Other
                 }));
             }
@@ -278,7 +342,9 @@ impl Supervisor {
             sentinel.stop().await;
         }
         let _ = self.subscriber.quit().await;
-        let _ = self.core.conn.pool().quit().await;
+        if self.owns_pool {
+            let _ = self.home.conn.pool().quit().await;
+        }
     }
 }
 

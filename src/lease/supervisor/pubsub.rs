@@ -9,6 +9,7 @@ use fred::types::Message;
 use super::{Supervisor, TaskDone};
 use crate::base::session_state::SessionEnd;
 use crate::redis::doorbell::Ring;
+use crate::redis::names;
 
 impl Supervisor {
     pub(super) fn resubscribe(&mut self, renew_all: bool) {
@@ -19,7 +20,10 @@ impl Supervisor {
         }
         let (sub, doorbell) = (self.subscriber.clone(), self.doorbell.clone());
         let clustered = sub.is_clustered();
+        let name = names::connection_name(&self.home.keys, &self.home.id);
         self.tasks.push(Box::pin(async move {
+            // Before subscribing: a subscribed RESP2 connection takes no CLIENT SETNAME.
+            names::name_subscriber(&sub, &name).await;
             // On a cluster, a slot migration can still be settling: a shard channel subscribed
             // on the old owner just before it lets go is dropped again without notice. So
             // subscribe once now and once more a second later, each time from a fresh slot map.
@@ -49,10 +53,10 @@ impl Supervisor {
         }));
     }
 
-    /// A message on a watched shared channel, or on this client's doorbell channel (see
-    /// [`Ring`]); anything else is ignored.
+    /// A message on a watched shared channel, or on one of this client's doorbell channels
+    /// (one per namespace, see [`Ring`]); anything else is ignored.
     pub(super) fn on_message(&mut self, msg: Message) {
-        if msg.channel != self.wake_channel {
+        if !self.doorbell.is_wake_channel(&msg.channel) {
             self.doorbell.channel_message(&msg.channel);
             return;
         }
@@ -82,7 +86,7 @@ impl Supervisor {
         if self.doorbell.channel_watched(&channel) {
             return;
         }
-        let (core, doorbell) = (self.core.clone(), self.doorbell.clone());
+        let (core, doorbell) = (self.home.clone(), self.doorbell.clone());
         self.tasks.push(Box::pin(async move {
             let _ = core.unsubscribe(channel.clone()).await;
             // Someone started watching again while we unsubscribed: subscribe again and have

@@ -1,18 +1,21 @@
 //! Renewal ticks: batched renewal calls, their replies, and what they mean for each session.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics::{counter, histogram};
 
 use tracing::Instrument;
 
-use super::{Supervisor, TaskDone, SWEEP_LIMIT, SWEEP_TIMEOUT};
+use super::{Supervisor, TaskDone, Tracked, SWEEP_LIMIT, SWEEP_TIMEOUT};
 use crate::base::error::Error;
 use crate::base::lease_id::LeaseId;
 use crate::base::metrics as m;
 use crate::base::session_state::{end_status, SessionEnd, SessionState};
 use crate::lease::keepalive::{Event, MAX_BATCH};
 use crate::lease::leases::Renewal;
+use crate::redis::Core;
 
 impl Supervisor {
     pub(super) fn tick(&mut self) {
@@ -25,18 +28,43 @@ impl Supervisor {
             if ids.is_empty() {
                 break;
             }
-            self.spawn_renew(ids, timeout);
+            for (ns, ids) in self.by_namespace(ids) {
+                self.spawn_renew(ns, ids, timeout);
+            }
         }
-        if !self.renewals_paused && self.orphan_sweep_at().is_some_and(|t| t <= now) {
-            self.sweeping = true;
-            self.spawn_renew(Vec::new(), SWEEP_TIMEOUT);
+        if self.renewals_paused {
+            return;
+        }
+        let due: Vec<Arc<Core>> = (self.spaces.values())
+            .filter(|s| s.sweep_at().is_some_and(|t| t <= now))
+            .map(|s| s.core.clone())
+            .collect();
+        for ns in due {
+            self.space(&ns).sweeping = true;
+            self.spawn_renew(ns, Vec::new(), SWEEP_TIMEOUT);
         }
     }
 
-    /// One batched renewal call (with no ids: a sweep only).
-    pub(super) fn spawn_renew(&mut self, ids: Vec<LeaseId>, timeout: Duration) {
-        self.last_sweep = Instant::now();
-        let core = self.core.clone();
+    /// `ids` split by namespace: a renewal call goes to one namespace's registry.
+    fn by_namespace(&self, ids: Vec<LeaseId>) -> Vec<(Arc<Core>, Vec<LeaseId>)> {
+        let mut groups: Vec<(Arc<Core>, Vec<LeaseId>)> = Vec::new();
+        for id in ids {
+            let ns = self.sessions.get(&id).map_or(&self.home, |t| &t.ns);
+            let namespace = ns.keys.namespace();
+            match groups
+                .iter_mut()
+                .find(|(c, _)| c.keys.namespace() == namespace)
+            {
+                Some((_, group)) => group.push(id),
+                None => groups.push((ns.clone(), vec![id])),
+            }
+        }
+        groups
+    }
+
+    /// One batched renewal call in namespace `ns` (with no ids: a sweep only).
+    pub(super) fn spawn_renew(&mut self, ns: Arc<Core>, ids: Vec<LeaseId>, timeout: Duration) {
+        self.space(&ns).last_sweep = Instant::now();
         // Each session with entries opens a window: the reply's attachment count is compared
         // with the fewest entries it held while the call was in flight.
         let windows: Vec<Option<u64>> = ids
@@ -54,18 +82,19 @@ impl Supervisor {
             .collect();
         let span = tracing::debug_span!(
             "leasehold.renew",
-            namespace = core.keys.namespace(),
+            namespace = ns.keys.namespace(),
             leases = leases.len(),
             swept = tracing::field::Empty,
         );
         self.tasks.push(Box::pin(
             async move {
                 let sent = Instant::now();
-                let result = core.renew(&leases, SWEEP_LIMIT, true, timeout).await;
+                let result = ns.renew(&leases, SWEEP_LIMIT, true, timeout).await;
                 if let Ok(reply) = &result {
                     tracing::Span::current().record("swept", reply.swept);
                 }
                 TaskDone::Renewed {
+                    ns,
                     ids,
                     windows,
                     sent,
@@ -77,29 +106,37 @@ impl Supervisor {
         ));
     }
 
-    /// A renewal answered from another replication history than the last one (a replica was
-    /// promoted, or Redis restarted without its data): leases may have been lost. Every session
-    /// not confirmed by this very reply goes into jeopardy and is renewed at once, so a lease
-    /// missing on the new server is reported lost now, not when its TTL would have run out.
-    pub(super) fn check_server_history(&mut self, replid: &str, confirmed: &[LeaseId]) {
-        match &self.replid {
-            Some(known) if known == replid => return,
-            Some(known) => {
-                counter!(m::FAILOVERS).increment(1);
-                tracing::warn!(
-                    namespace = self.core.keys.namespace(),
-                    old = %known,
-                    new = %replid,
-                    "Redis replication history changed (failover or restart): re-checking every lease"
-                );
-                for ev in self.keepalive.suspect_all(Instant::now(), confirmed) {
-                    counter!(m::SESSION_JEOPARDY, "reason" => "failover").increment(1);
-                    self.apply(ev);
-                }
-            }
-            None => {}
+    /// A renewal in namespace `ns` answered from another replication history than the last
+    /// one (a replica was promoted, or Redis restarted without its data): leases may have been
+    /// lost. Every session of the namespace not confirmed by this very reply goes into jeopardy
+    /// and is renewed at once, so a lease missing on the new server is reported lost now, not
+    /// when its TTL would have run out.
+    pub(super) fn check_server_history(
+        &mut self,
+        ns: &Arc<Core>,
+        replid: &str,
+        confirmed: &[LeaseId],
+    ) {
+        let known = self.space(ns).replid.replace(replid.to_owned());
+        let Some(known) = known.filter(|known| known != replid) else {
+            return;
+        };
+        counter!(m::FAILOVERS).increment(1);
+        tracing::warn!(
+            namespace = ns.keys.namespace(),
+            old = %known,
+            new = %replid,
+            "Redis replication history changed (failover or restart): re-checking every lease"
+        );
+        let confirmed: HashSet<LeaseId> = confirmed.iter().copied().collect();
+        let sessions = &self.sessions;
+        let events = self.keepalive.suspect(Instant::now(), |id| {
+            !confirmed.contains(&id) && in_namespace(sessions, id, ns)
+        });
+        for ev in events {
+            counter!(m::SESSION_JEOPARDY, "reason" => "failover").increment(1);
+            self.apply(ev);
         }
-        self.replid = Some(replid.to_owned());
     }
 
     pub(super) fn on_task(&mut self, done: TaskDone) {
@@ -109,13 +146,14 @@ impl Supervisor {
                 self.keepalive.all_due(Instant::now());
                 return;
             }
-            TaskDone::RevokeFailed { id, ttl } => {
-                self.orphaned(id, ttl);
+            TaskDone::RevokeFailed { ns, id, ttl } => {
+                self.orphaned(&ns, id, ttl);
                 return;
             }
             _ => {}
         }
         let TaskDone::Renewed {
+            ns,
             ids,
             windows,
             sent,
@@ -129,23 +167,24 @@ impl Supervisor {
         histogram!(m::RENEW_LATENCY).record((recv - sent).as_secs_f64());
         histogram!(m::RENEW_BATCH).record(ids.len() as f64);
         if ids.is_empty() {
-            self.sweeping = false;
+            self.space(&ns).sweeping = false;
         }
         match result {
             Ok(reply) => {
                 if reply.sweep_more {
                     // A backlog of expired leases (a crashed process had many), or one with
                     // more attachments than a call releases: keep sweeping, a call at a time.
-                    self.spawn_renew(Vec::new(), SWEEP_TIMEOUT);
+                    self.spawn_renew(ns.clone(), Vec::new(), SWEEP_TIMEOUT);
                 } else {
                     // Everything expired when this call was sent is gone: so are the orphans
                     // that had surely expired by then.
-                    self.orphans = self.orphans.split_off(&(sent, LeaseId::MAX));
+                    let space = self.space(&ns);
+                    space.orphans = space.orphans.split_off(&(sent, LeaseId::MAX));
                 }
-                self.check_server_history(&reply.replid, &ids);
-                self.core.held.publish(recv);
-                self.core.eviction.observe(&reply.maxmemory_policy);
-                let step = self.keepalive.clock.observe(reply.server_us, sent, recv);
+                self.check_server_history(&ns, &reply.replid, &ids);
+                ns.held.publish(recv);
+                ns.eviction.observe(&reply.maxmemory_policy);
+                let step = self.space(&ns).clock.observe(reply.server_us, sent, recv);
                 if !step.is_zero() {
                     counter!(m::CLOCK_FORWARD_STEPS).increment(1);
                     tracing::warn!(
@@ -153,7 +192,10 @@ impl Supervisor {
                         "Redis clock ran ahead of the local clock; leases shortened"
                     );
                     // Leases renewed before the step expire that much earlier on the server.
-                    for (id, valid_until) in self.keepalive.shorten(step, &ids) {
+                    let renewed: HashSet<LeaseId> = ids.iter().copied().collect();
+                    let sessions = &self.sessions;
+                    let affected = |id| !renewed.contains(&id) && in_namespace(sessions, id, &ns);
+                    for (id, valid_until) in self.keepalive.shorten(step, affected) {
                         if let Some(t) = self.sessions.get(&id) {
                             t.status.send_modify(|s| s.valid_until = valid_until);
                         }
@@ -248,7 +290,7 @@ impl Supervisor {
                 if let (SessionEnd::Expired | SessionEnd::EntriesLost, Some(t)) = (end, tracked) {
                     // The server may still hold the lease (and what is left of its entries,
                     // which may block others): free it once we can.
-                    self.spawn_revoke(id, t.ttl);
+                    self.spawn_revoke(t.ns, id, t.ttl);
                 }
             }
         }
@@ -265,4 +307,9 @@ impl Supervisor {
         let fewest = window.and_then(|w| self.sessions.get(&id)?.entries.fewest_since(w));
         fewest.is_some_and(|held| attached < held as u64)
     }
+}
+
+/// Whether the session renewing `id` is one of namespace `ns`.
+fn in_namespace(sessions: &HashMap<LeaseId, Tracked>, id: LeaseId, ns: &Core) -> bool {
+    (sessions.get(&id)).is_some_and(|t| t.ns.keys.namespace() == ns.keys.namespace())
 }
