@@ -4,8 +4,8 @@
 //! script calls: lock batches), two candidates trade leadership, readers and a writer share a
 //! rwlock, users queue for a semaphore; every 20 s an "incident": a session orphaned while it holds a
 //! lock (its lease expires and the lock passes on), a lease revoked by an operator (a session
-//! loss), a key of the wrong type (a Redis error). With faults on, also `SCRIPT FLUSH` (script
-//! reloads) and `CLIENT PAUSE` (renewals time out: jeopardy, then an expired session).
+//! loss), a key of the wrong type (a Redis error). With faults on, also `SCRIPT FLUSH` and `FUNCTION
+//! FLUSH` (reloads) and `CLIENT PAUSE` (renewals time out: jeopardy, then an expired session).
 //!
 //! ```sh
 //! cargo run --example metrics                   # throwaway redis-server, faults on
@@ -43,8 +43,8 @@ struct Args {
     /// Exit (with status 0) after this many seconds instead of running until Ctrl-C.
     #[arg(long = "for", value_name = "SECONDS")]
     run_for: Option<u64>,
-    /// Inject faults into the Redis at REDIS_URL: SCRIPT FLUSH, and CLIENT PAUSE, which stalls
-    /// every client of that server for 1.5 s. Always on for a throwaway server.
+    /// Inject faults into the Redis at REDIS_URL: SCRIPT FLUSH and FUNCTION FLUSH, and CLIENT
+    /// PAUSE, which stalls every client of that server for 1.5 s. Always on for a throwaway server.
     #[arg(long)]
     faults: bool,
 }
@@ -319,14 +319,14 @@ async fn incident(
     admin.del::<(), _>(&key).await?;
 
     if faults {
-        // Scripts vanish (as after a restart or failover): the next call of each reloads it.
-        admin
-            .custom::<(), _>(
-                CustomCommand::new_static("SCRIPT", ClusterHash::Random, false),
-                vec!["FLUSH"],
-            )
-            .await?;
-        println!("[incident] SCRIPT FLUSH");
+        // Scripts and functions vanish (as after a restart without persistence): the next
+        // call reloads what it calls. (No FUNCTION before Redis 7: then only scripts.)
+        for command in ["SCRIPT", "FUNCTION"] {
+            let flush = CustomCommand::new_static(command, ClusterHash::Random, false);
+            if admin.custom::<(), _>(flush, vec!["FLUSH"]).await.is_ok() {
+                println!("[incident] {command} FLUSH");
+            }
+        }
 
         // Redis stalls longer than a 1 s session's validity: its renewals time out (jeopardy),
         // then it expires locally. The 5 s sessions ride it out.

@@ -29,7 +29,7 @@
 //! | layer | what |
 //! |---|---|
 //! | `base/` | no I/O: [`Error`], limits and checks of names, [`metrics`], [`LeaseId`], [`SessionEnd`] |
-//! | `redis/` | all Redis I/O: the command pool (EVALSHA, NOSCRIPT reload, `WAIT`, batches), the script registry, the key layout, replies, error classification, TLS, the doorbell's routing table |
+//! | `redis/` | all Redis I/O: the command pool (`FCALL` of the function library or EVALSHA, reloads, `WAIT`, batches), the script registry, the key layout, replies, error classification, TLS, the doorbell's routing table |
 //! | `lease/` | [`Lease`], [`LeaseInfo`]: the lease scripts; the keepalive state machine; the one supervisor task per client |
 //! | `client/` | [`Client`], [`ClientBuilder`], and the lease API of a client (grant, revoke, list) |
 //! | `session.rs` | [`Session`], [`SessionOptions`]: a lease kept alive, and what primitives need of it |
@@ -79,6 +79,7 @@ pub use recipes::barrier::Barrier;
 pub use recipes::double_barrier::DoubleBarrier;
 pub use recipes::queue::Queue;
 pub use redis::durability::Durability;
+pub use redis::scripts::function_library_name;
 pub use session::{Session, SessionOptions};
 pub use sync::election::{Election, Leader, LeaderEvent};
 pub use sync::mutex::{Mutex, MutexGuard};

@@ -31,6 +31,8 @@ fn documented_line() -> &'static str {
 
 /// The grants of sharded pub/sub (Redis >= 7).
 const SHARDED: [&str; 3] = ["+ssubscribe", "+sunsubscribe", "+spublish"];
+/// What Redis 6.2 does not know either (docs/acl.md says to leave it out there).
+const FUNCTIONS: [&str; 1] = ["+fcall"];
 
 /// The documented line for `user` in namespace `ns`, as words.
 fn acl_words(user: &str, ns: &str) -> Vec<String> {
@@ -44,13 +46,14 @@ fn acl_words(user: &str, ns: &str) -> Vec<String> {
 }
 
 fn setuser(server: &RedisServer, words: &[String]) {
-    // Redis 6.2 has no sharded pub/sub, and refuses to grant it (docs/acl.md says so).
+    // Redis 6.2 has no sharded pub/sub and no functions, and refuses to grant them
+    // (docs/acl.md says so).
     let info = server.command(&["INFO", "server"]).unwrap();
     let v6 = info.contains("redis_version:6.");
     let words: Vec<&str> = words
         .iter()
         .map(String::as_str)
-        .filter(|w| !(v6 && SHARDED.contains(w)))
+        .filter(|w| !(v6 && (SHARDED.contains(w) || FUNCTIONS.contains(w))))
         .collect();
     let reply = server.command(&words).unwrap();
     assert_eq!(reply, "+OK\r\n", "{words:?}");
@@ -168,6 +171,8 @@ fn the_documented_line_grants_exactly_what_leasehold_uses() {
         "ping",
         // Connection names (src/redis/names.rs).
         "client|setname",
+        // The function library where an operator loaded it (docs/acl.md), else EVALSHA.
+        "fcall",
         "evalsha",
         "script|load",
         "subscribe",
@@ -212,13 +217,79 @@ fn the_documented_line_grants_exactly_what_leasehold_uses() {
     );
 }
 
+/// Where an operator loaded the function library, the documented user calls it (`FCALL`).
 #[tokio::test]
 async fn the_documented_user_can_do_everything_in_its_namespace() {
     let server = server();
-    create_user(&server, "lh-a", "acl-a");
+    let raw = raw(&server).await;
+    let functions = has_functions(&raw).await;
+    // The operator's load, as `leasehold functions load` does it (the default user may).
+    let operator = support::client(&server, "ops").await;
+    operator.load_functions().await.unwrap_or_else(|e| {
+        assert!(!functions, "{e}");
+    });
+    everything_in_its_namespace(&server, functions).await;
+    assert_eq!(command_calls(&raw, "evalsha").await.0, 0, "no script call");
+}
+
+/// Where the library is not loaded, the documented user (who may not load it) calls scripts
+/// with EVALSHA, and works the same.
+#[tokio::test]
+async fn the_documented_user_can_do_everything_without_the_library() {
+    let server = server();
+    let raw = raw(&server).await;
+    everything_in_its_namespace(&server, false).await;
+    assert_eq!(
+        command_calls(&raw, "fcall").await.0 - command_calls(&raw, "fcall").await.1,
+        0
+    );
+    let log = acl_log(&server);
+    if has_functions(&raw).await {
+        assert!(
+            log.contains(&("command".to_owned(), "function|load".to_owned())),
+            "it tried to load the library: {log:?}"
+        );
+    }
+}
+
+/// A namespace's user cannot replace the library other namespaces' clients call (docs/acl.md,
+/// "Functions, and who loads them").
+#[tokio::test]
+async fn the_documented_user_cannot_load_or_replace_functions() {
+    let server = server();
+    let raw = raw(&server).await;
+    if !has_functions(&raw).await {
+        return;
+    }
+    create_user(&server, "lh-f", "acl-f");
+    let user = raw_as(&server, "lh-f").await;
+    let library = leasehold::function_library_name();
+    let fake =
+        format!("#!lua name={library}\nredis.register_function('x', function() return 1 end)");
+    for args in [
+        &["LOAD", "REPLACE", &fake][..],
+        &["LOAD", &fake],
+        &["FLUSH"],
+        &["DELETE", library],
+    ] {
+        let e = cmd::<fred::types::Value>(&user, "FUNCTION", args)
+            .await
+            .expect_err("refused");
+        assert!(e.details().starts_with("NOPERM"), "{args:?}: {e:?}");
+    }
+}
+
+/// Everything a namespace's client does, through two clients of the documented user; `functions`:
+/// whether they call the library.
+async fn everything_in_its_namespace(server: &RedisServer, functions: bool) {
+    create_user(server, "lh-a", "acl-a");
     let (c1, c2) = (
-        user_client(&server, "lh-a", "acl-a").await.unwrap(),
-        user_client(&server, "lh-a", "acl-a").await.unwrap(),
+        user_client(server, "lh-a", "acl-a").await.unwrap(),
+        user_client(server, "lh-a", "acl-a").await.unwrap(),
+    );
+    assert_eq!(
+        (c1.uses_functions(), c2.uses_functions()),
+        (functions, functions)
     );
     let (s1, s2) = (c1.session().await.unwrap(), c2.session().await.unwrap());
 
@@ -353,12 +424,19 @@ async fn the_documented_user_can_do_everything_in_its_namespace() {
     s1.close().await.unwrap();
     s2.close().await.unwrap();
     drop((c1, c2));
-    // The server refused nothing but fred's two connection probes.
-    let log = acl_log(&server);
+    // The server refused nothing but fred's two connection probes, and the library's load
+    // where it was not loaded.
+    let log = acl_log(server);
     assert!(
         !log.is_empty(),
         "the log parser sees fred's probes: {log:?}"
     );
+    let log: Vec<_> = log
+        .into_iter()
+        .filter(|(reason, object)| {
+            functions || (reason, object.as_str()) != (&"command".to_owned(), "function|load")
+        })
+        .collect();
     assert!(only_fred_probes(&log), "ACL denials: {log:?}");
 }
 

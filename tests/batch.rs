@@ -11,13 +11,6 @@ use futures_util::future::join_all;
 use leasehold::{Error, Session};
 use support::*;
 
-/// EVALSHA calls that ran since the last `CONFIG RESETSTAT` (a first call of a script fails
-/// with NOSCRIPT and is sent again).
-async fn script_calls(raw: &fred::clients::Client) -> u64 {
-    let (calls, failed) = command_calls(raw, "evalsha").await;
-    calls - failed
-}
-
 async fn sessions(client: &leasehold::Client, n: usize) -> Vec<Session> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -105,7 +98,9 @@ async fn a_batch_looks_up_each_lease_once() {
     .await;
     let calls = script_calls(&raw).await;
     let (lookups, _) = command_calls(&raw, "zscore").await;
-    assert!(calls <= 8, "64 locks took {calls} script calls");
+    // 64 locks: 4 direct calls and 2 batches of at most 32. The lost session's waits are
+    // withdrawn in the background, which may have run by now: as many calls again at most.
+    assert!(calls <= 12, "64 locks took {calls} script calls");
     assert!(
         lookups <= 2 * calls,
         "{lookups} lease lookups for 64 locks of 2 sessions in {calls} script calls"
@@ -304,7 +299,7 @@ async fn batched_calls_keep_mutual_exclusion_through_faults() {
     }
     let pause = |ms| tokio::time::sleep(Duration::from_millis(ms));
     pause(800).await;
-    let _: String = cmd(&raw, "SCRIPT", &["FLUSH"]).await.unwrap();
+    flush_scripts(&raw).await;
     pause(500).await;
     server.pause().unwrap();
     pause(300).await;

@@ -151,25 +151,37 @@ async fn mutexes_and_elections_work_on_every_shard_at_once() {
     }
 }
 
+/// The function library is loaded on every primary, and loaded again on every primary after
+/// a flush (as after a restart without persistence); scripts too.
 #[tokio::test]
-async fn scripts_reload_after_script_flush_on_every_node() {
+async fn functions_and_scripts_reload_after_a_flush_on_every_node() {
     let cluster = cluster();
     let ns = cluster.namespace_on(2, "flush").unwrap();
     let client = cluster_client(&cluster, &ns).await;
+    let library = leasehold::function_library_name();
+    let loaded_everywhere = || {
+        cluster.nodes().iter().all(|node| {
+            let list = node.command(&["FUNCTION", "LIST", "LIBRARYNAME", library]);
+            list.unwrap().contains(library)
+        })
+    };
+    assert!(client.uses_functions());
+    assert!(loaded_everywhere(), "loaded on every primary");
     let session = client.session_with(long()).await.unwrap();
     let m = session.mutex("m").unwrap();
     let t1 = m.lock().await.unwrap();
     let first = t1.fencing_token();
     t1.unlock().await.unwrap();
     for node in cluster.nodes() {
-        assert!(node
-            .command(&["SCRIPT", "FLUSH"])
-            .unwrap()
-            .starts_with("+OK"));
+        for flush in [&["SCRIPT", "FLUSH"], &["FUNCTION", "FLUSH"]] {
+            assert!(node.command(flush).unwrap().starts_with("+OK"));
+        }
     }
     let t2 = m.lock().await.expect("reloaded and retried");
     assert!(t2.fencing_token() > first);
     t2.unlock().await.unwrap();
+    assert!(client.uses_functions());
+    assert!(loaded_everywhere(), "loaded again on every primary");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,7 +29,7 @@ async fn metrics_are_recorded_and_described() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(g);
     w.await.unwrap().unwrap();
-    let _: () = cmd(&raw, "SCRIPT", &["FLUSH"]).await.unwrap();
+    flush_scripts(&raw).await;
     // Scripts used before the flush are loaded again: reloads.
     let g = b.mutex("m2").unwrap().lock().await.unwrap();
     g.unlock().await.unwrap();

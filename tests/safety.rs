@@ -396,7 +396,7 @@ enum Fault {
     PauseRedis(Duration),
     /// redis-server killed and restarted empty.
     RestartRedis,
-    /// SCRIPT FLUSH.
+    /// SCRIPT FLUSH and FUNCTION FLUSH.
     ScriptFlush,
     /// Every client's traffic delayed by 20 ms each way for this long.
     Latency(Duration),
@@ -492,6 +492,8 @@ impl Run {
             Fault::RestartRedis => self.server.restart().unwrap(),
             Fault::ScriptFlush => {
                 self.server.command(&["SCRIPT", "FLUSH"]).unwrap();
+                // Absent before Redis 7.
+                let _ = self.server.command(&["FUNCTION", "FLUSH"]);
             }
             Fault::CutConnections => {
                 for p in &self.proxies_ctl {

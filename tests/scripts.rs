@@ -1,4 +1,5 @@
-//! Script loading (NOSCRIPT paths), Redis restarts, and foreign data at leasehold's keys.
+//! Script loading (the function library, NOSCRIPT and "function not found" paths), Redis
+//! restarts, and foreign data at leasehold's keys.
 
 mod support;
 
@@ -17,18 +18,18 @@ async fn operations_survive_script_flush() {
     let t1 = session.mutex("a").unwrap().lock().await.unwrap();
     let before = t1.fencing_token();
     t1.unlock().await.unwrap();
-    let _: () = cmd(&raw, "SCRIPT", &["FLUSH"]).await.unwrap();
+    flush_scripts(&raw).await;
     let t2 = session.mutex("a").unwrap().lock().await.unwrap();
     assert!(t2.fencing_token() > before);
     assert!(t2.is_owner().await.unwrap());
     t2.unlock().await.unwrap();
-    let _: () = cmd(&raw, "SCRIPT", &["FLUSH"]).await.unwrap();
+    flush_scripts(&raw).await;
     // The supervisor's renewals reload too: the session stays alive across renewals.
     let short = client
         .session_with(leasehold::SessionOptions::new().ttl(Duration::from_secs(1)))
         .await
         .unwrap();
-    let _: () = cmd(&raw, "SCRIPT", &["FLUSH"]).await.unwrap();
+    flush_scripts(&raw).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(short.is_valid());
     assert!(client.leases().await.unwrap().len() >= 2);
@@ -52,7 +53,7 @@ async fn concurrent_calls_after_a_script_flush_load_each_script_once() {
         .unlock()
         .await
         .unwrap();
-    let _: () = cmd(&raw, "SCRIPT", &["FLUSH"]).await.unwrap();
+    flush_scripts(&raw).await;
     let _: () = cmd(&raw, "CONFIG", &["RESETSTAT"]).await.unwrap();
     let tasks: Vec<_> = (0..32)
         .map(|i| {
@@ -64,9 +65,103 @@ async fn concurrent_calls_after_a_script_flush_load_each_script_once() {
         t.await.unwrap().unwrap();
     }
     let (loads, _) = command_calls(&raw, "script|load").await;
-    // mutex_acquire, mutex_release and (for the calls that queued behind the first ones)
-    // mutex_batch, once each.
-    assert!((2..=3).contains(&loads), "{loads} script loads");
+    let (library_loads, _) = command_calls(&raw, "function|load").await;
+    if has_functions(&raw).await {
+        // The function library, once.
+        assert_eq!((library_loads, loads), (1, 0));
+    } else {
+        // mutex_acquire, mutex_release and (for the calls that queued behind the first ones)
+        // mutex_batch, once each.
+        assert!((2..=3).contains(&loads), "{loads} script loads");
+    }
+}
+
+/// Where the server has functions (Redis 7, Valkey) every call goes by `FCALL` of the
+/// library, else by EVALSHA.
+#[tokio::test]
+async fn calls_go_by_fcall_where_the_server_has_functions() {
+    let server = server();
+    let raw = raw(&server).await;
+    let functions = has_functions(&raw).await;
+    let client = client(&server, "fn1").await;
+    assert_eq!(client.uses_functions(), functions);
+    let _: () = cmd(&raw, "CONFIG", &["RESETSTAT"]).await.unwrap();
+    let session = client.session().await.unwrap();
+    let guard = session.mutex("m").unwrap().lock().await.unwrap();
+    guard.unlock().await.unwrap();
+    session.close().await.unwrap();
+    let (fcalls, evalshas) = (
+        command_calls(&raw, "fcall").await.0,
+        command_calls(&raw, "evalsha").await.0,
+    );
+    if functions {
+        assert_eq!((fcalls >= 4, evalshas), (true, 0));
+    } else {
+        assert_eq!((fcalls, evalshas >= 4), (0, true));
+    }
+}
+
+/// Two leasehold versions share a server during a rolling deploy: each calls its own library
+/// (named by the digest of its scripts), and loading one leaves the other alone.
+#[tokio::test]
+async fn another_versions_library_is_left_alone() {
+    let server = server();
+    let raw = raw(&server).await;
+    if !has_functions(&raw).await {
+        return;
+    }
+    let other = "#!lua name=leasehold_0123456789ab\n\
+                 redis.register_function('lh_0123456789ab_version', function() return 'old' end)";
+    let _: String = cmd(&raw, "FUNCTION", &["LOAD", other]).await.unwrap();
+    let client = client(&server, "fn2").await;
+    assert!(client.uses_functions());
+    let session = client.session().await.unwrap();
+    session
+        .mutex("m")
+        .unwrap()
+        .lock()
+        .await
+        .unwrap()
+        .unlock()
+        .await
+        .unwrap();
+    let list: fred::types::Value = cmd(&raw, "FUNCTION", &["LIST"]).await.unwrap();
+    let list = format!("{list:?}");
+    assert!(list.contains("leasehold_0123456789ab"), "{list}");
+    assert!(list.contains(leasehold::function_library_name()), "{list}");
+    let old: String = cmd(&raw, "FCALL", &["lh_0123456789ab_version", "0"])
+        .await
+        .unwrap();
+    assert_eq!(old, "old");
+}
+
+/// A library lost while a client runs (a restart without persistence, `FUNCTION FLUSH`) is
+/// loaded again once, and the client keeps calling it.
+#[tokio::test]
+async fn a_lost_library_is_loaded_again() {
+    let server = server();
+    let raw = raw(&server).await;
+    if !has_functions(&raw).await {
+        return;
+    }
+    let client = client(&server, "fn3").await;
+    let session = client.session().await.unwrap();
+    let _: String = cmd(&raw, "FUNCTION", &["FLUSH"]).await.unwrap();
+    let _: () = cmd(&raw, "CONFIG", &["RESETSTAT"]).await.unwrap();
+    for _ in 0..3 {
+        session
+            .mutex("m")
+            .unwrap()
+            .lock()
+            .await
+            .unwrap()
+            .unlock()
+            .await
+            .unwrap();
+    }
+    assert!(client.uses_functions());
+    assert_eq!(command_calls(&raw, "function|load").await.0, 1);
+    assert_eq!(command_calls(&raw, "evalsha").await.0, 0);
 }
 
 #[tokio::test]

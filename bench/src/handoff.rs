@@ -147,7 +147,9 @@ async fn one(env: &Env, lib: Lib, contenders: usize, name: &str) -> Result<Rep> 
         }
         Lib::Raw => Err("the raw lock has no way to wait: not in the handoff scenario".into()),
         // Contenders stand for separate processes here, each with its own session.
-        Lib::LeaseholdOneSession => Err("one shared session: not in the handoff scenario".into()),
+        Lib::LeaseholdOneSession | Lib::LeaseholdEvalsha => {
+            Err("not in the handoff scenario".into())
+        }
     }
 }
 

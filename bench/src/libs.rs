@@ -30,6 +30,9 @@ pub enum Lib {
     /// leasehold with every task's mutex on one shared session (etcd's usual pattern: one
     /// session per process), batching on.
     LeaseholdOneSession,
+    /// leasehold calling scripts with EVALSHA, as on Redis 6.2 or for a Redis user without
+    /// `FCALL` (its user here is refused `FCALL`), batching on.
+    LeaseholdEvalsha,
     Etcd,
 }
 
@@ -41,6 +44,7 @@ impl Lib {
             Lib::Leasehold => "leasehold",
             Lib::LeaseholdUnbatched => "leasehold, batching off",
             Lib::LeaseholdOneSession => "leasehold, one session for all tasks",
+            Lib::LeaseholdEvalsha => "leasehold, EVALSHA (no functions)",
             Lib::Etcd => "etcd-client 0.21 → etcd",
         }
     }

@@ -160,6 +160,20 @@ impl Admin {
         Ok(())
     }
 
+    /// A Redis user allowed everything but `FCALL`, so that a leasehold client logged in as it
+    /// calls its scripts with EVALSHA; returns `url` with its credentials.
+    pub async fn user_without_functions(&self, url: &str) -> Result<String> {
+        let (user, password) = ("bench-evalsha", "bench-evalsha-pw");
+        let pass = format!(">{password}");
+        self.command(
+            "ACL",
+            vec!["SETUSER", user, "on", &pass, "~*", "&*", "+@all", "-fcall"],
+        )
+        .await?;
+        let rest = url.strip_prefix("redis://").ok_or("a redis:// URL")?;
+        Ok(format!("redis://{user}:{password}@{rest}"))
+    }
+
     /// `INFO commandstats`, by lower-case command name (`evalsha`, `set`, …).
     pub async fn commandstats(&self) -> Result<HashMap<String, CmdStat>> {
         let info = self.info(InfoKind::CommandStats).await?;

@@ -17,22 +17,39 @@ struct Point {
     /// CPU seconds per cycle of the server (Redis, or etcd for etcd) and of this process.
     server_cpu: f64,
     client_cpu: f64,
-    /// Commands the client sent to Redis per cycle (scripts count as one), when known.
-    calls: Option<f64>,
+    /// What Redis did per cycle (`INFO commandstats`), when the server is Redis.
+    redis: Option<RedisWork>,
+}
+
+/// Per cycle, from `INFO commandstats`.
+#[derive(Clone, Copy)]
+struct RedisWork {
+    /// Commands the client sent (a script call counts once).
+    sent: f64,
+    /// Every command Redis ran, those called inside scripts included.
+    commands: f64,
+    /// Time inside the commands the client sent (a script's includes what it called), µs.
+    us: f64,
 }
 
 pub struct Outcome {
     pub table: Table,
-    /// Median cycles/s by (library, tasks), for the targets.
-    pub rates: Vec<(Lib, usize, f64)>,
+    /// Median cycles/s and median Redis µs inside commands per cycle by (library, tasks), for
+    /// the targets.
+    pub rates: Vec<(Lib, usize, f64, f64)>,
 }
 
 impl Outcome {
     pub fn rate(&self, lib: Lib, tasks: usize) -> f64 {
-        self.rates
-            .iter()
-            .find(|(l, t, _)| *l == lib && *t == tasks)
-            .map_or(f64::NAN, |r| r.2)
+        self.find(lib, tasks).map_or(f64::NAN, |r| r.2)
+    }
+
+    pub fn redis_us(&self, lib: Lib, tasks: usize) -> f64 {
+        self.find(lib, tasks).map_or(f64::NAN, |r| r.3)
+    }
+
+    fn find(&self, lib: Lib, tasks: usize) -> Option<&(Lib, usize, f64, f64)> {
+        self.rates.iter().find(|(l, t, _, _)| *l == lib && *t == tasks)
     }
 }
 
@@ -41,6 +58,7 @@ pub async fn run(env: &Env) -> Result<Outcome> {
         Lib::Raw,
         Lib::Rslock,
         Lib::Leasehold,
+        Lib::LeaseholdEvalsha,
         Lib::LeaseholdUnbatched,
         Lib::LeaseholdOneSession,
         Lib::Etcd,
@@ -84,14 +102,35 @@ pub async fn run(env: &Env) -> Result<Outcome> {
         "p99 cycle",
         "server CPU per cycle",
         "client CPU per cycle",
-        "Redis calls per cycle",
+        "Redis µs inside commands per cycle",
         "÷ raw",
-        "÷ rslock",
+        "commands sent per cycle",
+        "commands run per cycle (in scripts too)",
+        "cycles/s ÷ raw",
+        "cycles/s ÷ rslock",
     ]);
+    let median_work = |lib: Lib, tasks: usize, f: fn(&RedisWork) -> f64| {
+        let (_, _, reps) = points
+            .iter()
+            .find(|(l, t, _)| *l == lib && *t == tasks)
+            .expect("measured");
+        if reps.iter().any(|p| p.redis.is_none()) {
+            return f64::NAN;
+        }
+        stats::median(reps.iter().filter_map(|p| p.redis.as_ref().map(f)))
+    };
+    let work = |v: f64, digits: usize| {
+        if v.is_nan() {
+            "–".to_owned()
+        } else {
+            format!("{v:.digits$}")
+        }
+    };
     let mut rates = Vec::new();
     for (lib, tasks, reps) in &points {
         let rate = median_rate(*lib, *tasks);
-        rates.push((*lib, *tasks, rate));
+        let us = median_work(*lib, *tasks, |w| w.us);
+        rates.push((*lib, *tasks, rate, us));
         let lo = reps.iter().map(|p| p.rate).fold(f64::INFINITY, f64::min);
         let hi = reps.iter().map(|p| p.rate).fold(0.0, f64::max);
         table.row(vec![
@@ -109,11 +148,13 @@ pub async fn run(env: &Env) -> Result<Outcome> {
                 "{:.1} µs",
                 stats::median(reps.iter().map(|p| p.client_cpu)) * 1e6
             ),
-            if reps.iter().all(|p| p.calls.is_some()) {
-                format!("{:.2}", stats::median(reps.iter().filter_map(|p| p.calls)))
-            } else {
-                "–".to_owned()
+            work(us, 1),
+            match us / median_work(Lib::Raw, *tasks, |w| w.us) {
+                r if r.is_nan() => "–".to_owned(),
+                r => format!("{r:.2}×"),
             },
+            work(median_work(*lib, *tasks, |w| w.sent), 2),
+            work(median_work(*lib, *tasks, |w| w.commands), 1),
             format!("{:.2}×", rate / median_rate(Lib::Raw, *tasks)),
             format!("{:.2}×", rate / median_rate(Lib::Rslock, *tasks)),
         ]);
@@ -142,6 +183,14 @@ async fn point(env: &Env, lib: Lib, tasks: usize) -> Result<Point> {
             // One client (pool of 8, like the raw baseline), one session per task.
             let batch = lib == Lib::Leasehold;
             let client = env.leasehold_client_with("bench", 8, batch).await?;
+            let mut lockers = Vec::new();
+            for i in 0..tasks {
+                lockers.push(libs::Leasehold::new(&client, &format!("u{i}")).await?);
+            }
+            measure(env, lib, lockers).await
+        }
+        Lib::LeaseholdEvalsha => {
+            let client = env.leasehold_evalsha_client("bench", 8).await?;
             let mut lockers = Vec::new();
             for i in 0..tasks {
                 lockers.push(libs::Leasehold::new(&client, &format!("u{i}")).await?);
@@ -215,7 +264,7 @@ async fn measure<L: Locker>(env: &Env, lib: Lib, lockers: Vec<L>) -> Result<Poin
         all.extend(samples);
         cycles += n;
     }
-    let calls = check_work(env, lib, cycles).await?;
+    let redis = check_work(env, lib, cycles).await?;
     let measured = all.len().max(1) as f64;
     let rate = all.len() as f64 / env.plan.point.as_secs_f64();
     let (p50, p99) = stats::p50_p99(&mut all);
@@ -225,7 +274,7 @@ async fn measure<L: Locker>(env: &Env, lib: Lib, lockers: Vec<L>) -> Result<Poin
         p99,
         server_cpu: server / measured,
         client_cpu: client / measured,
-        calls,
+        redis,
     })
 }
 
@@ -237,38 +286,71 @@ async fn server_cpu(env: &Env, lib: Lib) -> Result<f64> {
     }
 }
 
+/// The commands a library sends itself (the rest run inside its scripts).
+fn sent_commands(lib: Lib) -> &'static [&'static str] {
+    match lib {
+        Lib::Raw | Lib::Rslock => &["set", "evalsha"],
+        _ => &["evalsha", "fcall"],
+    }
+}
+
+/// Commands that are not the lock work: the bench's own statistics, connection set-up, the
+/// doorbell subscription and the function library's load.
+const NOT_WORK: [&str; 12] = [
+    "info",
+    "config|resetstat",
+    "config|set",
+    "client|setname",
+    "client|id",
+    "hello",
+    "ping",
+    "ssubscribe",
+    "subscribe",
+    "function|load",
+    "acl|setuser",
+    "publish",
+];
+
 /// Make sure every counted cycle reached Redis (a library that silently did nothing would
 /// look fast): raw and rslock send a SET and an EVALSHA per cycle; leasehold's scripts run a
-/// ZADD (lock) and a ZREM (unlock) per cycle, however many calls went in one batch.
-/// Returns the commands the client sent per cycle (warm-up included; leasehold's also count
-/// the sessions' grant and revoke): SET + EVALSHA for raw and rslock, EVALSHA for leasehold
-/// (whose SETs run inside its scripts).
-async fn check_work(env: &Env, lib: Lib, cycles: u64) -> Result<Option<f64>> {
+/// ZADD (lock) and a ZREM (unlock) per cycle, however many calls went in one batch. Returns
+/// what Redis did per cycle (warm-up included; leasehold's figures also include its sessions'
+/// grant and revoke).
+async fn check_work(env: &Env, lib: Lib, cycles: u64) -> Result<Option<RedisWork>> {
+    if lib == Lib::Etcd {
+        return Ok(None);
+    }
     let stats = env.admin.commandstats().await?;
     let calls = |c: &str| stats.get(c).map_or(0, |s| s.calls);
-    let per_cycle = |n: u64| Some(n as f64 / cycles.max(1) as f64);
-    let (ok, sent) = match lib {
-        Lib::Raw | Lib::Rslock => (
-            calls("set") >= cycles && calls("evalsha") >= cycles,
-            per_cycle(calls("set") + calls("evalsha")),
-        ),
-        Lib::Leasehold | Lib::LeaseholdUnbatched | Lib::LeaseholdOneSession => (
-            calls("zadd") >= cycles && calls("zrem") >= cycles,
-            per_cycle(calls("evalsha")),
-        ),
-        Lib::Etcd => (true, None),
+    let ok = match lib {
+        Lib::Raw | Lib::Rslock => calls("set") >= cycles && calls("evalsha") >= cycles,
+        _ => calls("zadd") >= cycles && calls("zrem") >= cycles,
     };
-    if ok {
-        Ok(sent)
-    } else {
-        Err(format!(
-            "{}: {cycles} cycles counted but Redis saw only {} SET, {} EVALSHA, {} ZADD, {} ZREM",
+    if !ok {
+        return Err(format!(
+            "{}: {cycles} cycles counted but Redis saw only {} SET, {} EVALSHA, {} FCALL, {} ZADD, {} ZREM",
             lib.name(),
             calls("set"),
             calls("evalsha"),
+            calls("fcall"),
             calls("zadd"),
             calls("zrem")
         )
-        .into())
+        .into());
     }
+    let per_cycle = |n: u64| n as f64 / cycles.max(1) as f64;
+    let sent = sent_commands(lib);
+    // Raw and rslock's SET is sent by the client; leasehold's SETs run inside its scripts,
+    // whose time already includes theirs.
+    Ok(Some(RedisWork {
+        sent: per_cycle(sent.iter().map(|c| calls(c)).sum()),
+        commands: per_cycle(
+            stats
+                .iter()
+                .filter(|(c, _)| !NOT_WORK.contains(&c.as_str()))
+                .map(|(_, s)| s.calls)
+                .sum(),
+        ),
+        us: per_cycle(sent.iter().map(|c| stats.get(*c).map_or(0, |s| s.usec)).sum()),
+    }))
 }

@@ -150,13 +150,18 @@ async fn pump(
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         // While blackholed, do not even read: the sender's bytes wait in the socket buffers.
-        let latency = match mode.wait_for(|m| *m != Mode::Blackhole).await.map(|m| *m) {
-            Ok(Mode::Forward { latency }) => latency,
-            _ => return,
-        };
+        if mode.wait_for(|m| *m != Mode::Blackhole).await.is_err() {
+            return;
+        }
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
+        };
+        // The latency in force when the chunk arrived (not when the read began, which may be
+        // long before a `delay`).
+        let latency = match *mode.borrow() {
+            Mode::Forward { latency } => latency,
+            Mode::Blackhole => Duration::ZERO,
         };
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;

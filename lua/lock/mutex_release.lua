@@ -4,6 +4,10 @@
 -- remove a newer holder. The other lock kinds release through lua/lock/lock_release.lua; this one is
 -- the lock hot path: core prelude only, each key touched once before the first write, and an
 -- uncontended release reads the queue once.
+-- A release does not move the revision counter: fencing tokens come from acquisitions, each
+-- of which takes a new revision, and nothing orders releases. So a release alone in its
+-- queue never reads the counter; one with others queued reads it before its first write, as
+-- pruning a dead entry on the way moves it.
 -- KEYS: rev, leases, mutex:<name>, attached:<lease>
 -- ARGV: lease id, contender, revision (0 = whatever revision this contender has)
 -- Returns 1 when the entry was the live owner, 0 when it was not held (absent, only waiting,
@@ -13,7 +17,6 @@ local lease, member, want = ARGV[1], ARGV[2], uint_of(ARGV[3])
 -- (expect_member's check, written out: this is the hot path)
 if lease_of(member) ~= lease or AK ~= attached_key(lease) then fail('ARG', 'contender does not match lease ' .. lease) end
 if not want then fail('ARG', 'revision must be a number') end
-read_rev()
 local alive = own_lease_left(lease)
 -- The front of the queue: a holder finds itself here.
 local front = typed(Q, 'zset', 'ZRANGE', Q, 0, 15, 'WITHSCORES')
@@ -22,10 +25,10 @@ for i = 1, #front, 2 do
   if front[i] == member then score = tonumber(front[i + 1]) break end
 end
 if not score and #front == 32 then score = tonumber(redis.call('ZSCORE', Q, member)) end
+if #front > 2 then read_rev() end
 if not may_release(score, AK, lease, member, want) then return 0 end
 typed(AK, 'set', 'SREM', AK, 'z ' .. member .. ' ' .. Q)
 redis.call('ZREM', Q, member)
-touch_rev()
 local owned = alive ~= nil
 -- Alone in the queue: nobody to hand over to.
 if #front == 2 then return owned and 1 or 0 end

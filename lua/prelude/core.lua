@@ -14,12 +14,17 @@
 -- Errors a caller can act on are raised as `LH<CODE> <details>` and are raised before the first
 -- write, so a rejected call leaves every key as it was. A key's type is checked by the first
 -- command that touches it (`typed`), so every key must be touched once before the first write.
+--
+-- The same text runs two ways (src/redis/scripts.rs): as an EVALSHA script, prelude + body,
+-- where Redis runs it all on every call; and as one function library (FUNCTION LOAD), where
+-- the preludes run once at load and each body is a function. So nothing here may touch KEYS,
+-- ARGV or Redis at load time: each call starts with begin(KEYS), which sets what is per call
+-- (the keys, the time, the per-run memos below), and the library's upvalues carry nothing from
+-- one call to the next.
 
-local REV, REG = KEYS[1], KEYS[2]
-local P = string.sub(REV, 1, -4) -- "{ns}:"
-local T = redis.call('TIME')
-local NOW_US = tonumber(T[1]) * 1000000 + tonumber(T[2])
-local NOW_MS = math.floor(NOW_US / 1000)
+-- Per call (set by begin): the call's keys, the revision counter and registry keys, the
+-- namespace prefix "{ns}:", and the server time (TIME's reply, in µs and in ms).
+local K, REV, REG, P, T, NOW_US, NOW_MS
 
 -- Sharded pub/sub (Redis >= 7) keeps a doorbell message on the shard that owns the namespace
 -- instead of broadcasting it to every node of a cluster; the client subscribes to match
@@ -157,6 +162,17 @@ local function own_lease_left(id)
   own_left = lease_left(id)
   own_id = id
   return own_left
+end
+
+-- The start of every call: what is per call, set afresh.
+local function begin(keys)
+  K, REV, REG = keys, keys[1], keys[2]
+  P = string.sub(REV, 1, -4)
+  T = redis.call('TIME')
+  NOW_US = tonumber(T[1]) * 1000000 + tonumber(T[2])
+  NOW_MS = math.floor(NOW_US / 1000)
+  rev_now, rev_bumped, rev_deferred = nil, nil, false
+  own_id, own_left, lease_memo = nil, nil, nil
 end
 
 -- For lua/lock/mutex_batch.lua, once, before its calls: read the revision counter, then defer its

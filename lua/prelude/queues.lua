@@ -27,11 +27,11 @@ end
 
 -- The single-lease scripts get KEYS rev, leases, lease:<id>, attached:<id>: check them.
 local function expect_lease_keys(id)
-  if KEYS[3] ~= lease_key(id) or KEYS[4] ~= attached_key(id) then
+  if K[3] ~= lease_key(id) or K[4] ~= attached_key(id) then
     fail('ARG', 'keys do not match lease ' .. id)
   end
-  expect_type(KEYS[3], 'hash')
-  expect_type(KEYS[4], 'set')
+  expect_type(K[3], 'hash')
+  expect_type(K[4], 'set')
 end
 
 -- Raise LHARG unless contender `member` and the attachment key `akey` are `lease`'s. `what`
@@ -95,7 +95,7 @@ end
 -- The election scripts get KEYS rev, leases, election:<name>, election-values:<name>,
 -- election-log:<name>: check them.
 local function expect_election_keys()
-  local q, vk, lk = KEYS[3], KEYS[4], KEYS[5]
+  local q, vk, lk = K[3], K[4], K[5]
   local evk, elk = election_keys(q)
   if not is_election(q) or vk ~= evk or lk ~= elk then fail('ARG', 'keys do not match election ' .. q) end
   expect_type(q, 'zset')
@@ -355,7 +355,7 @@ end
 
 -- Keys put with a lease: {ns}:key:<key> is a hash {v, lease, crev, mrev, ver}, indexed in the
 -- zset {ns}:keys (all scores 0, ordered by name) for prefix reads.
-local KEYS_INDEX = P .. 'keys'
+local KEYS_INDEX -- P .. 'keys', set by begin_queues
 local KV = 'key:'
 
 -- A revision or version field of key hash `k` as leasehold wrote it; a missing field reads as
@@ -522,7 +522,13 @@ end
 -- first one (its hash is gone and its registry score is 0, so every script sees it expired),
 -- the revoking client repeats its call, and any client's sweep resumes it.
 local DROP_BUDGET = 64
-local drop_budget = DROP_BUDGET
+local drop_budget
+
+-- The start of every call of a script with this prelude, after begin: what is per call here.
+local function begin_queues()
+  KEYS_INDEX = P .. 'keys'
+  drop_budget = DROP_BUDGET
+end
 
 -- Delete a lease and everything attached to it, within this call's drop budget; tell its
 -- owner why (`why` = 'r' revoked, 'x' expired), unless the owner is `caller`: a client

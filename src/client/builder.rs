@@ -379,6 +379,7 @@ impl ClientBuilder {
             sharded,
             held: Arc::default(),
         });
+        core.conn.use_functions().await;
         let (tx, rx) = mpsc::unbounded_channel();
         if core.conn.pool().is_clustered() {
             forward_topology_changes(core.conn.pool(), &tx);

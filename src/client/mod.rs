@@ -185,6 +185,38 @@ impl Client {
         self.inner.eviction.policy()
     }
 
+    /// Whether this client calls leasehold's scripts as Redis functions (`FCALL` of its
+    /// function library, Redis 7 and Valkey) rather than with EVALSHA. Decided when the client
+    /// connects: functions are used when the library is on the server or this client's Redis
+    /// user may load it (see `docs/acl.md`). It turns false if a later call finds functions
+    /// refused, or the library lost and not loadable by this user; it never turns true again.
+    /// Both ways run the same scripts with the same guarantees; functions cost Redis less per
+    /// call (BENCHMARKS.md).
+    pub fn uses_functions(&self) -> bool {
+        self.inner.conn.functions()
+    }
+
+    /// Load leasehold's function library ([`function_library_name`](crate::function_library_name))
+    /// on the server, on every primary of a cluster, and call it from now on: what an operator
+    /// does once per deploy where namespace users may not load functions themselves
+    /// (`docs/acl.md`; the CLI's `leasehold functions load`). Loading a library that is there
+    /// already is not an error.
+    ///
+    /// Fails with [`Error::PermissionDenied`](crate::Error::PermissionDenied) when this user
+    /// may not `FUNCTION LOAD`, and with [`Error::Redis`](crate::Error::Redis) on a server
+    /// without functions (Redis 6.2); nothing is loaded then, and calls go on as before.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> leasehold::Result<()> {
+    /// let admin = leasehold::Client::connect("redis://admin:secret@redis.internal:6379").await?;
+    /// admin.load_functions().await?;
+    /// println!("loaded {}", leasehold::function_library_name());
+    /// # Ok(()) }
+    /// ```
+    pub async fn load_functions(&self) -> Result<()> {
+        self.inner.conn.load_functions().await
+    }
+
     /// What this client shares with its sessions and supervisor.
     pub(crate) fn shared(&self) -> &ClientInner {
         &self.inner

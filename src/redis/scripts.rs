@@ -1,18 +1,35 @@
 //! The script registry: every Lua script leasehold runs, declared once with its properties.
 //!
-//! Each file under `lua/` (outside `lua/prelude/`) is one atomic operation. What Redis runs is
-//! a prelude followed by that file:
+//! Each file under `lua/` (outside `lua/prelude/`) is one atomic operation. It reaches Redis in
+//! two forms, built here from the same text:
 //!
-//! - [`Prelude::Queues`]: the core prelude and the queue prelude (every script but the hot path);
-//! - [`Prelude::Core`]: the core prelude alone. Redis re-runs a script's whole text on every
-//!   call, so the lock hot path (`mutex_acquire`, `mutex_release`) carries only the helpers it
-//!   uses;
-//! - [`Prelude::Batch`]: `lua/lock/mutex_batch.lua`, a dispatcher built from the core prelude
-//!   and every script declared `batched`, each wrapped as `local function <name>(KEYS, ARGV)`.
+//! - **One function library** ([`LIBRARY`], loaded with `FUNCTION LOAD`, called with `FCALL`):
+//!   both preludes, each operation as a local function, and one registered function per
+//!   operation. The preludes run once per load instead of on every call, which is most of what
+//!   a lock call costs inside Redis. Redis 7 and Valkey; the path `Conn` takes when the server
+//!   and the ACL user allow it.
+//! - **A script per operation** (`EVALSHA`): a prelude followed by that file, for Redis 6.2 and
+//!   for users without `FUNCTION`:
+//!   - [`Prelude::Queues`]: the core prelude and the queue prelude (every script but the hot
+//!     path);
+//!   - [`Prelude::Core`]: the core prelude alone. Redis re-runs a script's whole text on every
+//!     call, so the lock hot path (`mutex_acquire`, `mutex_release`) carries only the helpers
+//!     it uses;
+//!   - [`Prelude::Batch`]: `lua/lock/mutex_batch.lua`, a dispatcher built from the core prelude
+//!     and every script declared `batched`, each wrapped as `local function <name>(KEYS, ARGV)`.
+//!
+//! Either way a call starts with `begin(KEYS)` (and `begin_queues()` after the queue prelude),
+//! which sets what is per call; see the head of `lua/prelude/core.lua`.
+//!
+//! The library's name and its functions' names carry a digest of everything it is built from
+//! (`leasehold_<digest>`, `lh_<digest>_<operation>`), so two leasehold versions with different
+//! scripts can share a server during a rolling deploy, each calling its own.
 //!
 //! A script's properties are read here and nowhere else: `grants` (a caller acts on its
-//! success, so with [`Durability`](crate::Durability) its writes must reach replicas first) and
-//! `batched` (calls of many tasks may share one `mutex_batch` call, see [`super::batch`]).
+//! success, so with [`Durability`](crate::Durability) its writes must reach replicas first; as a
+//! function it is refused whole when Redis is out of memory, while the others carry
+//! `allow-oom`, so that releases and revokes, which free memory, still run) and `batched`
+//! (calls of many tasks may share one `mutex_batch` call, see [`super::batch`]).
 
 use std::sync::LazyLock;
 
@@ -36,11 +53,13 @@ pub(crate) struct Declared {
     batched: bool,
 }
 
-/// One compiled-in script: its name (the file stem under `lua/`), its source and SHA1, and its
-/// properties.
+/// One compiled-in script: its name (the file stem under `lua/`), its source and SHA1, its
+/// function's name in [`LIBRARY`], and its properties.
 pub(crate) struct LuaScript {
     pub(crate) name: &'static str,
     pub(crate) script: Script,
+    /// Its name in the function library: `lh_<digest>_<name>`.
+    pub(crate) function: String,
     /// A caller acts on its success (it grants something): with durability, its writes must
     /// reach replicas before it counts. Releases, revokes and reads do not: losing a release in
     /// a failover only delays the next holder until the lease's TTL.
@@ -62,26 +81,37 @@ fn stem(path: &'static str) -> &'static str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
+/// What starts a call after the core prelude alone, and after both preludes.
+const BEGIN_CORE: &str = "begin(KEYS)\n";
+const BEGIN_QUEUES: &str = "begin(KEYS) begin_queues()\n";
+
+/// `body` as a local function of the operation's name.
+fn wrapped(d: &Declared) -> String {
+    format!(
+        "local function {}(KEYS, ARGV)\n{}\nend\n",
+        stem(d.path),
+        d.body
+    )
+}
+
 impl LuaScript {
     fn new(d: &Declared) -> LuaScript {
         let source = match d.prelude {
-            Prelude::Core => format!("{CORE_PRELUDE}{}", d.body),
-            Prelude::Queues => format!("{CORE_PRELUDE}{QUEUE_PRELUDE}{}", d.body),
+            Prelude::Core => format!("{CORE_PRELUDE}{BEGIN_CORE}{}", d.body),
+            Prelude::Queues => format!("{CORE_PRELUDE}{QUEUE_PRELUDE}{BEGIN_QUEUES}{}", d.body),
             Prelude::Batch => {
                 let mut source = CORE_PRELUDE.to_owned();
                 for op in DECLARED.iter().filter(|op| op.batched) {
-                    source.push_str(&format!(
-                        "local function {}(KEYS, ARGV)\n{}\nend\n",
-                        stem(op.path),
-                        op.body
-                    ));
+                    source.push_str(&wrapped(op));
                 }
+                source.push_str(BEGIN_CORE);
                 source.push_str(d.body);
                 source
             }
         };
         LuaScript {
             name: stem(d.path),
+            function: function_name(stem(d.path)),
             script: Script::from_lua(source),
             grants: d.grants,
             batched: d.batched,
@@ -96,6 +126,74 @@ impl LuaScript {
         self.script.lua().map_or("", |s| &**s)
     }
 }
+
+/// The function library: every operation, loaded once with `FUNCTION LOAD`.
+pub(crate) struct Library {
+    /// `leasehold_<digest>`.
+    pub(crate) name: String,
+    /// The digest of everything the library is built from.
+    pub(crate) digest: &'static str,
+    /// A function without keys that returns the digest: whether the library is loaded.
+    pub(crate) version_function: String,
+    /// The library's code, with its `#!lua name=…` header.
+    pub(crate) code: String,
+}
+
+/// A digest of everything the library is built from: the same scripts give the same names.
+static DIGEST: LazyLock<String> = LazyLock::new(|| {
+    let mut all = format!("{CORE_PRELUDE}{QUEUE_PRELUDE}");
+    for d in DECLARED {
+        all.push_str(&format!("{}|{}|{}\n", d.path, d.grants, d.body));
+    }
+    fred::util::sha1_hash(&all)[..12].to_owned()
+});
+
+fn function_name(stem: &str) -> String {
+    format!("lh_{}_{stem}", *DIGEST)
+}
+
+/// The name of leasehold's Redis function library, `leasehold_<digest>`: the digest covers
+/// every script, so each leasehold version with other scripts has its own library, and two
+/// versions share a server without calling each other's code. See `docs/acl.md` for who loads
+/// it, and [`Client::load_functions`](crate::Client::load_functions).
+pub fn function_library_name() -> &'static str {
+    &LIBRARY.name
+}
+
+/// The function library (see the module doc).
+pub(crate) static LIBRARY: LazyLock<Library> = LazyLock::new(|| {
+    let name = format!("leasehold_{}", *DIGEST);
+    let mut code = format!("#!lua name={name}\n{CORE_PRELUDE}{QUEUE_PRELUDE}");
+    // The batched operations come first: the batch dispatcher calls them by name.
+    let mut ordered: Vec<&Declared> = DECLARED.iter().filter(|d| d.batched).collect();
+    ordered.extend(DECLARED.iter().filter(|d| !d.batched));
+    for d in &ordered {
+        code.push_str(&wrapped(d));
+    }
+    for d in &ordered {
+        let op = stem(d.path);
+        // A grant is refused whole when Redis is out of memory (as its first write would be);
+        // the rest may run and free memory.
+        let flags = if d.grants { "" } else { "'allow-oom'" };
+        code.push_str(&format!(
+            "redis.register_function{{function_name='{}', flags={{{flags}}}, \
+             callback=function(keys, args) begin(keys) begin_queues() return {op}(keys, args) end}}\n",
+            function_name(op)
+        ));
+    }
+    let version_function = function_name("version");
+    code.push_str(&format!(
+        "redis.register_function{{function_name='{version_function}', flags={{'no-writes'}}, \
+         callback=function() return '{}' end}}\n",
+        *DIGEST
+    ));
+    Library {
+        name,
+        digest: &DIGEST,
+        version_function,
+        code,
+    }
+});
 
 const fn has(props: &[&str], prop: &str) -> bool {
     let mut i = 0;

@@ -102,6 +102,7 @@ pub async fn eval_script(
     // the same.
     let source = read(&format!("{lua}/prelude/core.lua"))
         + &read(&format!("{lua}/prelude/queues.lua"))
+        + "begin(KEYS) begin_queues()\n"
         + &read(script.to_str().unwrap());
     raw.eval(source, keys, args).await
 }
@@ -139,6 +140,34 @@ pub async fn publish_doorbell(raw: &fred::clients::Client, channel: &str, msg: &
         "PUBLISH"
     };
     cmd::<i64>(raw, command, &[channel, msg]).await.unwrap();
+}
+
+/// Script calls that ran since the last `CONFIG RESETSTAT`: `FCALL` and `EVALSHA` alike (leasehold
+/// calls its function library where the server has functions). A call that found the script or
+/// library missing failed, and was sent again: it is not counted.
+pub async fn script_calls(raw: &fred::clients::Client) -> u64 {
+    let mut ran = 0;
+    for command in ["fcall", "evalsha"] {
+        let (calls, failed) = command_calls(raw, command).await;
+        ran += calls - failed;
+    }
+    ran
+}
+
+/// What a restart or failover to an empty replica does to leasehold's code in Redis: `SCRIPT
+/// FLUSH`, and `FUNCTION FLUSH` where the server has functions.
+pub async fn flush_scripts(raw: &fred::clients::Client) {
+    let _: () = cmd(raw, "SCRIPT", &["FLUSH"]).await.unwrap();
+    if has_functions(raw).await {
+        let _: () = cmd(raw, "FUNCTION", &["FLUSH"]).await.unwrap();
+    }
+}
+
+/// Whether the server has Redis functions (Redis 7, Valkey): leasehold then uses `FCALL`.
+pub async fn has_functions(raw: &fred::clients::Client) -> bool {
+    cmd::<fred::types::Value>(raw, "FUNCTION", &["LIST"])
+        .await
+        .is_ok()
 }
 
 /// `(calls, failed_calls)` of `command` from `INFO commandstats` (`"evalsha"`,

@@ -8,6 +8,7 @@
 
 mod elect;
 mod exit;
+mod functions;
 mod inspect;
 mod lease;
 mod lock;
@@ -81,6 +82,9 @@ pub(crate) enum Command {
     Locks(locks::Args),
     /// Every live session (lease) in the namespace, oldest first, with a summary per process.
     Sessions(sessions::Args),
+    /// leasehold's Redis function library: load it (as an operator), or see whether it is used.
+    #[command(subcommand)]
+    Functions(functions::Command),
 }
 
 /// The options of the commands that grant something (lock, elect, lease grant and
@@ -273,6 +277,7 @@ fn main() -> ExitCode {
             Command::Inspect(args) => inspect::run(&cli, args).await,
             Command::Locks(args) => locks::run(&cli, args).await,
             Command::Sessions(args) => sessions::run(&cli, args).await,
+            Command::Functions(cmd) => functions::run(&cli, cmd).await,
         }
     });
     // Background work (a release, a revoke) finishes before the runtime goes.
