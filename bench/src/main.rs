@@ -151,7 +151,9 @@ impl Env {
         pool: usize,
     ) -> Result<leasehold::Client> {
         let url = self.admin.user_without_functions(&self.redis_url).await?;
-        let client = self.leasehold_client_at(&url, namespace, pool, true).await?;
+        let client = self
+            .leasehold_client_at(&url, namespace, pool, true)
+            .await?;
         if client.uses_functions() {
             return Err("the EVALSHA client calls functions".into());
         }

@@ -48,35 +48,39 @@ struct Row {
 
 pub async fn run(env: &Env) -> Result<Table> {
     let rows = [
-        ("open a session (`lease_grant`)", "evalsha"),
-        ("lock a free mutex (`mutex_acquire` → held)", "evalsha"),
-        ("try_lock a held mutex (`mutex_acquire` → locked)", "evalsha"),
-        ("unlock, nobody waiting (`mutex_release`)", "evalsha"),
+        ("open a session (`lease_grant`)", "script"),
+        ("lock a free mutex (`mutex_acquire` → held)", "script"),
+        ("try_lock a held mutex (`mutex_acquire` → locked)", "script"),
+        ("unlock, nobody waiting (`mutex_release`)", "script"),
         (
             "lock a free mutex, 64 in flight on one client, batched (`mutex_batch`; usec_per_call is per batch)",
-            "evalsha",
+            "script",
         ),
         (
             "unlock, nobody waiting, 64 in flight, batched (`mutex_batch`; usec_per_call is per batch)",
-            "evalsha",
+            "script",
         ),
-        ("renew one lease (`lease_renew`, keep_alive_once)", "evalsha"),
+        ("renew one lease (`lease_renew`, keep_alive_once)", "script"),
         (
             "handoff to a waiter (`mutex_release`; its `o` ring spares the waiter a re-check): per handoff",
-            "evalsha",
+            "script",
         ),
-        ("close a session holding 1 lock (`lease_revoke`)", "evalsha"),
-        ("close a session, nothing attached (`lease_revoke`)", "evalsha"),
+        ("close a session holding 1 lock (`lease_revoke`)", "script"),
+        ("close a session, nothing attached (`lease_revoke`)", "script"),
         ("raw: acquire (`SET NX PX`)", "set"),
         ("raw: release (compare-and-delete `EVALSHA`)", "evalsha"),
         ("floor: an empty script (`return 0`)", "evalsha"),
         (
-            "floor: the core prelude alone (`TIME`, define its helpers, `return 0`)",
+            "floor: the core prelude alone (define its helpers, `begin`: `TIME`; `return 0`)",
             "evalsha",
         ),
         (
             "floor: both preludes (what every script off the lock path runs first)",
             "evalsha",
+        ),
+        (
+            "floor: a function of the library that returns a constant (`FCALL` of `version`)",
+            "fcall",
         ),
     ];
     let mut table_rows: Vec<Row> = rows
@@ -90,14 +94,20 @@ pub async fn run(env: &Env) -> Result<Table> {
     // Each script alone: batching off, except for the rows that measure the batches.
     let client = env.leasehold_client_with("cpu", 8, false).await?;
     let batching = env.leasehold_client_with("cpu", 8, true).await?;
+    // How leasehold's calls reach Redis on this server: `FCALL` of its library, or EVALSHA.
+    let script = if client.uses_functions() {
+        "fcall"
+    } else {
+        "evalsha"
+    };
     let clients = (&client, &batching);
     let raw = RawShared::connect(&env.redis_url).await?;
     // Once unmeasured, so every script is loaded (the first calls answer NOSCRIPT) and no
     // reload is counted.
-    one_rep(env, clients, &raw, 32).await?;
+    one_rep(env, clients, &raw, script, 32).await?;
     for rep in 0..env.plan.reps {
         eprintln!("  redis cpu: rep {}/{}", rep + 1, env.plan.reps);
-        let measured = one_rep(env, clients, &raw, env.plan.cpu_calls).await?;
+        let measured = one_rep(env, clients, &raw, script, env.plan.cpu_calls).await?;
         for (row, m) in table_rows.iter_mut().zip(measured) {
             row.reps.push(m);
         }
@@ -116,7 +126,11 @@ pub async fn run(env: &Env) -> Result<Table> {
         let med = |f: fn(&Measured) -> f64| stats::median(row.reps.iter().map(f));
         table.row(vec![
             row.what.to_owned(),
-            row.command.to_uppercase(),
+            match row.command {
+                "script" => script,
+                other => other,
+            }
+            .to_uppercase(),
             stats::thousands(med(|m| m.calls as f64)),
             format!("{:.1} µs", med(|m| m.usec_per_call)),
             format!("{:.1} µs", med(|m| m.cpu_us_per_op)),
@@ -135,26 +149,27 @@ async fn one_rep(
     env: &Env,
     (client, batching): (&leasehold::Client, &leasehold::Client),
     raw: &RawShared,
+    script: &str,
     n: usize,
 ) -> Result<Vec<Measured>> {
     let opts = leasehold::SessionOptions::new().ttl(crate::libs::TTL);
     let name = |i: usize| format!("cpu-{}", i);
     let mut out = Vec::new();
 
-    let (a, m) = phase(env, "evalsha", n, async {
+    let (a, m) = phase(env, script, n, async {
         all(n, |_| client.session_with(opts.clone())).await
     })
     .await?;
     out.push(m);
     let a = &a;
 
-    let (held, m) = phase(env, "evalsha", n, async {
+    let (held, m) = phase(env, script, n, async {
         all(n, |i| async move { a[i].mutex(&name(i))?.lock().await }).await
     })
     .await?;
     out.push(m);
 
-    let ((), m) = phase(env, "evalsha", n, async {
+    let ((), m) = phase(env, script, n, async {
         all(n, |i| async move {
             match a[i].mutex(&name((i + 1) % n))?.try_lock().await {
                 Err(leasehold::Error::Locked { .. }) => Ok(()),
@@ -168,7 +183,7 @@ async fn one_rep(
     .await?;
     out.push(m);
 
-    let ((), m) = phase(env, "evalsha", n, async {
+    let ((), m) = phase(env, script, n, async {
         unlock_all(held, CONCURRENCY).await
     })
     .await?;
@@ -177,16 +192,16 @@ async fn one_rep(
     // The same two operations from one client with 64 in flight, so that calls go in batches:
     // usec_per_call is per batch call (calls per rep shows how many), the rest per operation.
     let c = &all(n, |_| batching.session_with(opts.clone())).await?;
-    let (held, m) = phase(env, "evalsha", n, async {
+    let (held, m) = phase(env, script, n, async {
         crate::run_all(n, 64, |i| async move { c[i].mutex(&name(i))?.lock().await }).await
     })
     .await?;
     out.push(m);
-    let ((), m) = phase(env, "evalsha", n, async { unlock_all(held, 64).await }).await?;
+    let ((), m) = phase(env, script, n, async { unlock_all(held, 64).await }).await?;
     out.push(m);
     all(n, |i| c[i].close()).await?;
 
-    let ((), m) = phase(env, "evalsha", n, async {
+    let ((), m) = phase(env, script, n, async {
         all(n, |i| client.keep_alive_once(a[i].lease()))
             .await
             .map(drop)
@@ -211,7 +226,7 @@ async fn one_rep(
         .admin
         .commandstats()
         .await?
-        .get("evalsha")
+        .get(script)
         .map_or(0, |s| s.calls)
         < n as u64
     {
@@ -220,7 +235,7 @@ async fn one_rep(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (b_held, mut m) = phase(env, "evalsha", n, async {
+    let (b_held, mut m) = phase(env, script, n, async {
         let guards = std::sync::Mutex::new(held.into_iter().map(Some).collect::<Vec<_>>());
         all(n, |i| {
             let g = guards.lock().unwrap()[i].take();
@@ -243,7 +258,7 @@ async fn one_rep(
     }
 
     let held = all(n, |i| async move { a[i].mutex(&name(i))?.lock().await }).await?;
-    let ((), m) = phase(env, "evalsha", n, async {
+    let ((), m) = phase(env, script, n, async {
         all(n, |i| a[i].close()).await.map(drop)
     })
     .await?;
@@ -262,7 +277,7 @@ async fn one_rep(
     })
     .await?;
 
-    let ((), m) = phase(env, "evalsha", n, async {
+    let ((), m) = phase(env, script, n, async {
         all(n, |i| b[i].close()).await.map(drop)
     })
     .await?;
@@ -314,8 +329,8 @@ async fn one_rep(
     // (prepended to the scripts) run to their end without calling anything.
     for body in [
         String::from("return 0"),
-        format!("{PRELUDE}\nreturn 0"),
-        format!("{PRELUDE}{PRELUDE_QUEUES}\nreturn 0"),
+        format!("{PRELUDE}begin(KEYS)\nreturn 0"),
+        format!("{PRELUDE}{PRELUDE_QUEUES}begin(KEYS) begin_queues()\nreturn 0"),
     ] {
         let script = Script::from_lua(body);
         script.load(raw.pool().next()).await?;
@@ -338,6 +353,27 @@ async fn one_rep(
         .await?;
         out.push(m);
     }
+    // The same floor for a function: the call and the library's per-call nothing.
+    let version = format!(
+        "lh_{}_version",
+        leasehold::function_library_name().trim_start_matches("leasehold_")
+    );
+    let version = &version;
+    let ((), m) = phase(env, "fcall", n, async {
+        all(n, |_| async move {
+            fred::prelude::FunctionInterface::fcall::<String, _, _, _>(
+                raw.pool(),
+                version.as_str(),
+                Vec::<String>::new(),
+                Vec::<String>::new(),
+            )
+            .await
+        })
+        .await
+        .map(drop)
+    })
+    .await?;
+    out.push(m);
     Ok(out)
 }
 

@@ -49,7 +49,9 @@ impl Outcome {
     }
 
     fn find(&self, lib: Lib, tasks: usize) -> Option<&(Lib, usize, f64, f64)> {
-        self.rates.iter().find(|(l, t, _, _)| *l == lib && *t == tasks)
+        self.rates
+            .iter()
+            .find(|(l, t, _, _)| *l == lib && *t == tasks)
     }
 }
 
@@ -351,6 +353,10 @@ async fn check_work(env: &Env, lib: Lib, cycles: u64) -> Result<Option<RedisWork
                 .map(|(_, s)| s.calls)
                 .sum(),
         ),
-        us: per_cycle(sent.iter().map(|c| stats.get(*c).map_or(0, |s| s.usec)).sum()),
+        us: per_cycle(
+            sent.iter()
+                .map(|c| stats.get(*c).map_or(0, |s| s.usec))
+                .sum(),
+        ),
     }))
 }

@@ -2,7 +2,9 @@
 -- Mutex::try_lock; see src/sync/mutex.rs). Calling it again for the same contender is how a waiter
 -- re-checks: it keeps its place and its revision.
 -- The lock hot path: runs with the core prelude only, and touches each key once before the
--- first write (a wrong type fails there, leaving everything as it was).
+-- first write (a wrong type fails there, leaving everything as it was). The revision counter is
+-- read and written by one command when the request queues (next_rev), and not at all by a
+-- try_lock that finds the lock held or by a re-check.
 -- KEYS: rev, leases, mutex:<name>, attached:<lease>
 -- ARGV: lease id, contender ("<lease id>.<suffix>"), try (1 = do not queue behind a holder), recheck (1 = a waiter asking again)
 -- Returns one of
@@ -16,7 +18,6 @@ local Q, AK = KEYS[3], KEYS[4]
 local lease, member, try, recheck = ARGV[1], ARGV[2], ARGV[3] == '1', ARGV[4] == '1'
 -- (expect_member's check, written out: this is the hot path)
 if lease_of(member) ~= lease or AK ~= attached_key(lease) then fail('ARG', 'contender does not match lease ' .. lease) end
-read_rev()
 if not own_lease_left(lease) then return { 'lost' } end
 if recheck then
   -- Re-checking a wait whose entry was removed (revoked, adopted): stop, do not re-queue.

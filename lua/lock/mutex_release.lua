@@ -19,7 +19,7 @@ if lease_of(member) ~= lease or AK ~= attached_key(lease) then fail('ARG', 'cont
 if not want then fail('ARG', 'revision must be a number') end
 local alive = own_lease_left(lease)
 -- The front of the queue: a holder finds itself here.
-local front = typed(Q, 'zset', 'ZRANGE', Q, 0, 15, 'WITHSCORES')
+local front = typed(Q, 'zset', 'ZRANGE', Q, '0', '15', 'WITHSCORES')
 local score
 for i = 1, #front, 2 do
   if front[i] == member then score = tonumber(front[i + 1]) break end

@@ -113,6 +113,22 @@ local function set_rev(n)
 end
 
 local function next_rev()
+  if not rev_now and not rev_deferred then
+    -- The counter not read yet (the lock hot path reads it only here): read and write it in
+    -- one command, guessing that the clock is ahead of it, as it is unless two revisions fall
+    -- in one microsecond or the clock stepped back. A guess that was wrong is written again,
+    -- and a counter that was not a number is put back before failing: either way the run's
+    -- writes are as if it had read first.
+    local old = typed(REV, 'string', 'SET', REV, int(NOW_US), 'GET')
+    if old and not uint_of(old) then
+      redis.call('SET', REV, old, 'KEEPTTL')
+      fail('CORRUPT', 'revision counter is not a number: ' .. REV)
+    end
+    local nxt = tonumber(old or '0') + 1
+    if NOW_US > nxt then nxt = NOW_US else redis.call('SET', REV, int(nxt)) end
+    rev_now, rev_bumped = nxt, nxt
+    return nxt
+  end
   if not rev_now then read_rev() end
   local nxt = rev_now + 1
   if NOW_US > nxt then nxt = NOW_US end
@@ -140,13 +156,12 @@ local function attached_key(id) return P .. 'attached:' .. id end
 -- whole run.
 local own_id, own_left = nil, nil
 local lease_memo = nil
-local function lease_left(id)
-  if id == own_id then return own_left end
+-- The registry's answer for lease `id`: ms left, or nil (remembered for the rest of a batch).
+local function registry_left(id)
   if lease_memo then
     local known = lease_memo[id]
     if known ~= nil then return known or nil end
   end
-  if not is_lease_id(id) then return nil end
   local s = typed(REG, 'zset', 'ZSCORE', REG, id)
   local left = s and tonumber(s) - NOW_MS
   if not (left and left > 0) then
@@ -158,8 +173,17 @@ local function lease_left(id)
   return left
 end
 
+local function lease_left(id)
+  if id == own_id then return own_left end
+  if not is_lease_id(id) then return nil end
+  return registry_left(id)
+end
+
+-- The caller's own lease. Its id comes from the caller, who names its own contender and keys
+-- with it (the scripts check that they match), so it skips is_lease_id: that pattern match is
+-- the costliest Lua step of a lock call after the commands themselves.
 local function own_lease_left(id)
-  own_left = lease_left(id)
+  own_left = registry_left(id)
   own_id = id
   return own_left
 end
@@ -238,7 +262,11 @@ end
 local function live_head(q, prune, limit)
   local start, seen = 0, 0
   while true do
-    local batch = typed(q, 'zset', 'ZRANGE', q, start, start + 15, 'WITHSCORES')
+    -- Strings, not numbers: Redis formats a Lua number argument with sprintf, which costs more
+    -- than the ZRANGE itself.
+    local from, to = '0', '15'
+    if start > 0 then from, to = int(start), int(start + 15) end
+    local batch = typed(q, 'zset', 'ZRANGE', q, from, to, 'WITHSCORES')
     if #batch == 0 then return nil, nil, nil, false end
     for i = 1, #batch, 2 do
       local m = batch[i]
