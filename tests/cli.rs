@@ -719,3 +719,57 @@ async fn locks_lists_every_lock_with_its_holder() {
     assert_eq!(row["holders"], 1);
     assert_eq!(row["holder_label"], "batch job");
 }
+
+/// `functions load` loads the library as the --url user; `functions status` says whether this
+/// version's clients call it; a user refused FUNCTION LOAD gets the denial's exit code.
+#[tokio::test]
+async fn functions_load_and_status() {
+    let server = server();
+    let raw = support::raw(&server).await;
+    let library = leasehold::function_library_name();
+    if !support::has_functions(&raw).await {
+        let (code, out, err) = output(&server, "c15", &["functions", "status"]).await;
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains("not in use, scripts run with EVALSHA"),
+            "{out}"
+        );
+        return;
+    }
+    let (code, out, err) = output(&server, "c15", &["functions", "load"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), format!("function library {library} loaded"));
+    let (code, out, err) = output(&server, "c15", &["--json", "functions", "status"]).await;
+    assert_eq!(code, 0, "{err}");
+    let row: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(row["library"], library);
+    assert_eq!(row["in_use"], true);
+
+    // A user who may call but not load.
+    let _: String = support::cmd(
+        &raw,
+        "ACL",
+        &[
+            "SETUSER",
+            "caller",
+            "on",
+            ">pw",
+            "~*",
+            "&*",
+            "+@all",
+            "-function|load",
+        ],
+    )
+    .await
+    .unwrap();
+    let _: String = support::cmd(&raw, "FUNCTION", &["FLUSH"]).await.unwrap();
+    let url = format!("redis://caller:pw@127.0.0.1:{}", server.port());
+    let run = leasehold(&server, "c15", &["--url", &url, "functions", "load"]).output();
+    let out = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("finishes")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NOPERM") && err.contains(library), "{err}");
+}
