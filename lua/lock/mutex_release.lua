@@ -28,12 +28,20 @@ if not score and #front == 32 then score = tonumber(redis.call('ZSCORE', Q, memb
 if #front > 2 then read_rev() end
 if not may_release(score, AK, lease, member, want) then return 0 end
 typed(AK, 'set', 'SREM', AK, 'z ' .. member .. ' ' .. Q)
+-- An owner whose lease ran out before its unlock: a lock-delay holds the lock on (delay_hold).
+if not alive and string.find(member, '^[^.]+%.d') then
+  local head_score = select(3, live_head(Q, false, 64))
+  if not (head_score and head_score < score) and delay_hold(Q, member, score, died_at(member)) then
+    return 0
+  end
+end
 redis.call('ZREM', Q, member)
 local owned = alive ~= nil
 -- Alone in the queue: nobody to hand over to.
 if #front == 2 then return owned and 1 or 0 end
 -- The first live entry left (dead ones ahead are pruned on the way).
-local head, _, head_score = live_head(Q, true, 64)
+-- Waiters behind an owner released alive never owned: no lock-delay of theirs applies.
+local head, _, head_score = live_head(Q, true, 64, owned and score or nil)
 if head and head_score < score then
   -- A live entry ahead of it owns, and still does: it was only waiting.
   return 0

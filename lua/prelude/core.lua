@@ -256,10 +256,54 @@ local function ring_turn(q, m, score)
   end
 end
 
+-- Lock-delay (Consul's, Chubby's): a mutex contender made with a delay carries it in its id,
+-- "<lease>.d<ms>-<random>" (src/sync/mutex.rs). When its lease ends while it owns the mutex
+-- (expired or revoked; not an unlock while alive, nor an adoption), its entry is replaced in place by a
+-- placeholder "<hold>.delay" whose lease <hold> lives until `died` + the delay: every waiter
+-- sees a live holder and re-checks when that runs out, as behind any holder. <hold> is the
+-- dead lease's id with UUID version 0 (real leases are version 7) and the delay in its last 12
+-- hex digits; it has no hash and nobody renews it, so the next walk or sweep removes it.
+-- Returns whether it replaced the entry (false: no delay, or it is over already).
+local MAX_LOCK_DELAY_MS = 60000
+local function delay_hold(q, member, score, died)
+  if string.sub(q, #P + 1, #P + 6) ~= 'mutex:' then return false end
+  local ms = uint_of(string.match(member, '^[^.]+%.d(%d+)%-') or '')
+  if not ms or ms == 0 or ms > MAX_LOCK_DELAY_MS or died + ms <= NOW_MS then return false end
+  local lease = lease_of(member)
+  local hold = string.sub(lease, 1, 14) .. '0' .. string.sub(lease, 16, 24)
+    .. string.format('%012x', ms)
+  local placeholder = hold .. '.delay'
+  redis.call('ZADD', REG, 'GT', int(died + ms), hold)
+  typed(attached_key(hold), 'set', 'SADD', attached_key(hold), 'z ' .. placeholder .. ' ' .. q)
+  redis.call('ZADD', q, int(score), placeholder)
+  redis.call('ZREM', q, member)
+  -- The first live waiter re-checks now, to learn how long the placeholder holds (a revoke's
+  -- hand-over would have rung it; an expiry it found itself).
+  local behind = redis.call('ZRANGE', q, '1', '16')
+  for _, m in ipairs(behind) do
+    local l = lease_of(m)
+    if l and lease_left(l) then
+      ring(l, 'c ' .. m)
+      break
+    end
+  end
+  return true
+end
+
+-- When the lease of queue member `m` died, by the registry (its expiry), or now.
+local function died_at(m)
+  local expiry = tonumber(redis.call('ZSCORE', REG, lease_of(m) or '') or '0') or 0
+  if expiry > 0 and expiry <= NOW_MS then return expiry end
+  return NOW_MS
+end
+
 -- First member of queue `q` whose lease is alive, with its ms left and its score. With `prune`,
--- dead members met on the way are removed. At most `limit` dead members are looked at, so one
--- call stays short; the fourth result is true when that limit cut the walk short.
-local function live_head(q, prune, limit)
+-- dead members met on the way are removed; a dead mutex owner with a lock-delay at the front
+-- is replaced by its placeholder instead (delay_hold), unless its score is `after` or more
+-- (it was behind an entry just released while alive: it never owned). At most `limit` dead
+-- members are looked at, so one call stays short; the fourth result is true when that limit
+-- cut the walk short.
+local function live_head(q, prune, limit, after)
   local start, seen = 0, 0
   while true do
     -- Strings, not numbers: Redis formats a Lua number argument with sprintf, which costs more
@@ -273,6 +317,11 @@ local function live_head(q, prune, limit)
       local left = lease_left(lease_of(m) or '')
       if left then return m, left, tonumber(batch[i + 1]), false end
       seen = seen + 1
+      local score = tonumber(batch[i + 1])
+      if prune and (not after or score < after) and string.find(m, '^[^.]+%.d')
+        and delay_hold(q, m, score, died_at(m)) then
+        return live_head(q, prune, limit, after)
+      end
       if prune then
         redis.call('ZREM', q, m)
         if string.sub(q, #P + 1, #P + 9) == 'election:' then

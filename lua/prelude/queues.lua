@@ -483,6 +483,44 @@ local function detach_key(lease, key)
   if redis.call('TYPE', ak)['ok'] == 'set' then redis.call('SREM', ak, 'k ' .. key) end
 end
 
+-- Keys put with Client::put, Session::put or a transaction (lua/kv/kv_put.lua,
+-- kv_delete.lua, kv_txn.lua): the hash of key `name`.
+local function kv_key(name) return P .. KV .. name end
+
+-- Put key `name` = `value` (with `lease`, '' for none), its hash and the index already
+-- type-checked and the lease found alive. Returns the put's revision.
+local function kv_put_apply(name, value, lease)
+  local k = kv_key(name)
+  local old = redis.call('HMGET', k, 'lease', 'crev', 'ver')
+  local old_lease, crev, ver = old[1] or '', tonumber(old[2]), tonumber(old[3]) or 0
+  -- A key whose lease is dead is gone, whether or not a sweep has deleted it yet.
+  if old_lease ~= '' and not lease_left(old_lease) then crev, ver = nil, 0 end
+  if old_lease ~= '' and old_lease ~= lease then detach_key(old_lease, k) end
+  local rev = next_rev()
+  redis.call('HSET', k, 'v', value, 'lease', lease, 'crev', int(crev or rev), 'mrev', int(rev),
+    'ver', int(ver + 1))
+  redis.call('ZADD', KEYS_INDEX, '0', name)
+  if lease ~= '' then attach(lease, attached_key(lease), 'k ' .. k) end
+  return rev
+end
+
+-- Delete key `name`, its hash and the index already type-checked. Returns whether a live key
+-- was there.
+local function kv_delete_apply(name)
+  local k = kv_key(name)
+  if redis.call('EXISTS', k) == 0 then
+    redis.call('ZREM', KEYS_INDEX, name)
+    return false
+  end
+  local lease = redis.call('HGET', k, 'lease') or ''
+  local alive = lease == '' or lease_left(lease) ~= nil
+  if lease ~= '' then detach_key(lease, k) end
+  redis.call('DEL', k)
+  redis.call('ZREM', KEYS_INDEX, name)
+  touch_rev()
+  return alive
+end
+
 -- Delete a key put with `lease` (a key, or a held barrier), unless it has since been put
 -- with another lease.
 local function drop_kv(key, lease)
@@ -503,6 +541,9 @@ end
 local LEASED_QUEUES = { mutex = true, rwlock = true, semaphore = true, election = true,
   dbarrier = true }
 
+-- When the lease drop_lease is dropping died (ms), for the lock-delays of its mutexes.
+local delay_died
+
 local function detach_entry(entry, lease)
   local kind, member, key = entry_parts(entry)
   if kind == 'z' then
@@ -510,6 +551,16 @@ local function detach_entry(entry, lease)
     -- job queue must not make a revoke delete jobs.
     if lease_of(member) ~= lease or not LEASED_QUEUES[kind_of(key)] then return end
     if not owned(key) or redis.call('TYPE', key)['ok'] ~= 'zset' then return end
+    -- Its owner's lease ends without an unlock: a mutex with a lock-delay stays held by a
+    -- placeholder (delay_hold) when no live entry was ahead of it.
+    if delay_died and kind_of(key) == 'mutex' then
+      local score = tonumber(redis.call('ZSCORE', key, member))
+      local _, _, head_score = live_head(key, false, 64)
+      if score and not (head_score and head_score < score)
+        and delay_hold(key, member, score, delay_died) then
+        return
+      end
+    end
     leave_queue(key, member)
   elseif kind == 'k' then
     if owned(key) then drop_kv(key, lease) end
@@ -528,6 +579,7 @@ local drop_budget
 local function begin_queues()
   KEYS_INDEX = P .. 'keys'
   drop_budget = DROP_BUDGET
+  delay_died = nil
 end
 
 -- Delete a lease and everything attached to it, within this call's drop budget; tell its
@@ -540,8 +592,12 @@ local function drop_lease(id, why, caller)
   -- Foreign data at the lease's keys stays where it is.
   if redis.call('TYPE', lk)['ok'] == 'hash' then redis.call('DEL', lk) end
   if redis.call('TYPE', ak)['ok'] == 'set' then
+    -- When it died, for lock-delays: its expiry, or now for a lease revoked while alive (or
+    -- one a revoke began, whose score is 0).
+    local expiry = tonumber(redis.call('ZSCORE', REG, id)) or 0
+    delay_died = (expiry > 0 and expiry <= NOW_MS) and expiry or NOW_MS
     -- Dead before the first release, so hand-overs skip its other entries.
-    redis.call('ZADD', REG, 0, id)
+    redis.call('ZADD', REG, '0', id)
     if drop_budget > 0 then
       local batch = redis.call('SPOP', ak, drop_budget)
       for _, e in ipairs(batch) do detach_entry(e, id) end

@@ -40,6 +40,13 @@ pub(crate) const INDEX_ENTRIES_PER_CALL: u64 = 256;
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) const ADMITS_PER_CALL: u64 = 128;
 
+/// Longest lock-delay of a mutex ([`Mutex::with_lock_delay`](crate::Mutex::with_lock_delay)).
+pub const MAX_LOCK_DELAY: Duration = Duration::from_secs(60);
+
+/// Most compares and ops one transaction ([`Txn`](crate::Txn)) holds, so that one call stays
+/// short.
+pub const MAX_TXN_ITEMS: usize = 128;
+
 /// [`Client::time_to_live_with_keys`](crate::Client::time_to_live_with_keys) lists at most this
 /// many of a lease's attachments.
 pub const MAX_ATTACHMENTS_SHOWN: usize = 1000;
@@ -168,6 +175,14 @@ mod tests {
         assert_eq!(
             lua_constant("prelude/queues.lua", "ADMIT_BATCH"),
             ADMITS_PER_CALL
+        );
+        assert_eq!(
+            lua_constant("kv/kv_txn.lua", "MAX_ITEMS"),
+            MAX_TXN_ITEMS as u64
+        );
+        assert_eq!(
+            lua_constant("prelude/queues.lua", "MAX_LOCK_DELAY_MS"),
+            ms(MAX_LOCK_DELAY)
         );
     }
 

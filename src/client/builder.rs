@@ -48,6 +48,7 @@ pub struct ClientBuilder {
     command_timeout: Duration,
     connect_timeout: Duration,
     on_drop: OnDrop,
+    lock_delay: Duration,
     durability: Option<Durability>,
     batch_locks: bool,
     allow_eviction: bool,
@@ -66,6 +67,7 @@ impl Default for ClientBuilder {
             command_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             on_drop: OnDrop::Revoke,
+            lock_delay: Duration::ZERO,
             durability: None,
             batch_locks: true,
             allow_eviction: false,
@@ -181,6 +183,15 @@ impl ClientBuilder {
         self
     }
 
+    /// The lock-delay of every mutex made through this client, unless set per mutex with
+    /// [`Mutex::with_lock_delay`](crate::Mutex::with_lock_delay), which says what it does
+    /// (default zero: none). At most [`MAX_LOCK_DELAY`](crate::MAX_LOCK_DELAY): `build` fails
+    /// with [`Error::InvalidArgument`] beyond it.
+    pub fn lock_delay(mut self, delay: Duration) -> Self {
+        self.lock_delay = delay;
+        self
+    }
+
     /// Count grants only once `durability` replicas acknowledged them (`WAIT` after every
     /// lock, lease grant/renewal, …). Off by default. See [`Durability`] for exactly what it
     /// changes; use it with Sentinel or any primary with replicas.
@@ -252,6 +263,13 @@ impl ClientBuilder {
     /// Must be called inside a Tokio runtime.
     pub async fn build(self) -> Result<Client> {
         check_namespace(&self.namespace)?;
+        if self.lock_delay > crate::MAX_LOCK_DELAY {
+            return Err(Error::InvalidArgument(format!(
+                "lock-delay {:?} is longer than {:?}",
+                self.lock_delay,
+                crate::MAX_LOCK_DELAY
+            )));
+        }
         crate::base::metrics::describe_once();
         let roots = self.tls_roots.as_deref();
         let config = match (&self.pool, self.config.clone()) {
@@ -407,6 +425,7 @@ impl ClientBuilder {
                 doorbell,
                 live_sessions: Arc::default(),
                 on_drop: self.on_drop,
+                lock_delay: self.lock_delay,
             }),
         })
     }

@@ -31,6 +31,8 @@ pub(crate) struct ClientInner {
     /// Live sessions of the whole client, every namespace.
     pub(crate) live_sessions: Arc<AtomicUsize>,
     pub(crate) on_drop: OnDrop,
+    /// The lock-delay of this client's mutexes unless set per mutex.
+    pub(crate) lock_delay: std::time::Duration,
 }
 
 impl Deref for ClientInner {
@@ -168,6 +170,7 @@ impl Client {
                 doorbell: self.inner.doorbell.clone(),
                 live_sessions: self.inner.live_sessions.clone(),
                 on_drop: self.inner.on_drop,
+                lock_delay: self.inner.lock_delay,
             }),
         })
     }

@@ -270,6 +270,7 @@ registry! {
     KV_GET = "kv/kv_get", Queues;
     KV_DELETE = "kv/kv_delete", Queues;
     KV_RANGE = "kv/kv_range", Queues;
+    KV_TXN = "kv/kv_txn", Queues, grants;
     // etcd's recipes.
     BARRIER_HOLD = "recipes/barrier_hold", Queues, grants;
     BARRIER_RELEASE = "recipes/barrier_release", Queues;

@@ -5,6 +5,7 @@
 //! `src/redis/batch.rs`).
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::base::error::Result;
 use crate::redis::scripts;
@@ -40,6 +41,8 @@ const KIND: LockKind = LockKind::Mutex;
 #[derive(Clone)]
 pub struct Mutex {
     named: NamedLock,
+    /// Lock-delay in ms (0: none); carried in each contender's id (`lua/prelude/queues.lua`).
+    delay_ms: u64,
 }
 
 impl fmt::Debug for Mutex {
@@ -55,9 +58,48 @@ impl Mutex {
     /// The mutex `name` (non-empty, at most [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes) for
     /// `session`. No I/O happens until [`lock`](Self::lock).
     pub fn new(session: &Session, name: &str) -> Result<Mutex> {
+        let delay = session.shared().lock_delay;
         Ok(Mutex {
             named: NamedLock::new(session, KIND, name)?,
+            delay_ms: delay.as_millis() as u64,
         })
+    }
+
+    /// Set this mutex's lock-delay (Consul's and Chubby's): when a holder's session ends
+    /// without unlocking (its lease expired or was revoked; not when another process adopts it),
+    /// the lock stays unavailable for `delay` after, so that what the old holder still does
+    /// in that time (a paused process waking up, writes in flight) lands before the next
+    /// holder starts. A clean [`unlock`](MutexGuard::unlock) (or dropping the guard) is not
+    /// delayed. Default: the client's ([`ClientBuilder::lock_delay`](crate::ClientBuilder::lock_delay)),
+    /// zero unless set. Millisecond resolution, at most [`MAX_LOCK_DELAY`](crate::MAX_LOCK_DELAY);
+    /// more is [`Error::InvalidArgument`](crate::Error::InvalidArgument).
+    ///
+    /// The delay is recorded with each lock request, so it is the one of the holder whose
+    /// session ended that applies. During it, [`inspect`](crate::Client::inspect) shows a holder
+    /// named `<lease>.delay`, on a lease that no process renews.
+    ///
+    /// ```no_run
+    /// # async fn demo(session: leasehold::Session) -> leasehold::Result<()> {
+    /// use std::time::Duration;
+    ///
+    /// let mutex = session.mutex("ledger")?.with_lock_delay(Duration::from_secs(5))?;
+    /// let guard = mutex.lock().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_lock_delay(mut self, delay: Duration) -> Result<Mutex> {
+        if delay > crate::MAX_LOCK_DELAY {
+            return Err(crate::Error::InvalidArgument(format!(
+                "lock-delay {delay:?} is longer than {:?}",
+                crate::MAX_LOCK_DELAY
+            )));
+        }
+        self.delay_ms = delay.as_millis() as u64;
+        Ok(self)
+    }
+
+    /// This mutex's lock-delay.
+    pub fn lock_delay(&self) -> Duration {
+        Duration::from_millis(self.delay_ms)
     }
 
     /// The lock name.
@@ -117,9 +159,13 @@ impl Mutex {
     }
 
     async fn acquire(&self, try_only: bool) -> Result<MutexGuard> {
+        let tag = match self.delay_ms {
+            0 => String::new(),
+            ms => format!("d{ms}-"),
+        };
         let entry = self
             .named
-            .contender("")
+            .contender(&tag)
             .lock(&self.named.name, &scripts::MUTEX_ACQUIRE, try_only)
             .await?;
         Ok(MutexGuard {

@@ -73,6 +73,11 @@ macro_rules! entry_guard_methods {
         pub async fn is_owner(&self) -> $crate::Result<bool> {
             self.entry.is_owner().await
         }
+
+        /// The entry that owns the lock (for transactions guarded by it).
+        pub(crate) fn entry(&self) -> &$crate::wait::entry::Entry {
+            &self.entry
+        }
     };
 }
 pub(crate) use entry_guard_methods;
@@ -157,6 +162,11 @@ impl Entry {
             .await?;
         self.released = true;
         Ok(Reply::new("lock release").int(&v)? == 1)
+    }
+
+    /// The lock's name (its queue key is `{ns}:<kind>:<name>`; neither part has a `:`).
+    pub(crate) fn name(&self) -> &str {
+        self.queue.splitn(3, ':').nth(2).unwrap_or_default()
     }
 
     /// The error for a release that found the entry no longer held.

@@ -1,6 +1,7 @@
 //! Keys put with a lease (etcd's `Put(key, value, WithLease(id))`): values that live exactly as
 //! long as a lease, enough for service registration and membership. Scripts: `lua/kv/kv_put.lua`,
-//! `lua/kv/kv_get.lua`, `lua/kv/kv_delete.lua`, `lua/kv/kv_range.lua`.
+//! `lua/kv/kv_get.lua`, `lua/kv/kv_delete.lua`, `lua/kv/kv_range.lua`; transactions in
+//! [`txn`].
 
 use fred::types::Value;
 
@@ -11,6 +12,8 @@ use crate::base::session_state::SessionEnd;
 use crate::client::Client;
 use crate::redis::{scripts, Reply};
 use crate::session::Session;
+
+pub(crate) mod txn;
 
 /// One key as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
