@@ -36,7 +36,7 @@
 //! | `wait/` | the wait engine: lock kinds, waiting for a turn (withdrawn on cancel), the held entry behind every guard |
 //! | `sync/` | [`Mutex`], [`RwLock`], [`Semaphore`], [`Election`] |
 //! | `recipes/` | etcd's recipes: [`Barrier`], [`DoubleBarrier`], [`Queue`] |
-//! | `kv/`, `inspect.rs` | [`KeyValue`] (keys put with a lease), [`Txn`] (transactions on keys, guarded by lock ownership); [`Client::inspect`] for operators |
+//! | `kv/`, `inspect.rs` | [`KeyValue`] (keys put with a lease), [`Txn`] (transactions on keys, guarded by lock ownership), [`Client::stm`] (etcd's STM); [`Client::inspect`] for operators |
 //!
 //! Each atomic operation is one Lua script under `lua/<area>/`, declared once with its
 //! properties in the script registry (`src/redis/scripts.rs`). The key layout is in
@@ -74,6 +74,7 @@ pub use base::metrics;
 pub use base::session_state::{OnDrop, SessionEnd, SessionState};
 pub use client::{Client, ClientBuilder, DEFAULT_NAMESPACE};
 pub use inspect::{QueueEntry, QueueKind};
+pub use kv::stm::{Isolation, Stm, StmCommit, STM_MAX_ATTEMPTS};
 pub use kv::txn::{Compare, CompareOp, Txn, TxnOp, TxnResponse};
 pub use kv::{KeyRange, KeyValue, MAX_PAGE_BYTES, MAX_RANGE};
 pub use lease::leases::{Attachment, Lease, LeaseInfo};

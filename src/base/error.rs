@@ -127,6 +127,17 @@ pub enum Error {
         name: String,
     },
 
+    /// A software transaction ([`Client::stm`](crate::Client::stm)) found the keys it read
+    /// changed at every commit, `attempts` times in a row. Nothing was written.
+    #[error("transaction in namespace {namespace:?} conflicted {attempts} times in a row; nothing was written")]
+    #[non_exhaustive]
+    Conflict {
+        /// The namespace of the client.
+        namespace: String,
+        /// How many times it ran.
+        attempts: u32,
+    },
+
     /// The session's lease is gone (expired, revoked, orphaned or closed), so nothing it held or
     /// waited for can be trusted any more. Open a new session to go on.
     #[error("session lost: lease {lease} in namespace {namespace:?} ended ({reason})")]

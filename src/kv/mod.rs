@@ -1,7 +1,7 @@
 //! Keys put with a lease (etcd's `Put(key, value, WithLease(id))`): values that live exactly as
 //! long as a lease, enough for service registration and membership. Scripts: `lua/kv/kv_put.lua`,
 //! `lua/kv/kv_get.lua`, `lua/kv/kv_delete.lua`, `lua/kv/kv_range.lua`; transactions in
-//! [`txn`].
+//! [`txn`], software transactional memory on them in [`stm`].
 
 use fred::types::Value;
 
@@ -13,6 +13,7 @@ use crate::client::Client;
 use crate::redis::{scripts, Reply};
 use crate::session::Session;
 
+pub(crate) mod stm;
 pub(crate) mod txn;
 
 /// One key as read back.
