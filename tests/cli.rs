@@ -773,3 +773,39 @@ async fn functions_load_and_status() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("NOPERM") && err.contains(library), "{err}");
 }
+
+/// `put`, `get`, `del` as etcdctl's, with a lease and with `--prefix`; text from Redis is
+/// escaped.
+#[tokio::test]
+async fn put_get_del_as_etcdctl() {
+    let server = server();
+    let (code, out, err) = output(&server, "c16", &["put", "svc/a", "10.0.0.1"]).await;
+    assert_eq!((code, out.trim()), (0, "OK"), "{err}");
+    let (_, out, _) = output(&server, "c16", &["--json", "put", "svc/b", "line\nbreak"]).await;
+    let row: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(row["revision"].as_u64().unwrap() > 0);
+    let (code, out, _) = output(&server, "c16", &["get", "svc/", "--prefix"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(out, "svc/a\n10.0.0.1\nsvc/b\nline\\nbreak\n");
+    let (_, out, _) = output(&server, "c16", &["--json", "get", "svc/a"]).await;
+    let row: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (row["value"].as_str(), row["version"].as_u64()),
+        (Some("10.0.0.1"), Some(1))
+    );
+
+    // With a lease: gone with it.
+    let (_, out, _) = output(&server, "c16", &["--json", "lease", "grant", "60"]).await;
+    let lease: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let id = lease["id"].as_str().unwrap().to_owned();
+    let (code, _, err) = output(&server, "c16", &["put", "svc/c", "x", "--lease", &id]).await;
+    assert_eq!(code, 0, "{err}");
+    output(&server, "c16", &["lease", "revoke", &id]).await;
+    let (_, out, _) = output(&server, "c16", &["get", "svc/c"]).await;
+    assert_eq!(out, "", "deleted with its lease");
+
+    let (code, out, _) = output(&server, "c16", &["del", "svc/", "--prefix"]).await;
+    assert_eq!((code, out.trim()), (0, "2"));
+    let (_, out, _) = output(&server, "c16", &["--json", "del", "svc/a"]).await;
+    assert_eq!(out.trim(), r#"{"deleted":0}"#);
+}

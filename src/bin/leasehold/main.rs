@@ -10,6 +10,7 @@ mod elect;
 mod exit;
 mod functions;
 mod inspect;
+mod keys;
 mod lease;
 mod lock;
 mod locks;
@@ -82,6 +83,13 @@ pub(crate) enum Command {
     Locks(locks::Args),
     /// Every live session (lease) in the namespace, oldest first, with a summary per process.
     Sessions(sessions::Args),
+    /// Put a key (etcdctl put): `OK`.
+    Put(keys::PutArgs),
+    /// Read a key, or every key with a prefix (etcdctl get): the key and the value on one line
+    /// each.
+    Get(keys::GetArgs),
+    /// Delete a key, or every key with a prefix (etcdctl del): how many it deleted.
+    Del(keys::DelArgs),
     /// leasehold's Redis function library: load it (as an operator), or see whether it is used.
     #[command(subcommand)]
     Functions(functions::Command),
@@ -278,6 +286,9 @@ fn main() -> ExitCode {
             Command::Locks(args) => locks::run(&cli, args).await,
             Command::Sessions(args) => sessions::run(&cli, args).await,
             Command::Functions(cmd) => functions::run(&cli, cmd).await,
+            Command::Put(args) => keys::put(&cli, args).await,
+            Command::Get(args) => keys::get(&cli, args).await,
+            Command::Del(args) => keys::del(&cli, args).await,
         }
     });
     // Background work (a release, a revoke) finishes before the runtime goes.

@@ -1,0 +1,117 @@
+//! `leasehold put|get|del` (etcdctl's): keys with a lease. Text output as etcdctl's: `put`
+//! prints `OK`, `get` the key and the value on one line each, `del` how many keys it deleted.
+
+use leasehold::{LeaseId, MAX_RANGE};
+use serde_json::json;
+
+use crate::{connect, connect_durable, output, Cli, Outcome};
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct PutArgs {
+    /// The key.
+    pub(crate) key: String,
+    /// The value.
+    pub(crate) value: String,
+    /// Attach the key to this lease (it is deleted with it), as `lease grant` prints it.
+    #[arg(long, value_name = "ID")]
+    pub(crate) lease: Option<LeaseId>,
+    #[command(flatten)]
+    pub(crate) durable: crate::Durable,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct GetArgs {
+    /// The key, or with --prefix the prefix (empty: every key).
+    pub(crate) key: String,
+    /// Every key starting with KEY, in byte order.
+    #[arg(long)]
+    pub(crate) prefix: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct DelArgs {
+    /// The key, or with --prefix the prefix.
+    pub(crate) key: String,
+    /// Every key starting with KEY (one call per key: not atomic).
+    #[arg(long)]
+    pub(crate) prefix: bool,
+}
+
+pub(crate) async fn put(cli: &Cli, args: &PutArgs) -> Outcome {
+    let client = connect_durable(cli, &args.durable).await?;
+    let revision = client.put(&args.key, &args.value, args.lease).await?;
+    if cli.json {
+        output::json(json!({ "key": args.key, "revision": revision }));
+    } else {
+        println!("OK");
+    }
+    Ok(0)
+}
+
+pub(crate) async fn get(cli: &Cli, args: &GetArgs) -> Outcome {
+    let client = connect(cli).await?;
+    let kvs = if args.prefix {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = client
+                .get_prefix(&args.key, MAX_RANGE, after.as_deref())
+                .await?;
+            after = page.kvs.last().map(|kv| kv.key.clone());
+            all.extend(page.kvs);
+            if !page.more {
+                break;
+            }
+        }
+        all
+    } else {
+        client.get(&args.key).await?.into_iter().collect()
+    };
+    for kv in kvs {
+        if cli.json {
+            output::json(json!({
+                "key": kv.key, "value": kv.value,
+                "lease": kv.lease.map(|l| l.to_string()),
+                "create_revision": kv.create_revision, "mod_revision": kv.mod_revision,
+                "version": kv.version,
+            }));
+        } else {
+            println!("{}", output::printable(&kv.key));
+            println!("{}", output::printable(&kv.value));
+        }
+    }
+    Ok(0)
+}
+
+pub(crate) async fn del(cli: &Cli, args: &DelArgs) -> Outcome {
+    let client = connect(cli).await?;
+    let keys: Vec<String> = if args.prefix {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = client
+                .get_prefix(&args.key, MAX_RANGE, after.as_deref())
+                .await?;
+            after = page.kvs.last().map(|kv| kv.key.clone());
+            all.extend(page.kvs.into_iter().map(|kv| kv.key));
+            if !page.more {
+                break;
+            }
+        }
+        all
+    } else {
+        vec![args.key.clone()]
+    };
+    let mut deleted = 0u64;
+    for key in &keys {
+        if client.delete(key).await? {
+            deleted += 1;
+        }
+    }
+    if cli.json {
+        output::json(json!({ "deleted": deleted }));
+    } else {
+        println!("{deleted}");
+    }
+    Ok(0)
+}
