@@ -181,7 +181,7 @@ mod tests {
             MAX_TXN_ITEMS as u64
         );
         assert_eq!(
-            lua_constant("prelude/queues.lua", "MAX_LOCK_DELAY_MS"),
+            lua_constant("prelude/core.lua", "MAX_LOCK_DELAY_MS"),
             ms(MAX_LOCK_DELAY)
         );
     }
