@@ -44,15 +44,7 @@ async fn concurrent_calls_after_a_script_flush_load_each_script_once() {
     let raw = raw(&server).await;
     let client = client(&server, "f8").await;
     let session = client.session().await.unwrap();
-    session
-        .mutex("warm")
-        .unwrap()
-        .lock()
-        .await
-        .unwrap()
-        .unlock()
-        .await
-        .unwrap();
+    lock_and_unlock(&session, "warm").await;
     flush_scripts(&raw).await;
     let _: () = cmd(&raw, "CONFIG", &["RESETSTAT"]).await.unwrap();
     let tasks: Vec<_> = (0..32)
@@ -116,15 +108,7 @@ async fn another_versions_library_is_left_alone() {
     let client = client(&server, "fn2").await;
     assert!(client.uses_functions());
     let session = client.session().await.unwrap();
-    session
-        .mutex("m")
-        .unwrap()
-        .lock()
-        .await
-        .unwrap()
-        .unlock()
-        .await
-        .unwrap();
+    lock_and_unlock(&session, "m").await;
     let list: fred::types::Value = cmd(&raw, "FUNCTION", &["LIST"]).await.unwrap();
     let list = format!("{list:?}");
     assert!(list.contains("leasehold_0123456789ab"), "{list}");
@@ -149,15 +133,7 @@ async fn a_lost_library_is_loaded_again() {
     let _: String = cmd(&raw, "FUNCTION", &["FLUSH"]).await.unwrap();
     let _: () = cmd(&raw, "CONFIG", &["RESETSTAT"]).await.unwrap();
     for _ in 0..3 {
-        session
-            .mutex("m")
-            .unwrap()
-            .lock()
-            .await
-            .unwrap()
-            .unlock()
-            .await
-            .unwrap();
+        lock_and_unlock(&session, "m").await;
     }
     assert!(client.uses_functions());
     assert_eq!(command_calls(&raw, "function|load").await.0, 1);

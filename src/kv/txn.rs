@@ -306,6 +306,17 @@ fn parse_txn(namespace: &str, v: Value) -> Result<TxnResponse> {
     })
 }
 
+/// `op` if `held` (the guard of `entry` still holds): its revision, else [`Error::NotHeld`].
+async fn guarded(entry: &Entry, held: Compare, op: TxnOp) -> Result<u64> {
+    let txn = entry.session.client().txn().when(held).then(op);
+    let r = txn.commit().await?;
+    if r.succeeded {
+        Ok(r.revision)
+    } else {
+        Err(entry.not_held(entry.name()))
+    }
+}
+
 /// Writes through a guard: made only while the guard still holds, checked in the same call.
 macro_rules! guarded_writes {
     ($guard:ty) => {
@@ -325,20 +336,7 @@ macro_rules! guarded_writes {
             ///
             /// As [`Txn::commit`]: dropped after it was sent, the put happened or not.
             pub async fn put(&self, key: &str, value: &str) -> Result<u64> {
-                let entry = self.entry();
-                let r = entry
-                    .session
-                    .client()
-                    .txn()
-                    .when(self.held())
-                    .then(TxnOp::put(key, value))
-                    .commit()
-                    .await?;
-                if r.succeeded {
-                    Ok(r.revision)
-                } else {
-                    Err(entry.not_held(entry.name()))
-                }
+                guarded(self.entry(), self.held(), TxnOp::put(key, value)).await
             }
 
             /// Delete `key` only if this guard still holds its lock, atomically; else
@@ -348,20 +346,9 @@ macro_rules! guarded_writes {
             ///
             /// As [`Txn::commit`].
             pub async fn delete(&self, key: &str) -> Result<()> {
-                let entry = self.entry();
-                let r = entry
-                    .session
-                    .client()
-                    .txn()
-                    .when(self.held())
-                    .then(TxnOp::delete(key))
-                    .commit()
-                    .await?;
-                if r.succeeded {
-                    Ok(())
-                } else {
-                    Err(entry.not_held(entry.name()))
-                }
+                guarded(self.entry(), self.held(), TxnOp::delete(key))
+                    .await
+                    .map(drop)
             }
         }
     };

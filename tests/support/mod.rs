@@ -213,3 +213,9 @@ where
 pub fn spawn_lock(mutex: leasehold::Mutex) -> tokio::task::JoinHandle<leasehold::Result<u64>> {
     tokio::spawn(async move { mutex.lock().await.map(|g| g.fencing_token()) })
 }
+
+/// Take mutex `name` in `session` and release it (so its scripts have run once).
+pub async fn lock_and_unlock(session: &leasehold::Session, name: &str) {
+    let guard = session.mutex(name).unwrap().lock().await.unwrap();
+    guard.unlock().await.unwrap();
+}

@@ -1,7 +1,7 @@
 //! `leasehold put|get|del` (etcdctl's): keys with a lease. Text output as etcdctl's: `put`
 //! prints `OK`, `get` the key and the value on one line each, `del` how many keys it deleted.
 
-use leasehold::{LeaseId, MAX_RANGE};
+use leasehold::{Client, KeyValue, LeaseId, MAX_RANGE};
 use serde_json::json;
 
 use crate::{connect, connect_durable, output, Cli, Outcome};
@@ -51,19 +51,7 @@ pub(crate) async fn put(cli: &Cli, args: &PutArgs) -> Outcome {
 pub(crate) async fn get(cli: &Cli, args: &GetArgs) -> Outcome {
     let client = connect(cli).await?;
     let kvs = if args.prefix {
-        let mut all = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = client
-                .get_prefix(&args.key, MAX_RANGE, after.as_deref())
-                .await?;
-            after = page.kvs.last().map(|kv| kv.key.clone());
-            all.extend(page.kvs);
-            if !page.more {
-                break;
-            }
-        }
-        all
+        with_prefix(&client, &args.key).await?
     } else {
         client.get(&args.key).await?.into_iter().collect()
     };
@@ -86,19 +74,8 @@ pub(crate) async fn get(cli: &Cli, args: &GetArgs) -> Outcome {
 pub(crate) async fn del(cli: &Cli, args: &DelArgs) -> Outcome {
     let client = connect(cli).await?;
     let keys: Vec<String> = if args.prefix {
-        let mut all = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = client
-                .get_prefix(&args.key, MAX_RANGE, after.as_deref())
-                .await?;
-            after = page.kvs.last().map(|kv| kv.key.clone());
-            all.extend(page.kvs.into_iter().map(|kv| kv.key));
-            if !page.more {
-                break;
-            }
-        }
-        all
+        let kvs = with_prefix(&client, &args.key).await?;
+        kvs.into_iter().map(|kv| kv.key).collect()
     } else {
         vec![args.key.clone()]
     };
@@ -114,4 +91,19 @@ pub(crate) async fn del(cli: &Cli, args: &DelArgs) -> Outcome {
         println!("{deleted}");
     }
     Ok(0)
+}
+
+/// Every live key starting with `prefix`, page by page.
+async fn with_prefix(client: &Client, prefix: &str) -> leasehold::Result<Vec<KeyValue>> {
+    let mut all: Vec<KeyValue> = Vec::new();
+    loop {
+        let after = all.last().map(|kv| kv.key.clone());
+        let page = client
+            .get_prefix(prefix, MAX_RANGE, after.as_deref())
+            .await?;
+        all.extend(page.kvs);
+        if !page.more {
+            return Ok(all);
+        }
+    }
 }
