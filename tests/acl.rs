@@ -229,7 +229,9 @@ async fn the_documented_user_can_do_everything_in_its_namespace() {
         assert!(!functions, "{e}");
     });
     everything_in_its_namespace(&server, functions).await;
-    assert_eq!(command_calls(&raw, "evalsha").await.0, 0, "no script call");
+    if functions {
+        assert_eq!(command_calls(&raw, "evalsha").await.0, 0, "no script call");
+    }
 }
 
 /// Where the library is not loaded, the documented user (who may not load it) calls scripts
