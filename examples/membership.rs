@@ -1,5 +1,6 @@
 //! Service membership with keys put with a lease: several members register, one dies, the
-//! others see it go once its lease runs out. Leader election on top picks a coordinator.
+//! others see it go once its lease runs out (through a watch on `members/`, no polling).
+//! Leader election on top picks a coordinator.
 //!
 //! ```sh
 //! cargo run --example membership               # starts a throwaway redis-server
@@ -10,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use leasehold::{Client, SessionOptions};
+use leasehold::{Client, SessionOptions, WatchEvent, WatchOptions};
 
 const TTL: Duration = Duration::from_secs(2);
 
@@ -64,15 +65,43 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    let mut known = BTreeSet::new();
-    view(
-        &mut known,
-        start,
-        watcher_client.get_prefix("members/", 100, None).await?.kvs,
+    // The membership view: a watch on members/ (started first, so that nothing between it
+    // and the initial read is missed), then the current members, then every change.
+    let mut changes = Box::pin(
+        watcher_client
+            .watch("members/", WatchOptions::new().prefix())
+            .await?,
     );
+    let mut known: BTreeSet<String> = (watcher_client.get_prefix("members/", 100, None).await?)
+        .kvs
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
+    for member in &known {
+        println!(
+            "t={:>4} ms  {member} is a member",
+            start.elapsed().as_millis()
+        );
+    }
+    let (left_tx, mut left_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(ev)) = changes.next().await {
+            let at = start.elapsed().as_millis();
+            match ev {
+                WatchEvent::Put { key, .. } if known.insert(key.clone()) => {
+                    println!("t={at:>4} ms  {key} is a member")
+                }
+                WatchEvent::Delete { key, .. } if known.remove(&key) => {
+                    println!("t={at:>4} ms  {key} left");
+                    let _ = left_tx.send(key);
+                }
+                _ => {}
+            }
+        }
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    // member-1 (the coordinator) crashes: no revoke, its lease just stops being renewed.
+    // member-1 crashes: no revoke, its lease just stops being renewed.
     let (_, _, crashed) = members.remove(0);
     println!(
         "t={:>4} ms  member-1 crashes (its session stops renewing)",
@@ -80,42 +109,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     crashed.orphan();
     drop(crashed);
-    let deadline = Instant::now() + TTL * 2;
-    while known.contains("members/member-1") && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        view(
-            &mut known,
-            start,
-            watcher_client.get_prefix("members/", 100, None).await?.kvs,
-        );
-    }
+    // The watch reports it once its lease has expired and a renewal swept it.
+    let gone = tokio::time::timeout(TTL * 3, left_rx.recv()).await;
+    assert_eq!(gone.ok().flatten().as_deref(), Some("members/member-1"));
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // A clean shutdown revokes at once.
     for (_, _, session) in &members {
         session.close().await?;
     }
-    view(
-        &mut known,
-        start,
-        watcher_client.get_prefix("members/", 100, None).await?.kvs,
-    );
+    for _ in 0..members.len() {
+        tokio::time::timeout(TTL, left_rx.recv()).await?;
+    }
     println!(
         "members left: {}; leases left: {}",
-        known.len(),
+        watcher_client
+            .get_prefix("members/", 100, None)
+            .await?
+            .kvs
+            .len(),
         watcher_client.leases().await?.len() - 1 // the watcher's own
     );
     Ok(())
-}
-
-/// Print who joined and who left since the last look.
-fn view(known: &mut BTreeSet<String>, start: Instant, kvs: Vec<leasehold::KeyValue>) {
-    let now: BTreeSet<String> = kvs.into_iter().map(|kv| kv.key).collect();
-    for gone in known.difference(&now) {
-        println!("t={:>4} ms  {gone} left", start.elapsed().as_millis());
-    }
-    for new in now.difference(known) {
-        println!("t={:>4} ms  {new} is a member", start.elapsed().as_millis());
-    }
-    *known = now;
 }

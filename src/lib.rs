@@ -36,7 +36,7 @@
 //! | `wait/` | the wait engine: lock kinds, waiting for a turn (withdrawn on cancel), the held entry behind every guard |
 //! | `sync/` | [`Mutex`], [`RwLock`], [`Semaphore`], [`Election`] |
 //! | `recipes/` | etcd's recipes: [`Barrier`], [`DoubleBarrier`], [`Queue`] |
-//! | `kv/`, `inspect.rs` | [`KeyValue`] (keys put with a lease), [`Txn`] (transactions on keys, guarded by lock ownership), [`Client::stm`] (etcd's STM); [`Client::inspect`] for operators |
+//! | `kv/`, `inspect.rs` | [`KeyValue`] (keys put with a lease), [`Txn`] (transactions on keys, guarded by lock ownership), [`Client::stm`] (etcd's STM), [`Client::watch`]; [`Client::inspect`] for operators |
 //!
 //! Each atomic operation is one Lua script under `lua/<area>/`, declared once with its
 //! properties in the script registry (`src/redis/scripts.rs`). The key layout is in
@@ -66,9 +66,9 @@ mod wait;
 pub use base::error::{Cause, Error, Result};
 pub use base::lease_id::LeaseId;
 pub use base::limits::{
-    DEFAULT_TTL, ELECTION_LOG_BYTES, ELECTION_LOG_ENTRIES, MAX_ATTACHMENTS_SHOWN, MAX_LABEL_LEN,
-    MAX_LOCK_DELAY, MAX_NAMESPACE_LEN, MAX_NAME_LEN, MAX_TTL, MAX_TXN_ITEMS, MAX_VALUE_LEN,
-    MIN_TTL,
+    DEFAULT_TTL, ELECTION_LOG_BYTES, ELECTION_LOG_ENTRIES, KV_EVENT_LOG_BYTES,
+    KV_EVENT_LOG_ENTRIES, MAX_ATTACHMENTS_SHOWN, MAX_LABEL_LEN, MAX_LOCK_DELAY, MAX_NAMESPACE_LEN,
+    MAX_NAME_LEN, MAX_TTL, MAX_TXN_ITEMS, MAX_VALUE_LEN, MIN_TTL,
 };
 pub use base::metrics;
 pub use base::session_state::{OnDrop, SessionEnd, SessionState};
@@ -76,6 +76,7 @@ pub use client::{Client, ClientBuilder, DEFAULT_NAMESPACE};
 pub use inspect::{QueueEntry, QueueKind};
 pub use kv::stm::{Isolation, Stm, StmCommit, STM_MAX_ATTEMPTS};
 pub use kv::txn::{Compare, CompareOp, Txn, TxnOp, TxnResponse};
+pub use kv::watch::{WatchEvent, WatchOptions};
 pub use kv::{KeyRange, KeyValue, MAX_PAGE_BYTES, MAX_RANGE};
 pub use lease::leases::{Attachment, Lease, LeaseInfo};
 pub use recipes::barrier::Barrier;

@@ -809,3 +809,37 @@ async fn put_get_del_as_etcdctl() {
     let (_, out, _) = output(&server, "c16", &["--json", "del", "svc/a"]).await;
     assert_eq!(out.trim(), r#"{"deleted":0}"#);
 }
+
+/// `watch` prints every put and delete as etcdctl does, and stops on SIGINT with exit 0.
+#[tokio::test]
+async fn watch_prints_events_until_interrupted() {
+    let server = server();
+    let mut watch = spawn(&server, "c17", &["--json", "watch", "cfg/", "--prefix"]);
+    let client = support::client(&server, "c17").await;
+    // Printed once the watch is established: put until it is seen.
+    let mut first = None;
+    for _ in 0..50 {
+        client.put("cfg/a", "1", None).await.unwrap();
+        let next = tokio::time::timeout(Duration::from_millis(200), watch.lines.next_line());
+        if let Ok(Ok(Some(line))) = next.await {
+            first = Some(line);
+            break;
+        }
+    }
+    let row: serde_json::Value = serde_json::from_str(&first.expect("a put printed")).unwrap();
+    assert_eq!(
+        (row["type"].as_str(), row["key"].as_str()),
+        (Some("put"), Some("cfg/a"))
+    );
+    client.delete("cfg/a").await.unwrap();
+    loop {
+        let row: serde_json::Value =
+            serde_json::from_str(&watch.line(Duration::from_secs(5)).await).unwrap();
+        if row["type"] == "delete" {
+            assert_eq!(row["key"], "cfg/a");
+            break;
+        }
+    }
+    watch.signal(libc::SIGINT);
+    assert_eq!(watch.exit(Duration::from_secs(5)).await, 0);
+}

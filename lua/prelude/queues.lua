@@ -487,6 +487,42 @@ end
 -- kv_delete.lua, kv_txn.lua): the hash of key `name`.
 local function kv_key(name) return P .. KV .. name end
 
+-- The key event log {ns}:kv-events, which watches read (lua/kv/kv_watch.lua): one entry per
+-- put ('p') or delete ('d', also when a key goes with its lease), id "<revision>-<sequence>"
+-- (several deletes of one sweep share a revision), fields t, k (name), v (value), l (lease),
+-- prev (the previous entry's id: a reader whose `after` is not the next entry's prev missed
+-- entries) and at (the log's byte total of values, for trimming by bytes). At most
+-- KV_LOG_CAP entries (roughly: MAXLEN ~) and KV_LOG_BYTES bytes of values
+-- (KV_EVENT_LOG_ENTRIES and KV_EVENT_LOG_BYTES in src/base/limits.rs).
+local KV_LOG_CAP = 10000
+local KV_LOG_BYTES = 16777216
+local function kv_log(t, name, value, lease, rev)
+  local lk = P .. 'kv-events'
+  -- Foreign data at the log, or an entry no revision can follow: no event (a write, a revoke
+  -- or a sweep must not fail on it).
+  if redis.call('TYPE', lk)['ok'] ~= 'stream' and redis.call('EXISTS', lk) == 1 then return end
+  local top, last = log_top(lk)
+  if not top or top > rev then return end
+  local seq, prev, at = 0, '0-0', #value
+  if last then
+    prev = last[1]
+    if top == rev then seq = (tonumber(string.match(last[1], '%-(%d+)$')) or 0) + 1 end
+    at = at + (uint_of(entry_fields(last).at) or 0)
+  end
+  local id = int(rev) .. '-' .. int(seq)
+  redis.call('XADD', lk, 'MAXLEN', '~', KV_LOG_CAP, id, 't', t, 'k', name, 'v', value,
+    'l', lease, 'prev', prev, 'at', int(at))
+  -- Trim by bytes, oldest first, never the entry just written.
+  for _ = 1, KV_LOG_CAP do
+    local first = redis.call('XRANGE', lk, '-', '+', 'COUNT', 1)[1]
+    if not first or first[1] == id then break end
+    local f = entry_fields(first)
+    if at - (uint_of(f.at) or 0) + #(f.v or '') <= KV_LOG_BYTES then break end
+    redis.call('XDEL', lk, first[1])
+  end
+  publish(P .. 'kv-changes', id)
+end
+
 -- Put key `name` = `value` (with `lease`, '' for none), its hash and the index already
 -- type-checked and the lease found alive. Returns the put's revision.
 local function kv_put_apply(name, value, lease)
@@ -501,6 +537,7 @@ local function kv_put_apply(name, value, lease)
     'ver', int(ver + 1))
   redis.call('ZADD', KEYS_INDEX, '0', name)
   if lease ~= '' then attach(lease, attached_key(lease), 'k ' .. k) end
+  kv_log('p', name, value, lease, rev)
   return rev
 end
 
@@ -518,6 +555,7 @@ local function kv_delete_apply(name)
   redis.call('DEL', k)
   redis.call('ZREM', KEYS_INDEX, name)
   touch_rev()
+  kv_log('d', name, '', '', rev_bumped)
   return alive
 end
 
@@ -529,8 +567,10 @@ local function drop_kv(key, lease)
   redis.call('DEL', key)
   touch_rev()
   local kind = kind_of(key)
-  if kind == 'key' and redis.call('TYPE', KEYS_INDEX)['ok'] == 'zset' then
-    redis.call('ZREM', KEYS_INDEX, string.sub(key, #P + #KV + 1))
+  if kind == 'key' then
+    local name = string.sub(key, #P + #KV + 1)
+    if redis.call('TYPE', KEYS_INDEX)['ok'] == 'zset' then redis.call('ZREM', KEYS_INDEX, name) end
+    kv_log('d', name, '', '', rev_bumped)
   elseif kind == 'barrier' then
     publish(P .. 'barrier-changes:' .. string.sub(key, #P + #'barrier:' + 1),
       int(rev_bumped or 0))

@@ -40,6 +40,13 @@ pub(crate) const INDEX_ENTRIES_PER_CALL: u64 = 256;
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) const ADMITS_PER_CALL: u64 = 128;
 
+/// The key event log that watches read ([`Client::watch`](crate::Client::watch)) keeps about
+/// this many events (the newest); a watch that falls further behind is told so
+/// ([`WatchEvent::Compacted`](crate::WatchEvent::Compacted)).
+pub const KV_EVENT_LOG_ENTRIES: usize = 10_000;
+/// The key event log keeps at most this many bytes of values (at least the newest event).
+pub const KV_EVENT_LOG_BYTES: usize = 16 * 1024 * 1024;
+
 /// Longest lock-delay of a mutex ([`Mutex::with_lock_delay`](crate::Mutex::with_lock_delay)).
 pub const MAX_LOCK_DELAY: Duration = Duration::from_secs(60);
 
@@ -183,6 +190,14 @@ mod tests {
         assert_eq!(
             lua_constant("prelude/core.lua", "MAX_LOCK_DELAY_MS"),
             ms(MAX_LOCK_DELAY)
+        );
+        assert_eq!(
+            lua_constant("prelude/queues.lua", "KV_LOG_CAP"),
+            KV_EVENT_LOG_ENTRIES as u64
+        );
+        assert_eq!(
+            lua_constant("prelude/queues.lua", "KV_LOG_BYTES"),
+            KV_EVENT_LOG_BYTES as u64
         );
     }
 

@@ -1,7 +1,7 @@
 //! Keys put with a lease (etcd's `Put(key, value, WithLease(id))`): values that live exactly as
 //! long as a lease, enough for service registration and membership. Scripts: `lua/kv/kv_put.lua`,
 //! `lua/kv/kv_get.lua`, `lua/kv/kv_delete.lua`, `lua/kv/kv_range.lua`; transactions in
-//! [`txn`], software transactional memory on them in [`stm`].
+//! [`txn`], software transactional memory on them in [`stm`], watches in [`watch`].
 
 use fred::types::Value;
 
@@ -15,6 +15,7 @@ use crate::session::Session;
 
 pub(crate) mod stm;
 pub(crate) mod txn;
+pub(crate) mod watch;
 
 /// One key as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]

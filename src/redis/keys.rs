@@ -87,6 +87,16 @@ pub(crate) const LAYOUT: &[(&str, &str, &str)] = &[
         "every key name, score 0 (ordered prefix reads)",
     ),
     (
+        "{ns}:kv-events",
+        "stream",
+        "puts and deletes of keys, entry id = revision-sequence (capped): what watches read",
+    ),
+    (
+        "{ns}:kv-changes",
+        "channel",
+        "the key event log grew",
+    ),
+    (
         "{ns}:barrier:<name>",
         "hash",
         "the holder's lease while the barrier is held",
@@ -245,6 +255,14 @@ impl Keys {
         format!("{}keys", self.prefix)
     }
 
+    pub(crate) fn kv_events(&self) -> String {
+        format!("{}kv-events", self.prefix)
+    }
+
+    pub(crate) fn kv_changes(&self) -> String {
+        format!("{}kv-changes", self.prefix)
+    }
+
     pub(crate) fn wake(&self, client_id: &str) -> String {
         format!("{}wake:{client_id}", self.prefix)
     }
@@ -311,6 +329,8 @@ mod tests {
             k.election_changes(n),
             k.kv(n),
             k.kv_index(),
+            k.kv_events(),
+            k.kv_changes(),
             k.barrier(n),
             k.barrier_changes(n),
             k.dbarrier(n),

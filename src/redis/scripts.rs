@@ -271,6 +271,7 @@ registry! {
     KV_DELETE = "kv/kv_delete", Queues;
     KV_RANGE = "kv/kv_range", Queues;
     KV_TXN = "kv/kv_txn", Queues, grants;
+    KV_WATCH = "kv/kv_watch", Queues;
     // etcd's recipes.
     BARRIER_HOLD = "recipes/barrier_hold", Queues, grants;
     BARRIER_RELEASE = "recipes/barrier_release", Queues;

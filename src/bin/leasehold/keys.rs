@@ -1,10 +1,11 @@
-//! `leasehold put|get|del` (etcdctl's): keys with a lease. Text output as etcdctl's: `put`
-//! prints `OK`, `get` the key and the value on one line each, `del` how many keys it deleted.
+//! `leasehold put|get|del|watch` (etcdctl's): keys with a lease. Text output as etcdctl's:
+//! `put` prints `OK`, `get` the key and the value on one line each, `del` how many keys it
+//! deleted, `watch` each event as `PUT`, key, value or `DELETE`, key.
 
 use leasehold::{Client, KeyValue, LeaseId, MAX_RANGE};
 use serde_json::json;
 
-use crate::{connect, connect_durable, output, Cli, Outcome};
+use crate::{connect, connect_durable, output, Cli, Interrupts, Outcome};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct PutArgs {
@@ -104,6 +105,74 @@ async fn with_prefix(client: &Client, prefix: &str) -> leasehold::Result<Vec<Key
         all.extend(page.kvs);
         if !page.more {
             return Ok(all);
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct WatchArgs {
+    /// The key, or with --prefix the prefix (empty: every key).
+    pub(crate) key: String,
+    /// Every key starting with KEY.
+    #[arg(long)]
+    pub(crate) prefix: bool,
+    /// Start with the events at this revision and after (default: from now).
+    #[arg(long, value_name = "N")]
+    pub(crate) rev: Option<u64>,
+}
+
+/// Print every event until interrupted (etcdctl's format: `PUT`, the key and the value, or
+/// `DELETE` and the key; `COMPACTED <revision>` when it fell behind the log).
+pub(crate) async fn watch(cli: &Cli, args: &WatchArgs, signals: &mut Interrupts) -> Outcome {
+    use futures_util::StreamExt;
+    use leasehold::{WatchEvent, WatchOptions};
+
+    let client = connect(cli).await?;
+    let mut options = WatchOptions::new();
+    if args.prefix {
+        options = options.prefix();
+    }
+    if let Some(rev) = args.rev {
+        options = options.start_revision(rev);
+    }
+    let mut events = Box::pin(client.watch(&args.key, options).await?);
+    loop {
+        let event = tokio::select! {
+            e = events.next() => e,
+            _ = signals.recv() => return Ok(0),
+        };
+        let Some(event) = event else { return Ok(0) };
+        match (event?, cli.json) {
+            (
+                WatchEvent::Put {
+                    key,
+                    value,
+                    lease,
+                    revision,
+                },
+                true,
+            ) => output::json(json!({
+                "type": "put", "key": key, "value": value,
+                "lease": lease.map(|l| l.to_string()), "revision": revision,
+            })),
+            (WatchEvent::Delete { key, revision }, true) => {
+                output::json(json!({ "type": "delete", "key": key, "revision": revision }))
+            }
+            (WatchEvent::Compacted { revision }, true) => {
+                output::json(json!({ "type": "compacted", "revision": revision }))
+            }
+            (WatchEvent::Put { key, value, .. }, false) => {
+                println!(
+                    "PUT\n{}\n{}",
+                    output::printable(&key),
+                    output::printable(&value)
+                )
+            }
+            (WatchEvent::Delete { key, .. }, false) => {
+                println!("DELETE\n{}", output::printable(&key))
+            }
+            (WatchEvent::Compacted { revision }, false) => println!("COMPACTED {revision}"),
+            (_, _) => {}
         }
     }
 }

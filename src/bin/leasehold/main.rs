@@ -90,6 +90,8 @@ pub(crate) enum Command {
     Get(keys::GetArgs),
     /// Delete a key, or every key with a prefix (etcdctl del): how many it deleted.
     Del(keys::DelArgs),
+    /// Print every put and delete of a key or prefix until interrupted (etcdctl watch).
+    Watch(keys::WatchArgs),
     /// leasehold's Redis function library: load it (as an operator), or see whether it is used.
     #[command(subcommand)]
     Functions(functions::Command),
@@ -289,6 +291,7 @@ fn main() -> ExitCode {
             Command::Put(args) => keys::put(&cli, args).await,
             Command::Get(args) => keys::get(&cli, args).await,
             Command::Del(args) => keys::del(&cli, args).await,
+            Command::Watch(args) => keys::watch(&cli, args, &mut signals).await,
         }
     });
     // Background work (a release, a revoke) finishes before the runtime goes.
