@@ -3,8 +3,8 @@
 //! One client opens 10,000 sessions (TTL 10 s) and takes 10 locks in each (100,000 locks), then
 //! sits for 60 s while its one supervisor keeps every lease alive. Measured over that window:
 //! renewal script calls per second (leasehold's own counter, and Redis's `fcall`/`evalsha`
-//! count, which nothing else calls meanwhile), leases renewed per call, the client's CPU (getrusage) and
-//! Redis's, and sessions lost (must be none).
+//! count, which nothing else calls meanwhile), leases renewed per call, the client's CPU
+//! (getrusage) and Redis's, and sessions lost (must be none).
 //!
 //! For comparison, the per-lock model (Redisson's watchdog: one `PEXPIRE` per lock every
 //! TTL/3) is computed, and simulated for a few seconds with raw `PEXPIRE`s on as many raw lock
