@@ -346,6 +346,7 @@ mod tests {
             "leasehold elect",
             "leasehold lease grant",
             "leasehold lease keep-alive",
+            "leasehold put",
         ];
         for (path, c) in every_command() {
             if c.has_subcommands() {
