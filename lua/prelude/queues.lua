@@ -491,9 +491,10 @@ local function kv_key(name) return P .. KV .. name end
 -- put ('p') or delete ('d', also when a key goes with its lease), id "<revision>-<sequence>"
 -- (several deletes of one sweep share a revision), fields t, k (name), v (value), l (lease),
 -- prev (the previous entry's id: a reader whose `after` is not the next entry's prev missed
--- entries) and at (the log's byte total of values, for trimming by bytes). At most
--- KV_LOG_CAP entries (roughly: MAXLEN ~) and KV_LOG_BYTES bytes of values
--- (KV_EVENT_LOG_ENTRIES and KV_EVENT_LOG_BYTES in src/base/limits.rs).
+-- entries) and at (the log's byte total of values, for trimming by bytes). It expires
+-- IDLE_LOG_MS after the last change. At most KV_LOG_CAP entries (roughly: MAXLEN ~) and
+-- KV_LOG_BYTES bytes of values (KV_EVENT_LOG_ENTRIES and KV_EVENT_LOG_BYTES in
+-- src/base/limits.rs).
 local KV_LOG_CAP = 10000
 local KV_LOG_BYTES = 16777216
 local function kv_log(t, name, value, lease, rev)
@@ -512,6 +513,9 @@ local function kv_log(t, name, value, lease, rev)
   local id = int(rev) .. '-' .. int(seq)
   redis.call('XADD', lk, 'MAXLEN', '~', KV_LOG_CAP, id, 't', t, 'k', name, 'v', value,
     'l', lease, 'prev', prev, 'at', int(at))
+  -- A namespace whose keys stop changing drops its history after IDLE_LOG_MS: nothing of it
+  -- outlives its use. A watch that was further behind sees the next entry's prev break.
+  redis.call('PEXPIRE', lk, IDLE_LOG_MS)
   -- Trim by bytes, oldest first, never the entry just written.
   for _ = 1, KV_LOG_CAP do
     local first = redis.call('XRANGE', lk, '-', '+', 'COUNT', 1)[1]
