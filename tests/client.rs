@@ -260,30 +260,7 @@ async fn a_callers_pool_must_send_each_call_at_most_once() {
         .build()
         .await
         .unwrap();
-    let session = client.session().await.unwrap();
-    let guard = session.mutex("cut").unwrap().lock().await.unwrap();
-    proxy.delay(Duration::from_millis(300));
-    let unlock = tokio::spawn(guard.unlock());
-    assert!(
-        eventually(secs(3), || async {
-            zcard(&raw, "{byo-once}:mutex:cut").await == 0
-        })
-        .await,
-        "the release ran"
-    );
-    proxy.cut();
-    proxy.heal();
-    let result = tokio::time::timeout(secs(10), unlock)
-        .await
-        .expect("unlock returned")
-        .unwrap();
-    match result {
-        Err(e) => assert!(e.is_transient(), "{e}"),
-        Ok(()) => panic!("the reply was cut off, yet the unlock reported success"),
-    }
-    assert_eq!(zcard(&raw, "{byo-once}:mutex:cut").await, 0);
-    let again = session.mutex("cut").unwrap().lock().await.unwrap();
-    again.unlock().await.unwrap();
+    assert_an_unlock_cut_in_flight_is_not_sent_twice(&client, &raw, &proxy).await;
 }
 
 /// A connected fred pool as `ClientBuilder::fred_pool` documents it: at most once, with a

@@ -619,33 +619,7 @@ async fn a_call_cut_off_in_flight_is_not_sent_twice() {
         .await
         .unwrap();
     let client = client_at(&proxy.url(), "m21").await;
-    let session = client.session().await.unwrap();
-    let guard = session.mutex("cut").unwrap().lock().await.unwrap();
-    // Every chunk waits 300 ms in the proxy, each way: the release reaches Redis after 300 ms
-    // and its reply would come back after 600 ms.
-    proxy.delay(ms(300));
-    let unlock = tokio::spawn(guard.unlock());
-    assert!(
-        eventually(Duration::from_secs(3), || async {
-            zcard(&raw, "{m21}:mutex:cut").await == 0
-        })
-        .await,
-        "the release ran"
-    );
-    proxy.cut();
-    proxy.heal();
-    let result = tokio::time::timeout(Duration::from_secs(10), unlock)
-        .await
-        .expect("unlock returned")
-        .unwrap();
-    match result {
-        Err(e) => assert!(e.is_transient(), "{e}"),
-        Ok(()) => panic!("the reply was cut off, yet the unlock reported success"),
-    }
-    assert_eq!(zcard(&raw, "{m21}:mutex:cut").await, 0);
-    // The client goes on working on its new connections.
-    let again = session.mutex("cut").unwrap().lock().await.unwrap();
-    again.unlock().await.unwrap();
+    assert_an_unlock_cut_in_flight_is_not_sent_twice(&client, &raw, &proxy).await;
 }
 
 /// A doorbell message that names a waiter but not its entry's revision (stray, stale, sent by

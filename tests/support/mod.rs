@@ -219,3 +219,40 @@ pub async fn lock_and_unlock(session: &leasehold::Session, name: &str) {
     let guard = session.mutex(name).unwrap().lock().await.unwrap();
     guard.unlock().await.unwrap();
 }
+
+/// An unlock whose connection is cut after Redis ran it but before the reply came back: the
+/// caller gets a transient error (it must not be sent again: a second run would answer "not
+/// held" for the lock it had just released), the lock is free, and the client goes on working
+/// on its new connections. `client` talks to Redis through `proxy`.
+pub async fn assert_an_unlock_cut_in_flight_is_not_sent_twice(
+    client: &Client,
+    raw: &fred::clients::Client,
+    proxy: &leasehold_testing::Proxy,
+) {
+    let queue = format!("{{{}}}:mutex:cut", client.namespace());
+    let session = client.session().await.unwrap();
+    let guard = session.mutex("cut").unwrap().lock().await.unwrap();
+    // Every chunk waits 300 ms in the proxy, each way: the release reaches Redis after 300 ms
+    // and its reply would come back after 600 ms.
+    proxy.delay(Duration::from_millis(300));
+    let unlock = tokio::spawn(guard.unlock());
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            zcard(raw, &queue).await == 0
+        })
+        .await,
+        "the release ran"
+    );
+    proxy.cut();
+    proxy.heal();
+    let result = tokio::time::timeout(Duration::from_secs(10), unlock)
+        .await
+        .expect("unlock returned")
+        .unwrap();
+    match result {
+        Err(e) => assert!(e.is_transient(), "{e}"),
+        Ok(()) => panic!("the reply was cut off, yet the unlock reported success"),
+    }
+    assert_eq!(zcard(raw, &queue).await, 0);
+    lock_and_unlock(&session, "cut").await;
+}
