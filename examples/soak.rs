@@ -345,7 +345,7 @@ pub async fn namespace_keys(
 /// The keys that legitimately outlive every session, sorted: the revision counter (fencing
 /// tokens must keep rising), each election's log of leader changes, kept an hour after its
 /// last candidate left for late observers (it expires then), and the key event log that
-/// watches read, kept an hour after the last key change (it expires then).
+/// watches read (bounded, kept like the revision counter).
 pub fn expected_keys(namespace: &str, workload: &Workload) -> Vec<String> {
     let mut keys = vec![
         format!("{{{namespace}}}:rev"),

@@ -159,3 +159,31 @@ async fn a_lock_delay_past_the_limit_is_refused() {
         .await;
     assert!(matches!(built, Err(Error::InvalidArgument(_))));
 }
+
+/// A guard dropped just before its session is closed: the guard's release may still be on its
+/// way when the revoke runs, and a clean close is no lost holder: no delay either way.
+#[tokio::test]
+async fn dropping_a_guard_then_closing_the_session_is_not_delayed() {
+    let server = server();
+    let client = client(&server, "ld5").await;
+    for _ in 0..5 {
+        let a = client.session().await.unwrap();
+        let guard = a
+            .mutex("m")
+            .unwrap()
+            .with_lock_delay(secs(30))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        drop(guard);
+        a.close().await.unwrap();
+        let b = client.session().await.unwrap();
+        let next = tokio::time::timeout(secs(5), b.mutex("m").unwrap().lock())
+            .await
+            .expect("not delayed by a clean close")
+            .unwrap();
+        next.unlock().await.unwrap();
+        b.close().await.unwrap();
+    }
+}

@@ -699,3 +699,33 @@ async fn locking_a_held_mutex_again_waits_for_the_first_guard() {
         .unwrap();
     assert!(second.fencing_token() > token);
 }
+
+/// A revision counter holding garbage fails a lock call that finds a dead entry to prune
+/// before the prune: the call writes nothing.
+#[tokio::test]
+async fn a_bad_revision_counter_fails_the_lock_before_any_prune() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "m30").await;
+    let (dead, live) = (
+        client.session().await.unwrap(),
+        client.session().await.unwrap(),
+    );
+    let _held = dead.mutex("m").unwrap().lock().await.unwrap();
+    // `dead`'s lease is past its expiry by the registry; nothing swept it yet.
+    let _: i64 = cmd(
+        &raw,
+        "ZADD",
+        &["{m30}:leases", "1", &dead.lease().to_string()],
+    )
+    .await
+    .unwrap();
+    let _: () = cmd(&raw, "SET", &["{m30}:rev", "garbage"]).await.unwrap();
+    let e = live.mutex("m").unwrap().try_lock().await.unwrap_err();
+    assert!(matches!(e, leasehold::Error::CorruptData { .. }), "{e}");
+    assert_eq!(
+        zcard(&raw, "{m30}:mutex:m").await,
+        1,
+        "the dead entry is still there"
+    );
+}

@@ -202,3 +202,22 @@ async fn watchers_see_every_change_of_concurrent_writers() {
         eprintln!("watcher {n}: {seen} events, {resyncs} resyncs");
     }
 }
+
+/// A key whose lease expired, put again before any sweep deleted it: watches see its delete,
+/// then the new put (the sweep logs nothing more, the key being someone else's now).
+#[tokio::test]
+async fn a_key_put_again_after_its_lease_expired_shows_its_delete() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "w5").await;
+    let lease = client.grant(secs(60)).await.unwrap();
+    client.put("k", "leased", Some(lease.id)).await.unwrap();
+    let mut w = Box::pin(client.watch("k", WatchOptions::new()).await.unwrap());
+    // Expired by the registry, not swept yet.
+    let _: i64 = cmd(&raw, "ZADD", &["{w5}:leases", "1", &lease.id.to_string()])
+        .await
+        .unwrap();
+    client.put("k", "again", None).await.unwrap();
+    assert!(matches!(next(&mut w).await, WatchEvent::Delete { key, .. } if key == "k"));
+    assert!(matches!(next(&mut w).await, WatchEvent::Put { value, .. } if value == "again"));
+}

@@ -266,15 +266,19 @@ end
 -- Returns whether it replaced the entry (false: no delay, or it is over already).
 local MAX_LOCK_DELAY_MS = 60000
 local function delay_hold(q, member, score, died)
-  if string.sub(q, #P + 1, #P + 6) ~= 'mutex:' then return false end
+  if not died or string.sub(q, #P + 1, #P + 6) ~= 'mutex:' then return false end
   local ms = uint_of(string.match(member, '^[^.]+%.d(%d+)%-') or '')
   if not ms or ms == 0 or ms > MAX_LOCK_DELAY_MS or died + ms <= NOW_MS then return false end
   local lease = lease_of(member)
   local hold = string.sub(lease, 1, 14) .. '0' .. string.sub(lease, 16, 24)
     .. string.format('%012x', ms)
-  local placeholder = hold .. '.delay'
+  local placeholder, hk = hold .. '.delay', attached_key(hold)
+  -- Foreign data where the placeholder's attachments go: no delay, nothing written.
+  local ht = redis.call('TYPE', hk)['ok']
+  if ht ~= 'none' and ht ~= 'set' then return false end
   redis.call('ZADD', REG, 'GT', int(died + ms), hold)
-  typed(attached_key(hold), 'set', 'SADD', attached_key(hold), 'z ' .. placeholder .. ' ' .. q)
+  if lease_memo then lease_memo[hold] = nil end
+  redis.call('SADD', hk, 'z ' .. placeholder .. ' ' .. q)
   redis.call('ZADD', q, int(score), placeholder)
   redis.call('ZREM', q, member)
   -- The first live waiter re-checks now, to learn how long the placeholder holds (a revoke's
@@ -290,9 +294,11 @@ local function delay_hold(q, member, score, died)
   return true
 end
 
--- When the lease of queue member `m` died, by the registry (its expiry), or now.
+-- When the lease of queue member `m` died, by the registry (its expiry), or now; nil when it
+-- ended cleanly (its own client revoked it while alive: score -1, see drop_lease).
 local function died_at(m)
   local expiry = tonumber(redis.call('ZSCORE', REG, lease_of(m) or '') or '0') or 0
+  if expiry == -1 then return nil end
   if expiry > 0 and expiry <= NOW_MS then return expiry end
   return NOW_MS
 end
@@ -318,6 +324,9 @@ local function live_head(q, prune, limit, after)
       if left then return m, left, tonumber(batch[i + 1]), false end
       seen = seen + 1
       local score = tonumber(batch[i + 1])
+      -- Pruning writes, and moves the revision counter: check the counter first (the lock hot
+      -- path reads it only when it queues), so that a bad one fails before any write.
+      if prune and not rev_now then read_rev() end
       if prune and (not after or score < after) and string.find(m, '^[^.]+%.d')
         and delay_hold(q, m, score, died_at(m)) then
         return live_head(q, prune, limit, after)

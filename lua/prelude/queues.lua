@@ -491,12 +491,13 @@ local function kv_key(name) return P .. KV .. name end
 -- put ('p') or delete ('d', also when a key goes with its lease), id "<revision>-<sequence>"
 -- (several deletes of one sweep share a revision), fields t, k (name), v (value), l (lease),
 -- prev (the previous entry's id: a reader whose `after` is not the next entry's prev missed
--- entries) and at (the log's byte total of values, for trimming by bytes). It expires
--- IDLE_LOG_MS after the last change. At most KV_LOG_CAP entries (roughly: MAXLEN ~) and
--- KV_LOG_BYTES bytes of values (KV_EVENT_LOG_ENTRIES and KV_EVENT_LOG_BYTES in
--- src/base/limits.rs).
+-- entries) and at (the log's byte total of values, for trimming by bytes). At most
+-- KV_LOG_CAP entries (roughly: MAXLEN ~) and KV_LOG_BYTES bytes of values
+-- (KV_EVENT_LOG_ENTRIES and KV_EVENT_LOG_BYTES in src/base/limits.rs). It has no TTL: like
+-- the revision counter it stays, bounded, so that the chain of prev ids tells a watch of every
+-- entry it missed (a log that expired would start again at '0-0' and hide the gap).
 local KV_LOG_CAP = 10000
-local KV_LOG_BYTES = 16777216
+local KV_LOG_BYTES = 8388608
 local function kv_log(t, name, value, lease, rev)
   local lk = P .. 'kv-events'
   -- Foreign data at the log, or an entry no revision can follow: no event (a write, a revoke
@@ -513,9 +514,6 @@ local function kv_log(t, name, value, lease, rev)
   local id = int(rev) .. '-' .. int(seq)
   redis.call('XADD', lk, 'MAXLEN', '~', KV_LOG_CAP, id, 't', t, 'k', name, 'v', value,
     'l', lease, 'prev', prev, 'at', int(at))
-  -- A namespace whose keys stop changing drops its history after IDLE_LOG_MS: nothing of it
-  -- outlives its use. A watch that was further behind sees the next entry's prev break.
-  redis.call('PEXPIRE', lk, IDLE_LOG_MS)
   -- Trim by bytes, oldest first, never the entry just written.
   for _ = 1, KV_LOG_CAP do
     local first = redis.call('XRANGE', lk, '-', '+', 'COUNT', 1)[1]
@@ -533,10 +531,13 @@ local function kv_put_apply(name, value, lease)
   local k = kv_key(name)
   local old = redis.call('HMGET', k, 'lease', 'crev', 'ver')
   local old_lease, crev, ver = old[1] or '', tonumber(old[2]), tonumber(old[3]) or 0
-  -- A key whose lease is dead is gone, whether or not a sweep has deleted it yet.
-  if old_lease ~= '' and not lease_left(old_lease) then crev, ver = nil, 0 end
+  -- A key whose lease is dead is gone, whether or not a sweep has deleted it yet: watches see
+  -- its delete (the sweep will not log one, the key being put again), then this put.
+  local expired = old_lease ~= '' and not lease_left(old_lease)
+  if expired then crev, ver = nil, 0 end
   if old_lease ~= '' and old_lease ~= lease then detach_key(old_lease, k) end
   local rev = next_rev()
+  if expired then kv_log('d', name, '', '', rev) end
   redis.call('HSET', k, 'v', value, 'lease', lease, 'crev', int(crev or rev), 'mrev', int(rev),
     'ver', int(ver + 1))
   redis.call('ZADD', KEYS_INDEX, '0', name)
@@ -630,18 +631,30 @@ end
 -- owner why (`why` = 'r' revoked, 'x' expired), unless the owner is `caller`: a client
 -- revoking a lease it has stopped using. Returns whether the lease is now gone entirely
 -- (false: the budget ran out, later calls finish it).
+-- A live lease its own client revokes (Session::close, a dropped Session) ends cleanly: its
+-- mutexes get no lock-delay (a guard dropped just before may still have its release in
+-- flight). Its registry score is then -1 instead of 0 until the last call, so later calls of a
+-- revoke in chunks know it too.
 local function drop_lease(id, why, caller)
   local lk, ak = lease_key(id), attached_key(id)
   ring(id, why .. ' ' .. id, caller)
+  local expiry = tonumber(redis.call('ZSCORE', REG, id)) or 0
   -- Foreign data at the lease's keys stays where it is.
-  if redis.call('TYPE', lk)['ok'] == 'hash' then redis.call('DEL', lk) end
+  local clean = expiry == -1
+  if redis.call('TYPE', lk)['ok'] == 'hash' then
+    clean = clean or (expiry > NOW_MS and caller ~= nil and caller ~= ''
+      and redis.call('HGET', lk, 'client') == caller)
+    redis.call('DEL', lk)
+  end
   if redis.call('TYPE', ak)['ok'] == 'set' then
     -- When it died, for lock-delays: its expiry, or now for a lease revoked while alive (or
     -- one a revoke began, whose score is 0).
-    local expiry = tonumber(redis.call('ZSCORE', REG, id)) or 0
-    delay_died = (expiry > 0 and expiry <= NOW_MS) and expiry or NOW_MS
+    delay_died = nil
+    if not clean then
+      delay_died = (expiry > 0 and expiry <= NOW_MS) and expiry or NOW_MS
+    end
     -- Dead before the first release, so hand-overs skip its other entries.
-    redis.call('ZADD', REG, '0', id)
+    redis.call('ZADD', REG, clean and '-1' or '0', id)
     if drop_budget > 0 then
       local batch = redis.call('SPOP', ak, drop_budget)
       for _, e in ipairs(batch) do detach_entry(e, id) end
@@ -655,14 +668,14 @@ end
 
 -- Drop up to `limit` leases whose registry expiry has passed, within this call's drop
 -- budget. Returns how many expired leases it found (a lease a revoke or an earlier sweep
--- began, score 0, is finished but not counted again) and whether more are left.
+-- began, score 0 or -1, is finished but not counted again) and whether more are left.
 local function sweep(limit)
   if limit <= 0 then return 0, false end
   local ids = redis.call('ZRANGEBYSCORE', REG, '-inf', NOW_MS, 'WITHSCORES', 'LIMIT', 0, limit)
   local found = 0
   for i = 1, #ids, 2 do
     if drop_budget <= 0 then return found, true end
-    if ids[i + 1] ~= '0' then found = found + 1 end
+    if ids[i + 1] ~= '0' and ids[i + 1] ~= '-1' then found = found + 1 end
     if not drop_lease(ids[i], 'x') then return found, true end
   end
   return found, #ids >= 2 * limit

@@ -42,10 +42,11 @@ pub(crate) const ADMITS_PER_CALL: u64 = 128;
 
 /// The key event log that watches read ([`Client::watch`](crate::Client::watch)) keeps about
 /// this many events (the newest); a watch that falls further behind is told so
-/// ([`WatchEvent::Compacted`](crate::WatchEvent::Compacted)).
+/// ([`WatchEvent::Compacted`](crate::WatchEvent::Compacted)). The log has no TTL: like the
+/// revision counter, it stays, within these bounds.
 pub const KV_EVENT_LOG_ENTRIES: usize = 10_000;
 /// The key event log keeps at most this many bytes of values (at least the newest event).
-pub const KV_EVENT_LOG_BYTES: usize = 16 * 1024 * 1024;
+pub const KV_EVENT_LOG_BYTES: usize = 8 * 1024 * 1024;
 
 /// Longest lock-delay of a mutex ([`Mutex::with_lock_delay`](crate::Mutex::with_lock_delay)).
 pub const MAX_LOCK_DELAY: Duration = Duration::from_secs(60);

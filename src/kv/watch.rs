@@ -6,9 +6,9 @@
 //! it never skips an event, and waits on the channel (through the client's one subscriber
 //! connection, shared by every watch) between reads.
 //!
-//! The log is bounded ([`KV_EVENT_LOG_ENTRIES`], [`KV_EVENT_LOG_BYTES`]), and expires an hour
-//! after the last key change: a watch that falls further behind gets [`WatchEvent::Compacted`]
-//! and goes on from the oldest event kept; resync with [`Client::get_prefix`] then.
+//! The log is bounded ([`KV_EVENT_LOG_ENTRIES`], [`KV_EVENT_LOG_BYTES`]) and has no TTL: a
+//! watch that falls further behind gets [`WatchEvent::Compacted`] and goes on from the oldest
+//! event kept; resync with [`Client::get_prefix`] then.
 
 use std::collections::VecDeque;
 use std::time::Duration;

@@ -58,10 +58,9 @@ impl Mutex {
     /// The mutex `name` (non-empty, at most [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes) for
     /// `session`. No I/O happens until [`lock`](Self::lock).
     pub fn new(session: &Session, name: &str) -> Result<Mutex> {
-        let delay = session.shared().lock_delay;
         Ok(Mutex {
             named: NamedLock::new(session, KIND, name)?,
-            delay_ms: delay.as_millis() as u64,
+            delay_ms: millis_up(session.shared().lock_delay),
         })
     }
 
@@ -76,7 +75,8 @@ impl Mutex {
     ///
     /// The delay is recorded with each lock request, so it is the one of the holder whose
     /// session ended that applies. During it, [`inspect`](crate::Client::inspect) shows a holder
-    /// named `<lease>.delay`, on a lease that no process renews.
+    /// named `<lease>.delay`, on a lease that no process renews. A delay that is not a whole
+    /// number of milliseconds is rounded up.
     ///
     /// ```no_run
     /// # async fn demo(session: leasehold::Session) -> leasehold::Result<()> {
@@ -93,7 +93,7 @@ impl Mutex {
                 crate::MAX_LOCK_DELAY
             )));
         }
-        self.delay_ms = delay.as_millis() as u64;
+        self.delay_ms = millis_up(delay);
         Ok(self)
     }
 
@@ -173,6 +173,11 @@ impl Mutex {
             entry,
         })
     }
+}
+
+/// `d` in whole milliseconds, rounded up (a delay is never shortened to none).
+fn millis_up(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
 /// Proof of holding a [`Mutex`], while the session lasts.
