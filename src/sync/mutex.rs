@@ -65,7 +65,8 @@ impl Mutex {
     }
 
     /// Set this mutex's lock-delay (Consul's and Chubby's): when a holder's session ends
-    /// without unlocking (its lease expired or was revoked; not when another process adopts it),
+    /// without unlocking (its lease expired, or was revoked with `Client::revoke` or
+    /// `leasehold lease revoke`; not the session's own `close()` or drop, nor an adoption),
     /// the lock stays unavailable for `delay` after, so that what the old holder still does
     /// in that time (a paused process waking up, writes in flight) lands before the next
     /// holder starts. A clean [`unlock`](MutexGuard::unlock) (or dropping the guard) is not
