@@ -67,8 +67,7 @@ end
 local ELECTION = 'election:'
 -- The log keeps at most LOG_CAP entries (roughly: trimmed with MAXLEN ~) and LOG_BYTES bytes
 -- of values (ELECTION_LOG_BYTES in src/base/limits.rs); an observer that falls further
--- behind is told it missed entries. Each entry carries `at`, the log's byte total up to and
--- including it, so trimming by bytes reads only the entries it removes.
+-- behind is told it missed entries (trimming: log_append).
 local LOG_CAP = 1000
 local LOG_BYTES = 8388608
 -- A log whose election has no candidates left is kept this long for late observers.
@@ -112,6 +111,30 @@ local function entry_fields(e)
   return f
 end
 
+-- Append entry `id` with `fields` (a flat list, the value under field `vf`) to the log stream
+-- `lk`, whose last entry is `last`, keeping at most `cap` entries (MAXLEN ~) and `cap_bytes`
+-- bytes of values: the elections' logs and the key event log. Each entry carries `at`, the
+-- log's byte total of values up to and including it, so trimming by bytes reads only the
+-- entries it removes: oldest first, never the entry just written; an entry without `at`
+-- (foreign data) counts as the oldest bytes.
+local function log_append(lk, last, id, fields, vf, cap, cap_bytes)
+  local value = ''
+  for i = 1, #fields, 2 do
+    if fields[i] == vf then value = fields[i + 1] end
+  end
+  local at = #value + ((last and uint_of(entry_fields(last).at)) or 0)
+  fields[#fields + 1] = 'at'
+  fields[#fields + 1] = int(at)
+  redis.call('XADD', lk, 'MAXLEN', '~', cap, id, unpack(fields))
+  for _ = 1, cap do
+    local first = redis.call('XRANGE', lk, '-', '+', 'COUNT', 1)[1]
+    if not first or first[1] == id then break end
+    local f = entry_fields(first)
+    if at - (uint_of(f.at) or 0) + #(f[vf] or '') <= cap_bytes then break end
+    redis.call('XDEL', lk, first[1])
+  end
+end
+
 local function election_sync(q)
   local vk, lk, ck = election_keys(q)
   local vt, lt = redis.call('TYPE', vk)['ok'], redis.call('TYPE', lk)['ok']
@@ -140,19 +163,9 @@ local function election_sync(q)
     rev = top + 1
     set_rev(rev)
   end
-  local at = #value + ((last and uint_of(entry_fields(last).at)) or 0)
-  redis.call('XADD', lk, 'MAXLEN', '~', LOG_CAP, int(rev) .. '-0',
-    'member', member, 'value', value, 'token', token, 'prev', prev, 'at', int(at))
-  -- Trim by bytes, oldest first, never the entry just written; an entry without `at`
-  -- (foreign data) counts as the oldest bytes.
-  for _ = 1, LOG_CAP do
-    local first = redis.call('XRANGE', lk, '-', '+', 'COUNT', 1)[1]
-    if not first or first[1] == int(rev) .. '-0' then break end
-    local f = entry_fields(first)
-    local first_at = uint_of(f.at) or 0
-    if at - first_at + #(f.value or '') <= LOG_BYTES then break end
-    redis.call('XDEL', lk, first[1])
-  end
+  log_append(lk, last, int(rev) .. '-0',
+    { 'member', member, 'value', value, 'token', token, 'prev', prev }, 'value', LOG_CAP,
+    LOG_BYTES)
   if head then
     redis.call('PERSIST', lk)
   else
@@ -491,7 +504,7 @@ local function kv_key(name) return P .. KV .. name end
 -- put ('p') or delete ('d', also when a key goes with its lease), id "<revision>-<sequence>"
 -- (several deletes of one sweep share a revision), fields t, k (name), v (value), l (lease),
 -- prev (the previous entry's id: a reader whose `after` is not the next entry's prev missed
--- entries) and at (the log's byte total of values, for trimming by bytes). At most
+-- entries) and at (for trimming by bytes: log_append). At most
 -- KV_LOG_CAP entries (roughly: MAXLEN ~) and KV_LOG_BYTES bytes of values
 -- (KV_EVENT_LOG_ENTRIES and KV_EVENT_LOG_BYTES in src/base/limits.rs). It has no TTL: like
 -- the revision counter it stays, bounded, so that the chain of prev ids tells a watch of every
@@ -502,26 +515,18 @@ local function kv_log(t, name, value, lease, rev)
   local lk = P .. 'kv-events'
   -- Foreign data at the log, or an entry no revision can follow: no event (a write, a revoke
   -- or a sweep must not fail on it).
-  if redis.call('TYPE', lk)['ok'] ~= 'stream' and redis.call('EXISTS', lk) == 1 then return end
+  local lt = redis.call('TYPE', lk)['ok']
+  if lt ~= 'stream' and lt ~= 'none' then return end
   local top, last = log_top(lk)
   if not top or top > rev then return end
-  local seq, prev, at = 0, '0-0', #value
+  local seq, prev = 0, '0-0'
   if last then
     prev = last[1]
     if top == rev then seq = (tonumber(string.match(last[1], '%-(%d+)$')) or 0) + 1 end
-    at = at + (uint_of(entry_fields(last).at) or 0)
   end
   local id = int(rev) .. '-' .. int(seq)
-  redis.call('XADD', lk, 'MAXLEN', '~', KV_LOG_CAP, id, 't', t, 'k', name, 'v', value,
-    'l', lease, 'prev', prev, 'at', int(at))
-  -- Trim by bytes, oldest first, never the entry just written.
-  for _ = 1, KV_LOG_CAP do
-    local first = redis.call('XRANGE', lk, '-', '+', 'COUNT', 1)[1]
-    if not first or first[1] == id then break end
-    local f = entry_fields(first)
-    if at - (uint_of(f.at) or 0) + #(f.v or '') <= KV_LOG_BYTES then break end
-    redis.call('XDEL', lk, first[1])
-  end
+  log_append(lk, last, id, { 't', t, 'k', name, 'v', value, 'l', lease, 'prev', prev }, 'v',
+    KV_LOG_CAP, KV_LOG_BYTES)
   publish(P .. 'kv-changes', id)
 end
 
