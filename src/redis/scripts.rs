@@ -175,9 +175,15 @@ pub(crate) static LIBRARY: LazyLock<Library> = LazyLock::new(|| {
         // A grant is refused whole when Redis is out of memory (as its first write would be);
         // the rest may run and free memory.
         let flags = if d.grants { "" } else { "'allow-oom'" };
+        // What the script form runs first (the hot path leaves the queue prelude's out).
+        let begin = match d.prelude {
+            Prelude::Queues => BEGIN_QUEUES,
+            Prelude::Core | Prelude::Batch => BEGIN_CORE,
+        }
+        .trim_end();
         code.push_str(&format!(
             "redis.register_function{{function_name='{}', flags={{{flags}}}, \
-             callback=function(keys, args) begin(keys) begin_queues() return {op}(keys, args) end}}\n",
+             callback=function(KEYS, ARGV) {begin} return {op}(KEYS, ARGV) end}}\n",
             function_name(op)
         ));
     }
