@@ -29,12 +29,7 @@ if #front > 2 then read_rev() end
 if not may_release(score, AK, lease, member, want) then return 0 end
 typed(AK, 'set', 'SREM', AK, 'z ' .. member .. ' ' .. Q)
 -- An owner whose lease ran out before its unlock: a lock-delay holds the lock on (delay_hold).
-if not alive and string.find(member, '^[^.]+%.d') then
-  local head_score = select(3, live_head(Q, false, 64))
-  if not (head_score and head_score < score) and delay_hold(Q, member, score, died_at(member)) then
-    return 0
-  end
-end
+if not alive and delay_if_owner(Q, member, score, died_at(member)) then return 0 end
 redis.call('ZREM', Q, member)
 local owned = alive ~= nil
 -- Alone in the queue: nobody to hand over to.

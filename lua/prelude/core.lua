@@ -345,6 +345,16 @@ local function live_head(q, prune, limit, after)
   end
 end
 
+-- Dead member `m` (at `score`) of mutex queue `q` leaves without an unlock (its lease died at
+-- `died`): if no live entry is ahead of it, it owned, and its lock-delay holds the lock on
+-- (delay_hold). Returns whether it did.
+local function delay_if_owner(q, m, score, died)
+  if not died or not string.find(m, '^[^.]+%.d') then return false end
+  local _, _, head_score = live_head(q, false, 64)
+  if head_score and head_score < score then return false end
+  return delay_hold(q, m, score, died)
+end
+
 -- Attachment entries, in {ns}:attached:<lease> (no TTL: the registry is authoritative, and
 -- every registry entry is swept in the end):
 --   "z <member> <key>"  a member of the zset <key> (mutex queue entry, candidacy, permit, ...)

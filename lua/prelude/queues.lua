@@ -603,14 +603,9 @@ local function detach_entry(entry, lease)
     if not owned(key) or redis.call('TYPE', key)['ok'] ~= 'zset' then return end
     -- Its owner's lease ends without an unlock: a mutex with a lock-delay stays held by a
     -- placeholder (delay_hold) when no live entry was ahead of it.
-    if delay_died and kind_of(key) == 'mutex' then
-      local score = tonumber(redis.call('ZSCORE', key, member))
-      local _, _, head_score = live_head(key, false, 64)
-      if score and not (head_score and head_score < score)
-        and delay_hold(key, member, score, delay_died) then
-        return
-      end
-    end
+    local score = delay_died and kind_of(key) == 'mutex'
+      and tonumber(redis.call('ZSCORE', key, member))
+    if score and delay_if_owner(key, member, score, delay_died) then return end
     leave_queue(key, member)
   elseif kind == 'k' then
     if owned(key) then drop_kv(key, lease) end
