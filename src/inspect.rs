@@ -58,7 +58,8 @@ pub struct QueueEntry {
     /// The contender id (`<lease id>.<suffix>`).
     pub contender: String,
     /// The lease the entry is attached to, read from the contender id; `None` when the id does
-    /// not start with a lease id (foreign data).
+    /// not start with a lease id (foreign data). On a spread namespace, the session's own lease
+    /// (the one [`Client::leases`] lists and [`Client::revoke`] takes), not its sub-lease.
     pub lease: Option<LeaseId>,
     /// The entry's revision: its fencing token once it holds.
     pub fencing_token: u64,
@@ -101,11 +102,16 @@ impl Client {
         use fred::types::scan::Scanner;
         use futures_util::TryStreamExt;
 
-        let k = &self.shared().keys;
-        let conn = &self.shared().conn;
-        let redis = conn.pool().next_connected();
         let mut out = Vec::new();
-        for kind in QueueKind::ALL {
+        // A spread namespace's locks are in its sub-namespaces.
+        let spaces = std::iter::once(self).chain(self.sub_clients());
+        for (kind, space) in QueueKind::ALL
+            .into_iter()
+            .flat_map(|kind| spaces.clone().map(move |space| (kind, space)))
+        {
+            let k = &space.shared().keys;
+            let conn = &space.shared().conn;
+            let redis = conn.pool().next_connected();
             let prefix = kind.lock_kind().key(k, "");
             // `*` and friends in the namespace cannot occur (namespaces are [A-Za-z0-9_.-]).
             let pattern = format!("{prefix}*");
@@ -132,17 +138,27 @@ impl Client {
     /// Everyone in the queue of the `kind` named `name`, in order (at most 1000 entries):
     /// holders first, then waiters. Read-only.
     pub async fn inspect(&self, kind: QueueKind, name: &str) -> Result<Vec<QueueEntry>> {
-        let k = &self.shared().keys;
+        let client = self.for_name(name);
+        let k = &client.shared().keys;
         let queue_kind = kind;
         let kind = kind.lock_kind();
         check_name(k.namespace(), kind.label(), name)?;
         let keys = vec![k.rev(), k.leases(), kind.key(k, name)];
-        let v = self
+        let v = client
             .shared()
             .conn
             .eval(&scripts::INSPECT, keys, vec![])
             .await?;
-        parse_inspect(queue_kind, v)
+        let mut entries = parse_inspect(queue_kind, v)?;
+        // In a spread namespace's sub-namespace, entries name sub-leases: show the session's
+        // own lease, the one operators list and revoke.
+        if let Some(layout) = self.spread_layout() {
+            let sub = layout.index_of(name);
+            for e in &mut entries {
+                e.lease = e.lease.map(|l| l.in_sub_namespace(sub));
+            }
+        }
+        Ok(entries)
     }
 }
 

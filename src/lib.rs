@@ -84,6 +84,7 @@ pub use recipes::double_barrier::DoubleBarrier;
 pub use recipes::queue::Queue;
 pub use redis::durability::Durability;
 pub use redis::scripts::function_library_name;
+pub use redis::spread::MAX_SPREAD;
 pub use session::{Session, SessionOptions};
 pub use sync::election::{Election, Leader, LeaderEvent};
 pub use sync::mutex::{Mutex, MutexGuard};

@@ -1,12 +1,16 @@
 -- Grant a lease (called by Client::grant and Session creation; see src/lease/leases.rs).
--- KEYS: rev, leases, lease:<id>, attached:<id>
--- ARGV: id, ttl_ms, client id, host, pid, label
+-- KEYS: rev, leases, lease:<id>, attached:<id>, meta
+-- ARGV: id, ttl_ms, client id, host, pid, label, spread (sub-namespaces, 1 when unspread),
+--   name hash version
 -- Returns the TTL in ms. Granting an id that exists (a replayed call) changes nothing.
+-- Fails with LHLAYOUT when the namespace's layout is not the client's (check_layout in
+-- lua/prelude/queues.lua): that client must not hold anything here.
 expect_base()
 local LK, AK = KEYS[3], KEYS[4]
 local id, ttl = ARGV[1], ttl_of(ARGV[2])
 if not ttl then fail('ARG', 'ttl must be a whole number of ms from 1 to ' .. MAX_TTL_MS) end
 expect_lease_keys(id)
+check_layout(KEYS[5] or '', ARGV[7], ARGV[8] or '')
 if redis.call('EXISTS', LK) == 1 then
   local cur = ttl_of(redis.call('HGET', LK, 'ttl'))
   if not cur then fail('CORRUPT', 'lease has no numeric ttl field: ' .. LK) end

@@ -2,9 +2,13 @@
 -- also Client::keep_alive_once; see src/lease/leases.rs).
 -- KEYS: rev, leases, then lease:<id>, attached:<id> for each id in ARGV order
 -- ARGV: sweep limit, renewing client id ('' to renew whoever uses the lease), then per lease:
---   id, count (1: also count its attachments, which its session compares with what it holds)
+--   id, count (1: also count its attachments, which its session compares with what it holds;
+--   'd<epoch>': a sub-lease of a spread namespace its client no longer uses (lease_touch.lua):
+--   drop it instead if nothing is attached and it is still that grant, else renew it)
 -- Returns {server seconds, server microseconds, swept, replication id, then per id: ttl_ms,
--- -1 when the lease is gone, or -2 when another client took it over (lease_adopt.lua), then
+-- -1 when the lease is gone, -2 when another client took it over (lease_adopt.lua), or -3
+-- when it was dropped as asked (now, or by an earlier call whose reply was lost: a drop leaves
+-- a marker, the lease hash with only `dropped` = the epoch, for one TTL), then
 -- per id: its attachments that are intact (-1 when not counted; see missing_entries), then the server's maxmemory-policy ('' when
 -- INFO is not permitted), then 1 when expired leases are left to sweep (0 when not)}.
 -- The sweep works within the drop budget (lua/prelude/queues.lua): a backlog, or a lease with
@@ -55,14 +59,25 @@ local replid = type(info) == 'string' and string.match(info, 'master_replid:(%w+
 local out = { T[1], T[2], 0, replid }
 for i = 1, n do
   local id, lk, ak = ARGV[1 + 2 * i], KEYS[1 + 2 * i], KEYS[2 + 2 * i]
-  local count = ARGV[2 + 2 * i] == '1'
+  local flag = ARGV[2 + 2 * i]
+  local count = flag == '1'
+  local drop = string.sub(flag, 1, 1) == 'd' and string.sub(flag, 2)
   local ttl = -1
-  if lease_left(id) then
+  if drop and not lease_left(id) and redis.pcall('HGET', lk, 'dropped') == drop then
+    ttl = -3
+  elseif lease_left(id) then
     -- pcall: a lease key holding another type (foreign data) reads as no TTL: reported gone.
     local f = redis.pcall('HMGET', lk, 'ttl', 'client')
     local t = type(f) == 'table' and not f.err and ttl_of(f[1])
     if t and client ~= '' and f[2] ~= client then
       ttl = -2
+    elseif t and drop and redis.call('HGET', lk, 'epoch') == drop
+        and redis.pcall('SCARD', ak) == 0 then
+      redis.call('DEL', lk)
+      redis.call('ZREM', REG, id)
+      redis.call('HSET', lk, 'dropped', drop)
+      redis.call('PEXPIRE', lk, int(t))
+      ttl = -3
     elseif t then
       ttl = t
       redis.call('PEXPIRE', lk, int(ttl))

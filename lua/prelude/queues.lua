@@ -680,3 +680,49 @@ local function sweep(limit)
   end
   return found, #ids >= 2 * limit
 end
+
+-- Spread namespaces (src/redis/spread.rs): one namespace over N sub-namespaces, each its own
+-- hash tag. The home namespace's `meta` hash records N and the version of the name hash;
+-- clients that map names differently would queue for one lock in two places, so a client
+-- configured otherwise is refused (LHLAYOUT). N = 1 writes nothing: the unspread layout. A
+-- spread layout is recorded only while no lease of the home namespace is alive, so that no
+-- unspread client is at work when it starts to apply; from then on unspread grants are refused.
+-- Returns the layout in force: N and the hash version, as strings.
+local MAX_SPREAD = 1024
+local function check_layout(mk, n_arg, hash)
+  if mk ~= P .. 'meta' then fail('ARG', 'expected the layout key ' .. P .. 'meta') end
+  local n = uint_of(n_arg)
+  if not n or n < 1 or n > MAX_SPREAD then fail('ARG', 'spread must be 1 to ' .. MAX_SPREAD) end
+  expect_type(mk, 'hash')
+  local f = redis.call('HMGET', mk, 'spread', 'hash')
+  if f[1] then
+    if f[1] ~= int(n) or f[2] ~= hash then
+      fail('LAYOUT', 'the namespace is spread over ' .. tostring(f[1]) ..
+        ' sub-namespaces with name hash ' .. tostring(f[2]) .. ', this client over ' .. int(n) ..
+        ' with name hash ' .. hash)
+    end
+    return f[1], f[2]
+  end
+  if n == 1 then return '1', hash end
+  if #redis.call('ZRANGE', REG, '(' .. int(NOW_MS), '+inf', 'BYSCORE', 'LIMIT', 0, 1) > 0 then
+    fail('LAYOUT', 'the namespace has live leases of clients that do not spread it;' ..
+      ' it can be spread once they are gone')
+  end
+  redis.call('HSET', mk, 'spread', int(n), 'hash', hash)
+  return int(n), hash
+end
+
+-- Tombstones of a sub-namespace (`revoked`: lease id -> expiry in ms): a lease revoked from
+-- outside its client (Client::revoke) cannot be granted here again until its tombstone runs
+-- out, which closes the race with that client's first lock call here still in flight. Expired
+-- tombstones are trimmed a few per call, so a call stays short whatever their number.
+local TOMBSTONE_TRIM = 16
+local function expect_tombstones(rk)
+  if rk ~= P .. 'revoked' then fail('ARG', 'expected the tombstone key ' .. P .. 'revoked') end
+  expect_type(rk, 'zset')
+end
+local function trim_tombstones(rk)
+  local old = redis.call('ZRANGE', rk, '-inf', '(' .. int(NOW_MS), 'BYSCORE', 'LIMIT', 0,
+    TOMBSTONE_TRIM)
+  if #old > 0 then redis.call('ZREM', rk, unpack(old)) end
+end

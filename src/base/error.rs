@@ -127,6 +127,15 @@ pub enum Error {
         name: String,
     },
 
+    /// The namespace is laid out otherwise than this client was built for: spread over
+    /// another number of sub-namespaces, or with another name hash
+    /// ([`ClientBuilder::spread`](crate::ClientBuilder::spread)). Two clients that map a lock
+    /// name to two places would both hold it, so the client is refused (at `build`, or at a
+    /// session's grant should the namespace's layout have changed since). Nothing was
+    /// written.
+    #[error("namespace layout mismatch: {0}")]
+    LayoutMismatch(String),
+
     /// A software transaction ([`Client::stm`](crate::Client::stm)) found the keys it read
     /// changed at every commit, `attempts` times in a row. Nothing was written.
     #[error("transaction in namespace {namespace:?} conflicted {attempts} times in a row; nothing was written")]

@@ -56,6 +56,16 @@ pub const REDIS_ERRORS: &str = "leasehold_redis_errors_total";
 /// cannot; unset until a policy was read.
 pub const REDIS_CAN_EVICT: &str = "leasehold_redis_can_evict";
 
+/// Counter: sub-leases granted: a session's first lock call into a sub-namespace of a spread
+/// namespace (or its first since the sub-lease was dropped).
+pub const SUB_LEASES_GRANTED: &str = "leasehold_sub_leases_granted_total";
+/// Counter: sub-leases of spread namespaces dropped by a renewal after a renewal interval
+/// unused.
+pub const SUB_LEASES_DROPPED: &str = "leasehold_sub_leases_dropped_total";
+/// Counter, label `sub`: acquisitions in each sub-namespace of a spread namespace (the
+/// sub-namespace's index, so at most as many values as sub-namespaces).
+pub const SPREAD_ACQUISITIONS: &str = "leasehold_spread_acquisitions_total";
+
 /// What kind of value a metric is.
 ///
 /// Exhaustive: these are the `metrics` facade's three kinds, so an exporter's `match` may rely
@@ -192,6 +202,22 @@ pub const ALL: &[Metric] = &[
          over or flushed its scripts), answered by loading it again",
     ),
     counter(REDIS_ERRORS, &["kind"], "Redis errors, by kind of error"),
+    counter(
+        SUB_LEASES_GRANTED,
+        &[],
+        "sub-leases granted: a session's first lock call into a sub-namespace of a spread \
+         namespace (or its first since the sub-lease was dropped)",
+    ),
+    counter(
+        SUB_LEASES_DROPPED,
+        &[],
+        "sub-leases of spread namespaces dropped by a renewal after a renewal interval unused",
+    ),
+    counter(
+        SPREAD_ACQUISITIONS,
+        &["sub"],
+        "acquisitions in each sub-namespace of a spread namespace, by the sub-namespace's index",
+    ),
     gauge(
         REDIS_CAN_EVICT,
         "1 when the server's maxmemory-policy can evict leasehold's keys (any policy but \

@@ -129,6 +129,11 @@ impl Entries {
         self.state().0 += 1;
     }
 
+    /// Entries held now.
+    pub(crate) fn held(&self) -> usize {
+        self.state().0
+    }
+
     /// One entry fewer (its release or withdrawal is about to be sent).
     pub(crate) fn sub(&self) {
         let mut s = self.state();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::clients::{Pool, SubscriberClient};
-use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::interfaces::{ClientLike, EventInterface, HashesInterface, PubsubInterface};
 use fred::types::config::{Config, ReconnectPolicy};
 use fred::types::Builder;
 use tokio::sync::broadcast::error::RecvError;
@@ -22,6 +22,7 @@ use crate::redis::durability::Durability;
 use crate::redis::eviction::{read_policy, Eviction};
 use crate::redis::names;
 use crate::redis::shared::subscribe_doorbell;
+use crate::redis::spread::{Layout, HASH_VERSION, MAX_SPREAD};
 use crate::redis::tls;
 use crate::redis::{Conn, Core, Keys};
 
@@ -49,6 +50,8 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     on_drop: OnDrop,
     lock_delay: Duration,
+    /// Sub-namespaces the namespace is spread over (1: not spread; `None`: as recorded).
+    spread: Option<u16>,
     durability: Option<Durability>,
     batch_locks: bool,
     allow_eviction: bool,
@@ -68,6 +71,7 @@ impl Default for ClientBuilder {
             connect_timeout: Duration::from_secs(5),
             on_drop: OnDrop::Revoke,
             lock_delay: Duration::ZERO,
+            spread: Some(1),
             durability: None,
             batch_locks: true,
             allow_eviction: false,
@@ -259,10 +263,57 @@ impl ClientBuilder {
         self
     }
 
+    /// Spread the namespace over `n` sub-namespaces (default 1: not spread), so that its
+    /// locks spread over a Redis Cluster's shards instead of living in one slot
+    /// (`docs/architecture.md`, "Spread namespaces"; the README's "Scaling out"). Each lock,
+    /// election or recipe name lives in one sub-namespace, chosen by its Cluster key slot
+    /// (so a `{tag}` inside names puts them together); keys with a lease, watch,
+    /// transactions and STM stay in the namespace itself. What changes: fencing tokens rise per
+    /// lock name, not across the namespace; a session takes a sub-lease in each sub-namespace
+    /// it uses.
+    ///
+    /// `n` is part of the namespace: the first spread client records it, and
+    /// [`build`](Self::build) refuses a client built with another `n` (also 1) with
+    /// [`Error::LayoutMismatch`]; two clients mapping one name to two places would both hold
+    /// its lock. A namespace is spread only while no unspread client has a live lease in it.
+    /// `n` must be 1 to [`MAX_SPREAD`](crate::MAX_SPREAD) ([`Error::InvalidArgument`] at
+    /// `build` otherwise); 48 falls evenly on 2, 3, 4, 6, 8, 12, 16 or 24 shards.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> leasehold::Result<()> {
+    /// let client = leasehold::Client::builder()
+    ///     .url("redis-cluster://127.0.0.1:7000")
+    ///     .namespace("orders")
+    ///     .spread(48)
+    ///     .build()
+    ///     .await?;
+    /// let session = client.session().await?;
+    /// let guard = session.mutex("invoice-42")?.lock().await?; // in orders' sub-namespace of "invoice-42"
+    /// # Ok(()) }
+    /// ```
+    pub fn spread(mut self, n: u16) -> Self {
+        self.spread = Some(n);
+        self
+    }
+
+    /// Spread the namespace as it is recorded, whatever that is (not spread when nothing is
+    /// recorded): for tools that work with any namespace, such as the CLI. A service should
+    /// name its layout with [`spread`](Self::spread), so that a mistake is refused rather than
+    /// followed.
+    pub fn spread_as_recorded(mut self) -> Self {
+        self.spread = None;
+        self
+    }
+
     /// Connect, subscribe to this client's doorbell and start the keepalive supervisor.
     /// Must be called inside a Tokio runtime.
     pub async fn build(self) -> Result<Client> {
         check_namespace(&self.namespace)?;
+        if let Some(n) = self.spread.filter(|n| !(1..=MAX_SPREAD).contains(n)) {
+            return Err(Error::InvalidArgument(format!(
+                "spread {n} is outside 1..={MAX_SPREAD}"
+            )));
+        }
         if self.lock_delay > crate::MAX_LOCK_DELAY {
             return Err(Error::InvalidArgument(format!(
                 "lock-delay {:?} is longer than {:?}",
@@ -380,6 +431,13 @@ impl ClientBuilder {
         if let Err(e) = eviction.check() {
             return Err(unreachable(e, own, &subscriber).await);
         }
+        let spread = match self.spread {
+            Some(n) => n,
+            None => match recorded_spread(&pool, &keys, self.command_timeout).await {
+                Ok(n) => n,
+                Err(e) => return Err(unreachable(e, own, &subscriber).await),
+            },
+        };
         let core = Arc::new(Core {
             eviction: Arc::new(eviction),
             keys,
@@ -396,8 +454,13 @@ impl ClientBuilder {
             subscriber: subscriber.clone(),
             sharded,
             held: Arc::default(),
+            spread,
         });
         core.conn.use_functions().await;
+        if let Err(e) = core.check_layout().await {
+            let own = owns_pool.then(|| core.conn.pool().clone());
+            return Err(unreachable(e, own.as_ref(), &subscriber).await);
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         if core.conn.pool().is_clustered() {
             forward_topology_changes(core.conn.pool(), &tx);
@@ -418,7 +481,7 @@ impl ClientBuilder {
             )
             .run(),
         );
-        Ok(Client {
+        let client = Client {
             inner: Arc::new(ClientInner {
                 core,
                 ops: tx,
@@ -426,8 +489,34 @@ impl ClientBuilder {
                 live_sessions: Arc::default(),
                 on_drop: self.on_drop,
                 lock_delay: self.lock_delay,
+                spread: None,
             }),
-        })
+        };
+        if spread <= 1 {
+            return Ok(client);
+        }
+        client
+            .spread_over(Layout::new(&self.namespace, spread))
+            .await
+    }
+}
+
+/// The spread recorded in the namespace (1 when none is), for
+/// [`ClientBuilder::spread_as_recorded`].
+async fn recorded_spread(pool: &Pool, keys: &Keys, timeout: Duration) -> Result<u16> {
+    let (n, hash): (Option<String>, Option<String>) = pool
+        .hmget(keys.meta(), vec!["spread", "hash"])
+        .await
+        .map_err(|e| classify(e, timeout))?;
+    let Some(n) = n else {
+        return Ok(1);
+    };
+    match (n.parse::<u16>(), hash.as_deref()) {
+        (Ok(n), Some(HASH_VERSION)) if (1..=MAX_SPREAD).contains(&n) => Ok(n),
+        _ => Err(Error::LayoutMismatch(format!(
+            "the namespace records spread {n:?} with name hash {hash:?}, which this client \
+             does not know (it knows name hash {HASH_VERSION})"
+        ))),
     }
 }
 

@@ -7,7 +7,8 @@ use fred::interfaces::{KeysInterface, SortedSetsInterface};
 use super::Client;
 use crate::base::error::{Error, Result};
 use crate::base::lease_id::LeaseId;
-use crate::lease::leases::{parse_list_row, parse_ttl, Lease, LeaseInfo};
+use crate::base::limits::MAX_TTL;
+use crate::lease::leases::{parse_list_row, parse_ttl, Lease, LeaseInfo, RenewAs};
 use crate::redis::classify::{classify, denied_during};
 use crate::redis::{scripts, Reply};
 
@@ -34,7 +35,7 @@ impl Client {
     pub async fn keep_alive_once(&self, id: LeaseId) -> Result<Duration> {
         let inner = &self.inner;
         let reply = inner
-            .renew(&[(id, false)], 0, false, inner.conn.timeout())
+            .renew(&[(id, RenewAs::Plain)], 0, false, inner.conn.timeout())
             .await?;
         reply
             .leases
@@ -101,7 +102,34 @@ impl Client {
     /// Dropping the future after the first call leaves the lease ended with part of its
     /// attachments in place; any client's next sweep (part of every renewal) releases them.
     pub async fn revoke(&self, id: LeaseId) -> Result<()> {
+        if let Some(spread) = &self.inner.spread {
+            return self.revoke_spread(id, &spread.subs).await;
+        }
         if self.inner.revoke(id).await? {
+            Ok(())
+        } else {
+            Err(self.inner.not_found(id))
+        }
+    }
+
+    /// [`revoke`](Self::revoke) on a spread namespace: the session's own lease, then its
+    /// sub-lease in every sub-namespace, each leaving a tombstone that refuses the sub-lease's
+    /// grant there until the session surely knows it is revoked (its TTL, twice), so that a
+    /// lock call of the session already on its way cannot take anything after this returns.
+    /// The first call rings the session's client, which ends the session at once.
+    async fn revoke_spread(&self, id: LeaseId, subs: &[Client]) -> Result<()> {
+        let ttl = match self.ttl_inner(id, false).await? {
+            Some(info) => info.granted_ttl,
+            None => MAX_TTL,
+        };
+        let alive = self.inner.revoke(id).await?;
+        let tombstone = ttl.saturating_mul(2);
+        let revokes = subs.iter().enumerate().map(|(k, sub)| {
+            let sub_id = id.in_sub_namespace(k as u16);
+            async move { sub.inner.revoke_tombstoned(sub_id, tombstone).await }
+        });
+        let subs_alive = futures_util::future::try_join_all(revokes).await?;
+        if alive || subs_alive.contains(&true) {
             Ok(())
         } else {
             Err(self.inner.not_found(id))

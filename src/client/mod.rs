@@ -18,6 +18,7 @@ use crate::base::session_state::OnDrop;
 use crate::lease::Op;
 use crate::redis::classify::{classify, denied_during};
 use crate::redis::doorbell::{ChannelTicket, Doorbell};
+use crate::redis::spread::Layout;
 use crate::redis::Core;
 
 /// Namespace used when none is set.
@@ -33,6 +34,15 @@ pub(crate) struct ClientInner {
     pub(crate) on_drop: OnDrop,
     /// The lock-delay of this client's mutexes unless set per mutex.
     pub(crate) lock_delay: std::time::Duration,
+    /// A spread namespace's layout and its sub-namespaces (`None` when unspread).
+    pub(crate) spread: Option<Arc<Spread>>,
+}
+
+/// A spread namespace, as a client sees it: its layout, and a handle of this client on each
+/// sub-namespace (sharing its connections, doorbell connection and supervisor).
+pub(crate) struct Spread {
+    pub(crate) layout: Layout,
+    pub(crate) subs: Vec<Client>,
 }
 
 impl Deref for ClientInner {
@@ -149,6 +159,11 @@ impl Client {
         if namespace == self.namespace() {
             return Ok(self.clone());
         }
+        self.namespace_handle(namespace).await
+    }
+
+    /// A handle on `namespace` (already checked, or a sub-namespace's name), unspread.
+    pub(crate) async fn namespace_handle(&self, namespace: &str) -> Result<Client> {
         let core = Arc::new(self.inner.core.for_namespace(namespace));
         let wake = core.keys.wake(&core.id);
         self.inner.doorbell.add_wake_channel(&wake);
@@ -171,6 +186,85 @@ impl Client {
                 live_sessions: self.inner.live_sessions.clone(),
                 on_drop: self.inner.on_drop,
                 lock_delay: self.inner.lock_delay,
+                spread: None,
+            }),
+        })
+    }
+
+    /// How many sub-namespaces this client spreads its namespace over
+    /// ([`ClientBuilder::spread`]); 1 when it does not.
+    pub fn spread(&self) -> u16 {
+        self.spread_layout().map_or(1, Layout::n)
+    }
+
+    /// The namespace where lock, election or recipe `name` lives: on a spread namespace, its
+    /// sub-namespace (`<ns>/<k>/<j>`, the hash tag of its keys); otherwise this client's
+    /// namespace. Keys put with [`put`](Client::put) and everything else namespace-wide
+    /// (watch, transactions, the lease registry) stay in the namespace itself.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> leasehold::Result<()> {
+    /// let client = leasehold::Client::builder()
+    ///     .url("redis-cluster://127.0.0.1:7000")
+    ///     .namespace("orders")
+    ///     .spread(48)
+    ///     .build()
+    ///     .await?;
+    /// // Names that share a {tag} share a sub-namespace.
+    /// assert_eq!(
+    ///     client.sub_namespace_of("{invoice-42}:charge"),
+    ///     client.sub_namespace_of("{invoice-42}:refund"),
+    /// );
+    /// # Ok(()) }
+    /// ```
+    pub fn sub_namespace_of(&self, name: &str) -> &str {
+        match &self.inner.spread {
+            Some(spread) => spread.layout.sub(spread.layout.index_of(name)),
+            None => self.namespace(),
+        }
+    }
+
+    /// The spread layout, when this client spreads its namespace.
+    pub(crate) fn spread_layout(&self) -> Option<&Layout> {
+        self.inner.spread.as_deref().map(|s| &s.layout)
+    }
+
+    /// This client's handle on sub-namespace `k` of its spread namespace.
+    pub(crate) fn sub_client(&self, k: u16) -> Option<&Client> {
+        self.inner.spread.as_ref()?.subs.get(usize::from(k))
+    }
+
+    /// This client's handles on the sub-namespaces of its spread namespace (none when unspread).
+    pub(crate) fn sub_clients(&self) -> impl Iterator<Item = &Client> + Clone {
+        self.inner.spread.iter().flat_map(|s| s.subs.iter())
+    }
+
+    /// The handle to use for object `name`: on a spread namespace, the name's sub-namespace's.
+    pub(crate) fn for_name(&self, name: &str) -> &Client {
+        match &self.inner.spread {
+            Some(spread) => spread
+                .subs
+                .get(usize::from(spread.layout.index_of(name)))
+                .unwrap_or(self),
+            None => self,
+        }
+    }
+
+    /// This handle, spread over `layout`'s sub-namespaces: one handle per sub-namespace,
+    /// subscribed to its doorbell channel.
+    pub(crate) async fn spread_over(self, layout: Layout) -> Result<Client> {
+        let subs = layout.subs().iter().map(|sub| self.namespace_handle(sub));
+        let subs = futures_util::future::try_join_all(subs).await?;
+        let i = &self.inner;
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                core: i.core.clone(),
+                ops: i.ops.clone(),
+                doorbell: i.doorbell.clone(),
+                live_sessions: i.live_sessions.clone(),
+                on_drop: i.on_drop,
+                lock_delay: i.lock_delay,
+                spread: Some(Arc::new(Spread { layout, subs })),
             }),
         })
     }

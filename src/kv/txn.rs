@@ -258,7 +258,11 @@ impl Txn {
             self.then.len().to_string(),
             self.otherwise.len().to_string(),
         ];
+        let prefix = format!("{{{namespace}}}:");
         for item in &items {
+            if item.tag == "h" && !item.fields[0].starts_with(&prefix) {
+                return Err(spread_guard(&item.fields[0]));
+            }
             if item.tag.ends_with('?') {
                 return Err(Error::InvalidArgument(format!(
                     "compare {:?} of key {:?}: values compare with Equal or NotEqual, \
@@ -308,6 +312,9 @@ fn parse_txn(namespace: &str, v: Value) -> Result<TxnResponse> {
 
 /// `op` if `held` (the guard of `entry` still holds): its revision, else [`Error::NotHeld`].
 async fn guarded(entry: &Entry, held: Compare, op: TxnOp) -> Result<u64> {
+    if entry.session.is_sub_namespace_part() {
+        return Err(spread_guard(&entry.queue));
+    }
     let txn = entry.session.client().txn().when(held).then(op);
     let r = txn.commit().await?;
     if r.succeeded {
@@ -315,6 +322,15 @@ async fn guarded(entry: &Entry, held: Compare, op: TxnOp) -> Result<u64> {
     } else {
         Err(entry.not_held(entry.name()))
     }
+}
+
+/// A lock of a spread namespace lives in its sub-namespace's slot, keys in the namespace's
+/// own: one script cannot check the one and write the other.
+fn spread_guard(queue: &str) -> Error {
+    Error::InvalidArgument(format!(
+        "the lock {queue} is in another slot than the namespace's keys (a spread namespace): \
+         a write cannot be guarded by it atomically; pass its fencing token to the store instead"
+    ))
 }
 
 /// Writes through a guard: made only while the guard still holds, checked in the same call.

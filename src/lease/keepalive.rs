@@ -163,6 +163,11 @@ impl Keepalive {
         }
     }
 
+    /// Until when lease `id` is locally valid, while it is renewed here.
+    pub(crate) fn valid_until(&self, id: LeaseId) -> Option<Instant> {
+        self.entries.get(&id).map(|e| e.valid_until)
+    }
+
     /// The next instant something must happen (a renewal is due or a validity runs out).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let due = self.due.first().map(|(t, _)| *t);

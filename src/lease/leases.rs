@@ -11,6 +11,7 @@ use crate::base::error::{Error, Result};
 use crate::base::lease_id::LeaseId;
 use crate::base::limits::{check_label, check_ttl, MAX_TTL};
 use crate::base::metrics as m;
+use crate::redis::spread::HASH_VERSION;
 use crate::redis::{scripts, Core, Reply};
 
 /// A granted lease: its id and TTL.
@@ -113,6 +114,18 @@ pub(crate) struct RenewReply {
     pub(crate) replid: String,
 }
 
+/// What a renewal call does with one lease besides renewing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RenewAs {
+    /// Renew only.
+    Plain,
+    /// Renew, and count its attachments (its session compares them with what it holds).
+    Counted,
+    /// A sub-lease its session no longer uses (`src/session/spread.rs`): drop it if nothing
+    /// is attached and it is still the grant with this epoch, else renew it.
+    DropIfIdle(u64),
+}
+
 /// What one renewal did to one lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Renewal {
@@ -122,6 +135,8 @@ pub(crate) enum Renewal {
     Gone,
     /// Another client took the lease over (only when the renewal named its client).
     Adopted,
+    /// Dropped as asked ([`RenewAs::DropIfIdle`]), by this call or an earlier one.
+    Dropped,
 }
 
 impl Renewal {
@@ -129,20 +144,31 @@ impl Renewal {
     pub(crate) fn ttl(self) -> Option<Duration> {
         match self {
             Renewal::Renewed(ttl) => Some(ttl),
-            Renewal::Gone | Renewal::Adopted => None,
+            Renewal::Gone | Renewal::Adopted | Renewal::Dropped => None,
         }
     }
 }
 
+/// What a sub-lease grant ([`Core::touch`]) found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Touch {
+    /// Granted or renewed for this TTL.
+    Granted(Duration),
+    /// The lease was revoked from outside: a tombstone refuses it here.
+    Revoked,
+    /// A live lease of that id belongs to another client.
+    Taken,
+}
+
 impl Core {
-    /// Renew `leases` (each with whether to count its attachments) in one script call,
+    /// Renew `leases` (each with what else to do, see [`RenewAs`]) in one script call,
     /// sweeping up to `sweep` expired leases on the way. With
     /// `as_owner`, a lease that another client took over is not renewed but reported
     /// [`Renewal::Adopted`] (the supervisor's renewals); without, any live lease is renewed
     /// ([`Client::keep_alive_once`](crate::Client::keep_alive_once)).
     pub(crate) async fn renew(
         &self,
-        leases: &[(LeaseId, bool)],
+        leases: &[(LeaseId, RenewAs)],
         sweep: usize,
         as_owner: bool,
         timeout: Duration,
@@ -154,11 +180,15 @@ impl Core {
             String::new()
         };
         let mut args = vec![sweep.to_string(), owner];
-        for &(id, count) in leases {
+        for &(id, how) in leases {
             keys.push(self.keys.lease(id));
             keys.push(self.keys.attached(id));
             args.push(id.to_string());
-            args.push(if count { "1" } else { "0" }.to_owned());
+            args.push(match how {
+                RenewAs::Plain => "0".to_owned(),
+                RenewAs::Counted => "1".to_owned(),
+                RenewAs::DropIfIdle(epoch) => format!("d{epoch:016x}"),
+            });
         }
         let v = self
             .conn
@@ -176,7 +206,8 @@ impl Core {
         let ttl_ms = check_ttl(ttl)?;
         check_label(label)?;
         let id = LeaseId::generate();
-        let keys = self.keys.for_lease(id);
+        let mut keys = self.keys.for_lease(id);
+        keys.push(self.keys.meta());
         let args = vec![
             id.to_string(),
             ttl_ms.to_string(),
@@ -184,6 +215,8 @@ impl Core {
             self.host.clone(),
             self.pid.to_string(),
             label.to_owned(),
+            self.spread.to_string(),
+            HASH_VERSION.to_owned(),
         ];
         let sent = Instant::now();
         let v = match self.conn.eval(&scripts::LEASE_GRANT, keys, args).await {
@@ -267,6 +300,84 @@ impl Core {
         Ok((r.uint(&f[0])? == 1, r.uint(&f[1])? == 1))
     }
 
+    /// Check the namespace's layout against this client's (`lua/lease/namespace_layout.lua`):
+    /// records it when this is the first client to spread the namespace.
+    pub(crate) async fn check_layout(&self) -> Result<()> {
+        let keys = vec![self.keys.rev(), self.keys.leases(), self.keys.meta()];
+        let args = vec![self.spread.to_string(), HASH_VERSION.to_owned()];
+        self.conn
+            .eval(&scripts::NAMESPACE_LAYOUT, keys, args)
+            .await
+            .map(drop)
+    }
+
+    /// Grant or renew sub-lease `id` in this sub-namespace for `ttl`, as grant `epoch`
+    /// (`lua/lease/lease_touch.lua`). Returns what it found, with the instant the call was sent.
+    pub(crate) async fn touch(
+        &self,
+        id: LeaseId,
+        ttl: Duration,
+        epoch: u64,
+        label: &str,
+    ) -> Result<(Touch, Instant)> {
+        let ttl_ms = check_ttl(ttl)?;
+        let mut keys = self.keys.for_lease(id);
+        keys.push(self.keys.revoked());
+        let args = vec![
+            id.to_string(),
+            ttl_ms.to_string(),
+            self.id.clone(),
+            format!("{epoch:016x}"),
+            self.host.clone(),
+            self.pid.to_string(),
+            label.to_owned(),
+        ];
+        let r = Reply::new("lease touch");
+        // An earlier grant of the id with more attachments than a call releases takes a few
+        // calls (each short); any sweep would finish it too.
+        for _ in 0..64 {
+            let sent = Instant::now();
+            let v = self
+                .conn
+                .eval(&scripts::LEASE_TOUCH, keys.clone(), args.clone())
+                .await?;
+            match r.int(&v)? {
+                -1 => return Ok((Touch::Revoked, sent)),
+                -2 => return Ok((Touch::Taken, sent)),
+                -3 => continue,
+                _ => {
+                    let ttl = lease_ttl(&r, &v)?.ok_or_else(|| r.bad("negative TTL"))?;
+                    return Ok((Touch::Granted(ttl), sent));
+                }
+            }
+        }
+        Err(r.bad("an earlier grant of the sub-lease kept attachments after 64 releases"))
+    }
+
+    /// Revoke sub-lease `id` here from outside its client, and leave a tombstone that refuses
+    /// its grant here for `tombstone` (`lua/lease/lease_revoke.lua`). Returns whether it was
+    /// alive.
+    pub(crate) async fn revoke_tombstoned(&self, id: LeaseId, tombstone: Duration) -> Result<bool> {
+        let mut keys = self.keys.for_lease(id);
+        keys.push(self.keys.revoked());
+        let ms = tombstone.as_millis().max(1).to_string();
+        let args = vec![id.to_string(), String::new(), ms];
+        let r = Reply::new("lease revoke");
+        let f = r.array_min(
+            self.conn
+                .eval(&scripts::LEASE_REVOKE, keys.clone(), args.clone())
+                .await?,
+            2,
+        )?;
+        let alive = r.uint(&f[0])? == 1;
+        let mut done = r.uint(&f[1])? == 1;
+        // The rest of a lease with many attachments: plain revoke steps.
+        while !done {
+            done = self.revoke_step(id, None).await?.1;
+        }
+        Ok(alive)
+    }
+
     pub(crate) fn not_found(&self, lease: LeaseId) -> Error {
         Error::LeaseNotFound {
             namespace: self.keys.namespace().to_owned(),
@@ -327,6 +438,8 @@ pub(crate) struct AdoptStep {
 
 /// `lua/lease/lease_renew.lua`'s answer for a lease another client took over.
 const ADOPTED: i64 = -2;
+/// `lua/lease/lease_renew.lua`'s answer for a sub-lease dropped as asked.
+const DROPPED: i64 = -3;
 
 /// The reply of `lua/lease/lease_renew.lua` for `n` ids.
 pub(crate) fn parse_renew(v: Value, n: usize) -> Result<RenewReply> {
@@ -341,6 +454,7 @@ pub(crate) fn parse_renew(v: Value, n: usize) -> Result<RenewReply> {
         .iter()
         .map(|v| match r.int(v)? {
             ADOPTED => Ok(Renewal::Adopted),
+            DROPPED => Ok(Renewal::Dropped),
             _ => Ok(lease_ttl(&r, v)?.map_or(Renewal::Gone, Renewal::Renewed)),
         })
         .collect::<Result<_>>()?;

@@ -4,6 +4,7 @@
 
 pub(crate) mod keepalive;
 pub(crate) mod leases;
+pub(crate) mod sub_lease;
 pub(crate) mod supervisor;
 
 pub(crate) use supervisor::Op;

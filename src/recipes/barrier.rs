@@ -41,7 +41,7 @@ impl Barrier {
     pub fn new(session: &Session, name: &str) -> Result<Barrier> {
         check_name(session.namespace(), KIND, name)?;
         Ok(Barrier {
-            session: session.clone(),
+            session: session.for_name(name),
             name: name.to_owned(),
         })
     }
@@ -55,6 +55,7 @@ impl Barrier {
     /// the same session is a no-op.
     pub async fn hold(&self) -> Result<()> {
         self.session.check()?;
+        let _pin = self.session.touch().await?;
         let client = &self.session.shared();
         let mut keys = self.keys();
         keys.push(client.keys.attached(self.session.lease()));

@@ -58,7 +58,7 @@ impl DoubleBarrier {
             )));
         }
         Ok(DoubleBarrier {
-            session: session.clone(),
+            session: session.for_name(name),
             name: name.to_owned(),
             count,
             entered: Arc::default(),
@@ -77,6 +77,7 @@ impl DoubleBarrier {
     }
 
     async fn step(&self, script: &'static LuaScript, args: Vec<String>) -> Result<Step> {
+        let _pin = self.session.touch().await?;
         let client = &self.session.shared();
         let v = client.conn.eval(script, self.keys(), args).await?;
         parse_step(v)

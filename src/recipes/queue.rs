@@ -72,7 +72,7 @@ impl Queue {
     fn new(client: &Client, name: &str, order: Order) -> Result<Queue> {
         check_name(client.namespace(), "queue", name)?;
         Ok(Queue {
-            client: client.clone(),
+            client: client.for_name(name).clone(),
             name: name.to_owned(),
             order,
         })

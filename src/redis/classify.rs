@@ -89,6 +89,9 @@ pub(crate) fn classify(e: RedisError, timeout: Duration) -> Error {
     if let Some(rest) = details.strip_prefix("LHARG ") {
         return Error::InvalidArgument(rest.to_owned());
     }
+    if let Some(rest) = details.strip_prefix("LHLAYOUT ") {
+        return Error::LayoutMismatch(rest.to_owned());
+    }
     // A command refused by the ACL answers NOPERM; one refused inside a script answers
     // "ERR The user executing the script can't …" on Redis 7.0, "ERR ACL failure in script: …"
     // on Valkey 8 (NOPERM on later Redis versions).

@@ -126,6 +126,16 @@ pub(crate) const LAYOUT: &[(&str, &str, &str)] = &[
     ),
     ("{ns}:pqueue-changes:<name>", "channel", "an item was added"),
     (
+        "{ns}:meta",
+        "hash",
+        "spread, hash: the sub-namespaces a spread namespace has, and the name hash (absent when unspread)",
+    ),
+    (
+        "{ns}:revoked",
+        "zset",
+        "lease id -> expiry (ms): tombstones of a sub-namespace, leases revoked from outside",
+    ),
+    (
         "{ns}:wake:<client id>",
         "channel",
         "the doorbell of one client process",
@@ -263,6 +273,14 @@ impl Keys {
         format!("{}kv-changes", self.prefix)
     }
 
+    pub(crate) fn meta(&self) -> String {
+        format!("{}meta", self.prefix)
+    }
+
+    pub(crate) fn revoked(&self) -> String {
+        format!("{}revoked", self.prefix)
+    }
+
     pub(crate) fn wake(&self, client_id: &str) -> String {
         format!("{}wake:{client_id}", self.prefix)
     }
@@ -340,6 +358,8 @@ mod tests {
             k.queue_changes(n),
             k.pqueue(n),
             k.pqueue_changes(n),
+            k.meta(),
+            k.revoked(),
             k.wake(n),
         ];
         let instance = |pattern: &str| {

@@ -14,6 +14,7 @@ pub(crate) mod names;
 pub(crate) mod reply;
 pub(crate) mod scripts;
 pub(crate) mod shared;
+pub(crate) mod spread;
 pub(crate) mod tls;
 
 pub(crate) use conn::Conn;

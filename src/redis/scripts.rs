@@ -256,6 +256,9 @@ registry! {
     LEASE_REVOKE = "lease/lease_revoke", Queues;
     LEASE_TTL = "lease/lease_ttl", Queues;
     LEASE_LIST = "lease/lease_list", Queues;
+    // Spread namespaces: the layout check, and a session's sub-lease in one sub-namespace.
+    NAMESPACE_LAYOUT = "lease/namespace_layout", Queues, grants;
+    LEASE_TOUCH = "lease/lease_touch", Queues, grants;
     // Locks: the mutex hot path, then what every queue-based lock shares.
     MUTEX_ACQUIRE = "lock/mutex_acquire", Core, grants, batched;
     MUTEX_RELEASE = "lock/mutex_release", Core, batched;

@@ -29,6 +29,10 @@ pub(crate) struct Core {
     pub(crate) eviction: Arc<Eviction>,
     /// The locks held through this client, for the age of the oldest.
     pub(crate) held: std::sync::Arc<crate::base::held::Held>,
+    /// How many sub-namespaces this namespace is spread over, as this client was built for
+    /// (1: unspread, and for every sub-namespace); every lease grant checks it
+    /// (`src/redis/spread.rs`).
+    pub(crate) spread: u16,
 }
 
 impl Core {
@@ -45,6 +49,7 @@ impl Core {
             sharded: self.sharded,
             eviction: self.eviction.clone(),
             held: self.held.clone(),
+            spread: 1,
         }
     }
 

@@ -97,7 +97,7 @@ impl Election {
     pub fn new(session: &Session, name: &str) -> Result<Election> {
         check_name(session.namespace(), "election", name)?;
         Ok(Election {
-            session: session.clone(),
+            session: session.for_name(name),
             name: name.into(),
             leading: Arc::default(),
         })

@@ -177,6 +177,8 @@ impl<'a> Contender<'a> {
     {
         let session = self.session;
         session.check()?;
+        // A spread session's sub-lease here, granted if need be, and kept while this runs.
+        let _pin = session.touch().await?;
         // Registered before the first request, so a ring that comes before we wait is kept.
         let mut wake = match wake {
             Wake::Ring => Waker::Ring(session.shared().doorbell.register(&self.id)),
@@ -277,6 +279,9 @@ impl<'a> Contender<'a> {
             if handed_over {
                 counter!(m::LOCK_HANDOFFS, "kind" => label).increment(1);
             }
+        }
+        if let Some(k) = self.session.sub_index() {
+            counter!(m::SPREAD_ACQUISITIONS, "sub" => k.to_string()).increment(1);
         }
         Won::Held(token)
     }

@@ -22,11 +22,12 @@ impl NamedLock {
     /// The `kind` lock `name` of `session`, once the name is checked. No I/O.
     pub(crate) fn new(session: &Session, kind: LockKind, name: &str) -> Result<NamedLock> {
         check_name(session.namespace(), kind.label(), name)?;
+        let session = session.for_name(name);
         Ok(NamedLock {
-            session: session.clone(),
             kind,
             name: name.into(),
             key: kind.key(session.keys(), name).into(),
+            session,
         })
     }
 

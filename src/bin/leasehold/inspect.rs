@@ -42,7 +42,8 @@ pub(crate) async fn run(cli: &Cli, args: &Args) -> Outcome {
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                     .map(|d| d.as_millis() as u64);
                 output::json(json!({
-                    "kind": kind.to_string(), "name": args.name, "holder": e.holder,
+                    "kind": kind.to_string(), "name": args.name,
+                    "sub_namespace": client.sub_namespace_of(&args.name), "holder": e.holder,
                     "lease": e.lease.map(|l| l.to_string()), "contender": e.contender,
                     "fencing_token": e.fencing_token, "client": e.client_id, "host": e.host,
                     "pid": e.pid, "label": e.label,
@@ -76,6 +77,9 @@ pub(crate) async fn run(cli: &Cli, args: &Args) -> Outcome {
             _ => format!("{} holding", holders.len()),
         };
         println!("{kind} {:?}: {summary}, {waiting} waiting", args.name);
+        if client.spread() > 1 {
+            println!("in sub-namespace {}", client.sub_namespace_of(&args.name));
+        }
         let detail = match kind {
             QueueKind::RwLock => Some("MODE"),
             QueueKind::Semaphore => Some("PERMITS"),

@@ -14,6 +14,7 @@ mod keys;
 mod lease;
 mod lock;
 mod locks;
+mod namespace;
 mod output;
 mod sessions;
 
@@ -53,6 +54,11 @@ pub(crate) struct Cli {
         default_value = "default"
     )]
     pub(crate) namespace: String,
+    /// Sub-namespaces the namespace is spread over (a Redis Cluster's shards share its
+    /// locks; see the README's "Scaling out"). The first client to spread a namespace records
+    /// N (`leasehold --spread 48 namespace`); a different N is refused. Default: as recorded.
+    #[arg(long, global = true, env = "LEASEHOLD_SPREAD", value_name = "N")]
+    pub(crate) spread: Option<u16>,
     /// CA certificate (PEM file) to trust for a rediss:// URL instead of the system's roots.
     #[cfg(feature = "tls")]
     #[arg(long, global = true, env = "LEASEHOLD_CACERT", value_name = "FILE")]
@@ -95,6 +101,9 @@ pub(crate) enum Command {
     /// leasehold's Redis function library: load it (as an operator), or see whether it is used.
     #[command(subcommand)]
     Functions(functions::Command),
+    /// The namespace's layout: how many sub-namespaces it is spread over, and where a name
+    /// lives. With --spread N, spreads a namespace that is not yet (records N).
+    Namespace(namespace::Args),
 }
 
 /// The options of the commands that grant something (lock, elect, lease grant and
@@ -134,6 +143,7 @@ impl From<&Error> for Failure {
             | Error::InvalidNamespace { .. }
             | Error::InvalidTtl { .. }
             | Error::InvalidArgument(_)
+            | Error::LayoutMismatch(_)
             | Error::ValueTooLarge { .. } => EXIT_USAGE,
             _ => EXIT_ERROR,
         };
@@ -168,6 +178,10 @@ pub(crate) async fn connect_durable(cli: &Cli, durable: &Durable) -> Result<Clie
         .connect_timeout(Duration::from_secs(3))
         .command_timeout(Duration::from_secs(5))
         .allow_eviction(cli.allow_eviction);
+    builder = match cli.spread {
+        Some(n) => builder.spread(n),
+        None => builder.spread_as_recorded(),
+    };
     if let Some(n) = durable.wait_replicas {
         builder = builder.durability(Durability::replicas(n).timeout(durable.wait_timeout));
     }
@@ -288,6 +302,7 @@ fn main() -> ExitCode {
             Command::Locks(args) => locks::run(&cli, args).await,
             Command::Sessions(args) => sessions::run(&cli, args).await,
             Command::Functions(cmd) => functions::run(&cli, cmd).await,
+            Command::Namespace(args) => namespace::run(&cli, args).await,
             Command::Put(args) => keys::put(&cli, args).await,
             Command::Get(args) => keys::get(&cli, args).await,
             Command::Del(args) => keys::del(&cli, args).await,

@@ -39,9 +39,10 @@ use tokio::sync::{broadcast::error::RecvError, mpsc};
 use self::failover::SentinelWatch;
 use super::keepalive::{Keepalive, ServerClock};
 use super::leases::RenewReply;
+use super::sub_lease::SubLease;
 use crate::base::error::Result;
 use crate::base::lease_id::LeaseId;
-use crate::base::session_state::{EntryCount, StatusCell};
+use crate::base::session_state::{EntryCount, SessionEnd, StatusCell};
 use crate::redis::doorbell::Doorbell;
 use crate::redis::{names, Core, LuaScript};
 
@@ -56,9 +57,15 @@ pub(crate) enum Op {
         valid_until: Instant,
         status: Arc<StatusCell>,
         entries: EntryCount,
+        /// A sub-lease of a spread namespace's session: the session's own lease id (its
+        /// anchor), and the state it shares with its session.
+        sub: Option<(LeaseId, Arc<SubLease>)>,
     },
     /// Stop renewing (closed, or lost).
     Stop { id: LeaseId },
+    /// A script found the lease gone: its session ended with `end` (and, for a spread
+    /// namespace's session, its other leases are revoked).
+    Lost { id: LeaseId, end: SessionEnd },
     /// Stop renewing and leave the lease to expire (orphaned, dropped with `OnDrop::Orphan`,
     /// or a `close()` whose revoke failed); sweep it once it has.
     Orphan {
@@ -138,6 +145,8 @@ struct Tracked {
     ttl: Duration,
     /// Lock entries the session holds or waits with, by its own count.
     entries: EntryCount,
+    /// For a sub-lease: its session's own lease id, and the state it shares with it.
+    sub: Option<(LeaseId, Arc<SubLease>)>,
 }
 
 /// What the supervisor keeps per namespace: its sweeps and the server history of its slot.
@@ -193,6 +202,9 @@ pub(crate) struct Supervisor {
     unwatched: mpsc::UnboundedReceiver<String>,
     keepalive: Keepalive,
     sessions: HashMap<LeaseId, Tracked>,
+    /// Spread sessions: a session's own lease id -> its sub-leases renewed here. One shared
+    /// status serves them all; its validity is the least of theirs.
+    groups: HashMap<LeaseId, Vec<LeaseId>>,
     tasks: FuturesUnordered<Task>,
     /// Connections listening to the sentinels for failovers (empty unless Sentinel).
     sentinels: Vec<SentinelWatch>,
@@ -220,11 +232,28 @@ impl Supervisor {
             doorbell,
             keepalive: Keepalive::default(),
             sessions: HashMap::new(),
+            groups: HashMap::new(),
             tasks: FuturesUnordered::new(),
             spaces: HashMap::new(),
             owns_pool,
             home,
         }
+    }
+
+    /// Forget session lease `id` (no longer renewed here); a sub-lease also leaves its group
+    /// and becomes absent to its session.
+    fn untrack(&mut self, id: LeaseId) -> Option<Tracked> {
+        let t = self.sessions.remove(&id)?;
+        if let Some((anchor, sub)) = &t.sub {
+            if let Some(members) = self.groups.get_mut(anchor) {
+                members.retain(|m| *m != id);
+                if members.is_empty() {
+                    self.groups.remove(anchor);
+                }
+            }
+            sub.absent();
+        }
+        Some(t)
     }
 
     /// The bookkeeping of `core`'s namespace, created on first use.
@@ -278,8 +307,15 @@ impl Supervisor {
                 valid_until,
                 status,
                 entries,
+                sub,
             } => {
                 self.keepalive.insert(id, ttl, valid_until, sent);
+                if let Some((anchor, _)) = &sub {
+                    let members = self.groups.entry(*anchor).or_default();
+                    if !members.contains(&id) {
+                        members.push(id);
+                    }
+                }
                 self.sessions.insert(
                     id,
                     Tracked {
@@ -287,21 +323,27 @@ impl Supervisor {
                         status,
                         ttl,
                         entries,
+                        sub,
                     },
                 );
             }
             Op::Stop { id } => {
                 self.keepalive.remove(id);
-                self.sessions.remove(&id);
+                self.untrack(id);
+            }
+            Op::Lost { id, end } => {
+                if let Some(ev) = self.lost(id, end) {
+                    self.apply(ev);
+                }
             }
             Op::Orphan { ns, id, ttl } => {
                 self.keepalive.remove(id);
-                self.sessions.remove(&id);
+                self.untrack(id);
                 self.orphaned(&ns, id, ttl);
             }
             Op::Revoke { ns, id, ttl } => {
                 self.keepalive.remove(id);
-                self.sessions.remove(&id);
+                self.untrack(id);
                 self.spawn_revoke(ns, id, ttl);
             }
             Op::TopologyChanged => self.resubscribe(false),

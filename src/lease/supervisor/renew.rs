@@ -14,7 +14,8 @@ use crate::base::lease_id::LeaseId;
 use crate::base::metrics as m;
 use crate::base::session_state::{end_status, SessionEnd, SessionState};
 use crate::lease::keepalive::{Event, MAX_BATCH};
-use crate::lease::leases::Renewal;
+use crate::lease::leases::{RenewAs, Renewal};
+use crate::lease::sub_lease::Due;
 use crate::redis::Core;
 
 impl Supervisor {
@@ -66,20 +67,35 @@ impl Supervisor {
     pub(super) fn spawn_renew(&mut self, ns: Arc<Core>, ids: Vec<LeaseId>, timeout: Duration) {
         self.space(&ns).last_sweep = Instant::now();
         // Each session with entries opens a window: the reply's attachment count is compared
-        // with the fewest entries it held while the call was in flight.
-        let windows: Vec<Option<u64>> = ids
-            .iter()
-            .map(|id| {
-                let t = self.sessions.get(id)?;
-                let (generation, held) = t.entries.open_window();
-                (held > 0).then_some(generation)
-            })
-            .collect();
-        let leases: Vec<(LeaseId, bool)> = ids
-            .iter()
-            .zip(&windows)
-            .map(|(&id, w)| (id, w.is_some()))
-            .collect();
+        // with the fewest entries it held while the call was in flight. A sub-lease its
+        // session has not used for a renewal interval is dropped instead, if Redis finds it
+        // idle too.
+        let now = Instant::now();
+        let mut windows: Vec<Option<u64>> = Vec::with_capacity(ids.len());
+        let mut leases: Vec<(LeaseId, RenewAs)> = Vec::with_capacity(ids.len());
+        for &id in &ids {
+            let Some(t) = self.sessions.get(&id) else {
+                windows.push(None);
+                leases.push((id, RenewAs::Plain));
+                continue;
+            };
+            if let Some((_, sub)) = &t.sub {
+                if let Due::DropIfIdle(epoch) = sub.due(now, t.ttl / 4) {
+                    windows.push(None);
+                    leases.push((id, RenewAs::DropIfIdle(epoch)));
+                    continue;
+                }
+            }
+            let (generation, held) = t.entries.open_window();
+            let window = (held > 0).then_some(generation);
+            windows.push(window);
+            let how = if window.is_some() {
+                RenewAs::Counted
+            } else {
+                RenewAs::Plain
+            };
+            leases.push((id, how));
+        }
         let span = tracing::debug_span!(
             "leasehold.renew",
             namespace = ns.keys.namespace(),
@@ -197,13 +213,27 @@ impl Supervisor {
                     let affected = |id| !renewed.contains(&id) && in_namespace(sessions, id, &ns);
                     for (id, valid_until) in self.keepalive.shorten(step, affected) {
                         if let Some(t) = self.sessions.get(&id) {
-                            t.status.send_modify(|s| s.valid_until = valid_until);
+                            // One status may serve several leases (a spread session): it
+                            // keeps the least validity.
+                            t.status
+                                .send_modify(|s| s.valid_until = s.valid_until.min(valid_until));
                         }
                     }
                 }
                 let answers = ids.into_iter().zip(windows).zip(reply.leases);
                 for (((id, window), renewal), attached) in answers.zip(reply.attached) {
+                    if let (Renewal::Renewed(_), Some(t)) = (renewal, self.sessions.get(&id)) {
+                        if let Some((_, sub)) = &t.sub {
+                            sub.kept();
+                        }
+                    }
                     let ev = match (renewal, attached) {
+                        (Renewal::Dropped, _) => {
+                            counter!(m::SUB_LEASES_DROPPED).increment(1);
+                            self.keepalive.remove(id);
+                            self.untrack(id);
+                            None
+                        }
                         (Renewal::Adopted, _) => self.lost(id, SessionEnd::Adopted),
                         (Renewal::Renewed(_), Some(attached))
                             if self.entries_lost(id, window, attached) =>
@@ -243,6 +273,7 @@ impl Supervisor {
                 headroom,
             } => {
                 histogram!(m::RENEW_HEADROOM).record(headroom.as_secs_f64());
+                let valid_until = self.group_validity(id, valid_until);
                 let Some(t) = self.sessions.get(&id) else {
                     return;
                 };
@@ -282,18 +313,48 @@ impl Supervisor {
             }
             Event::Lost { id, end } => {
                 counter!(m::SESSION_LOST, "reason" => end.label()).increment(1);
-                let tracked = self.sessions.remove(&id);
+                let tracked = self.untrack(id);
                 if let Some(t) = &tracked {
                     end_status(&t.status, end);
                 }
                 tracing::warn!(lease = %id, reason = %end, "session lost");
+                let anchor = match tracked.as_ref().and_then(|t| t.sub.as_ref()) {
+                    Some((anchor, _)) => *anchor,
+                    None => id,
+                };
                 if let (SessionEnd::Expired | SessionEnd::EntriesLost, Some(t)) = (end, tracked) {
                     // The server may still hold the lease (and what is left of its entries,
                     // which may block others): free it once we can.
                     self.spawn_revoke(t.ns, id, t.ttl);
                 }
+                // A spread session is lost with any of its leases (etcd's one lease): revoke
+                // the others now, so its locks on healthy shards free at once.
+                let mut others = self.groups.get(&anchor).cloned().unwrap_or_default();
+                others.push(anchor);
+                for other in others.into_iter().filter(|o| *o != id) {
+                    self.keepalive.remove(other);
+                    if let Some(t) = self.untrack(other) {
+                        self.spawn_revoke(t.ns, other, t.ttl);
+                    }
+                }
             }
         }
+    }
+
+    /// `valid_until` of lease `id`, or less: for a spread session's lease, the least validity
+    /// of the session's leases (they share one status).
+    fn group_validity(&self, id: LeaseId, valid_until: Instant) -> Instant {
+        let anchor = match self.sessions.get(&id).and_then(|t| t.sub.as_ref()) {
+            Some((anchor, _)) => *anchor,
+            None => id,
+        };
+        let Some(members) = self.groups.get(&anchor) else {
+            return valid_until;
+        };
+        (members.iter().chain(std::iter::once(&anchor)))
+            .filter(|m| **m != id)
+            .filter_map(|m| self.keepalive.valid_until(*m))
+            .fold(valid_until, Instant::min)
     }
 
     /// Stop renewing `id`: its session ended with `end` (if it was still renewed here).

@@ -1,4 +1,8 @@
-//! Sessions: one lease plus its keepalive (etcd's `concurrency.Session`).
+//! Sessions: one lease plus its keepalive (etcd's `concurrency.Session`). On a spread
+//! namespace, a session is its lease plus a sub-lease in each sub-namespace it uses
+//! (`spread.rs`).
+
+mod spread;
 
 use std::fmt;
 use std::sync::atomic::Ordering;
@@ -19,6 +23,8 @@ use crate::client::{Client, ClientInner};
 use crate::lease::keepalive;
 use crate::lease::Op;
 use crate::redis::Keys;
+
+use self::spread::{Role, SpreadSession};
 
 /// Options for [`Client::session_with`].
 #[derive(Debug, Clone)]
@@ -127,6 +133,8 @@ struct SessionInner {
     /// Lock entries it holds or waits with (compared with Redis at each renewal).
     entries: EntryCount,
     on_drop: OnDrop,
+    /// Plain, or a spread namespace's session, or one's part in a sub-namespace.
+    role: Role,
 }
 
 impl fmt::Debug for Session {
@@ -168,7 +176,15 @@ impl Session {
     async fn open(client: &Client, opts: SessionOptions) -> Result<Session> {
         let inner = client.shared();
         inner.eviction.check()?;
+        let spread = client.spread_layout().is_some();
         let (lease, ttl, sent) = match opts.lease {
+            Some(_) if spread => {
+                return Err(Error::InvalidArgument(
+                    "a spread namespace's session cannot take over a lease \
+                     (SessionOptions::lease): its sub-leases are not adopted"
+                        .to_owned(),
+                ))
+            }
             Some(id) => {
                 check_label(&opts.label)?;
                 let sent = Instant::now();
@@ -204,6 +220,7 @@ impl Session {
             valid_until,
             status: status.clone(),
             entries: entries.clone(),
+            sub: None,
         });
         let live = inner.live_sessions.fetch_add(1, Ordering::SeqCst) + 1;
         gauge!(m::SESSIONS_LIVE).increment(1.0);
@@ -217,11 +234,18 @@ impl Session {
                 status,
                 entries,
                 on_drop: opts.on_drop.unwrap_or(inner.on_drop),
+                role: if spread {
+                    Role::Anchor(SpreadSession::new(opts.label))
+                } else {
+                    Role::Plain
+                },
             }),
         })
     }
 
-    /// The session's lease id.
+    /// The session's lease id. (The session a primitive of a spread namespace holds, its
+    /// [`Mutex::session`](crate::Mutex::session) say, is the session's part in the name's
+    /// sub-namespace: its lease there has an id derived from this one.)
     pub fn lease(&self) -> LeaseId {
         self.inner.lease
     }
@@ -236,7 +260,8 @@ impl Session {
         &self.inner.client
     }
 
-    /// The namespace of the session's client.
+    /// The namespace of the session's client (for the session a primitive of a spread
+    /// namespace holds: the name's sub-namespace).
     pub fn namespace(&self) -> &str {
         self.inner.client.namespace()
     }
@@ -301,8 +326,9 @@ impl Session {
     pub(crate) fn mark_lost(&self, end: SessionEnd) {
         if end_status(&self.inner.status, end) {
             metrics::counter!(m::SESSION_LOST, "reason" => end.label()).increment(1);
-            self.send(Op::Stop {
+            self.send(Op::Lost {
                 id: self.inner.lease,
+                end,
             });
         }
     }
@@ -320,6 +346,22 @@ impl Session {
     /// Calling it again, or on a lost session, is harmless. An error means Redis could not be
     /// told; the lease then runs out by its TTL (and is swept after).
     pub async fn close(&self) -> Result<()> {
+        match &self.inner.role {
+            Role::Sub(sub) => return Box::pin(sub.parent.close()).await,
+            Role::Anchor(spread) => {
+                end_status(&self.inner.status, SessionEnd::Closed);
+                let subs = spread.close(self.client(), self.inner.ttl);
+                let own = self.close_own();
+                let (subs, own) = futures_util::future::join(subs, own).await;
+                return own.and(subs);
+            }
+            Role::Plain => {}
+        }
+        self.close_own().await
+    }
+
+    /// Close this session's own lease (the whole session, unless spread).
+    async fn close_own(&self) -> Result<()> {
         end_status(&self.inner.status, SessionEnd::Closed);
         let client = self.inner.client.shared();
         let id = self.inner.lease;
@@ -342,6 +384,11 @@ impl Session {
     /// process's renewal did first). [`done`](Self::done) resolves at once with
     /// [`SessionEnd::Orphaned`].
     pub fn orphan(&self) {
+        match &self.inner.role {
+            Role::Sub(sub) => return sub.parent.orphan(),
+            Role::Anchor(spread) => spread.orphan(self.client(), self.inner.ttl),
+            Role::Plain => {}
+        }
         if end_status(&self.inner.status, SessionEnd::Orphaned) {
             self.send(Op::Orphan {
                 ns: self.shared().core().clone(),
@@ -381,6 +428,11 @@ impl Session {
 
 impl Drop for SessionInner {
     fn drop(&mut self) {
+        // A spread session's part in a sub-namespace: the session it belongs to renews (and
+        // drops, once unused) its sub-lease; nothing ends here.
+        if matches!(self.role, Role::Sub(_)) {
+            return;
+        }
         let client = self.client.shared();
         let live = client.live_sessions.fetch_sub(1, Ordering::SeqCst) - 1;
         gauge!(m::SESSIONS_LIVE).decrement(1.0);
@@ -401,6 +453,9 @@ impl Drop for SessionInner {
                 OnDrop::Orphan => SessionEnd::Orphaned,
             },
         );
+        if let Role::Anchor(spread) = &self.role {
+            spread.dropped(&self.client, &op, ttl);
+        }
         client.send(op);
         tracing::debug!(namespace = client.keys.namespace(), lease = %id, live, "session dropped");
     }

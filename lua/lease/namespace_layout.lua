@@ -1,0 +1,9 @@
+-- Check (and, for the first spread client, record) the namespace's layout: Client::build
+-- (src/client/builder.rs). The same check runs in every lease grant.
+-- KEYS: rev, leases, meta
+-- ARGV: spread (sub-namespaces, 1 when unspread), name hash version
+-- Returns {spread, hash version} in force. Fails with LHLAYOUT when they are not the client's
+-- (see check_layout in lua/prelude/queues.lua).
+expect_base()
+local n, hash = check_layout(KEYS[3] or '', ARGV[1], ARGV[2] or '')
+return { n, hash }
