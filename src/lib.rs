@@ -32,7 +32,7 @@
 //! | `redis/` | all Redis I/O: the command pool (`FCALL` of the function library or EVALSHA, reloads, `WAIT`, batches), the script registry, the key layout, replies, error classification, TLS, the doorbell's routing table |
 //! | `lease/` | [`Lease`], [`LeaseInfo`]: the lease scripts; the keepalive state machine; the one supervisor task per client |
 //! | `client/` | [`Client`], [`ClientBuilder`], and the lease API of a client (grant, revoke, list) |
-//! | `session.rs` | [`Session`], [`SessionOptions`]: a lease kept alive, and what primitives need of it |
+//! | `session/` | [`Session`], [`SessionOptions`]: a lease kept alive, and what primitives need of it; a spread namespace's session and its sub-leases |
 //! | `wait/` | the wait engine: lock kinds, waiting for a turn (withdrawn on cancel), the held entry behind every guard |
 //! | `sync/` | [`Mutex`], [`RwLock`], [`Semaphore`], [`Election`] |
 //! | `recipes/` | etcd's recipes: [`Barrier`], [`DoubleBarrier`], [`Queue`] |

@@ -82,6 +82,8 @@ impl ServerClock {
 
 #[derive(Debug)]
 struct Entry {
+    /// The namespace its renewals go to (one script call renews leases of one namespace).
+    space: u64,
     ttl: Duration,
     valid_until: Instant,
     /// Next renewal; `None` while a renewal is in flight.
@@ -104,14 +106,40 @@ pub(crate) enum Event {
     Lost { id: LeaseId, end: SessionEnd },
 }
 
+/// When each lease is due, overall and per namespace.
+#[derive(Debug, Default)]
+struct Schedule {
+    all: BTreeSet<(Instant, LeaseId)>,
+    by_space: HashMap<u64, BTreeSet<(Instant, LeaseId)>>,
+}
+
+impl Schedule {
+    fn insert(&mut self, space: u64, due: Instant, id: LeaseId) {
+        self.all.insert((due, id));
+        self.by_space.entry(space).or_default().insert((due, id));
+    }
+
+    fn remove(&mut self, space: u64, due: Instant, id: LeaseId) {
+        self.all.remove(&(due, id));
+        if let Some(set) = self.by_space.get_mut(&space) {
+            set.remove(&(due, id));
+            if set.is_empty() {
+                self.by_space.remove(&space);
+            }
+        }
+    }
+
+    fn first(&self) -> Option<&(Instant, LeaseId)> {
+        self.all.first()
+    }
+}
+
 /// One deadline queue for every lease of a client.
 #[derive(Debug, Default)]
 pub(crate) struct Keepalive {
     entries: HashMap<LeaseId, Entry>,
-    due: BTreeSet<(Instant, LeaseId)>,
+    due: Schedule,
     expiry: BTreeSet<(Instant, LeaseId)>,
-    /// Largest early-renewal window in use (TTL/6 of the longest TTL).
-    max_window: Duration,
 }
 
 impl Keepalive {
@@ -125,7 +153,9 @@ impl Keepalive {
         self.entries.contains_key(&id)
     }
 
-    /// Start renewing a lease last confirmed by a call sent at `sent`.
+    /// Start renewing a lease last confirmed by a call sent at `sent`, in the default
+    /// namespace (tests).
+    #[cfg(test)]
     pub(crate) fn insert(
         &mut self,
         id: LeaseId,
@@ -133,14 +163,27 @@ impl Keepalive {
         valid_until: Instant,
         sent: Instant,
     ) {
+        self.insert_in(0, id, ttl, valid_until, sent);
+    }
+
+    /// Start renewing a lease of namespace `space` (any number that tells namespaces apart)
+    /// last confirmed by a call sent at `sent`.
+    pub(crate) fn insert_in(
+        &mut self,
+        space: u64,
+        id: LeaseId,
+        ttl: Duration,
+        valid_until: Instant,
+        sent: Instant,
+    ) {
         self.remove(id);
         let due = next_due(sent, ttl);
-        self.max_window = self.max_window.max(ttl / 6);
-        self.due.insert((due, id));
+        self.due.insert(space, due, id);
         self.expiry.insert((valid_until, id));
         self.entries.insert(
             id,
             Entry {
+                space,
                 ttl,
                 valid_until,
                 due: Some(due),
@@ -154,7 +197,7 @@ impl Keepalive {
         match self.entries.remove(&id) {
             Some(e) => {
                 if let Some(due) = e.due {
-                    self.due.remove(&(due, id));
+                    self.due.remove(e.space, due, id);
                 }
                 self.expiry.remove(&(e.valid_until, id));
                 true
@@ -183,31 +226,34 @@ impl Keepalive {
         self.expiry.first().map(|(t, _)| *t)
     }
 
-    /// Leases to renew now: all whose renewal is due, plus those due within TTL/6 (renewing a
-    /// little early lets one call serve many sessions). They are marked in flight; at most
-    /// `max` are taken. Returns the ids and the timeout the call should use.
+    /// Leases to renew now, for one call: the namespace of the lease due first, and of its
+    /// leases all that are due, plus those due within their TTL/3 (renewing early lets one call
+    /// serve the namespace: its renewals fall into step, one call per renewal interval for up
+    /// to `max` leases, instead of one per lease's own due time). They are marked in flight;
+    /// at most `max` are taken. Returns the ids (empty when nothing is due) and the timeout
+    /// the call should use.
     pub(crate) fn take_due(&mut self, now: Instant, max: usize) -> (Vec<LeaseId>, Duration) {
-        let horizon = now + self.max_window;
-        let mut picked = Vec::new();
         let mut timeout = Duration::from_secs(5);
-        for &(due, id) in self.due.range(..=(horizon, LeaseId::MAX)) {
-            if picked.len() >= max {
+        let Some(&(first, first_id)) = self.due.first() else {
+            return (Vec::new(), timeout);
+        };
+        if first > now {
+            return (Vec::new(), timeout);
+        }
+        let space = self.entries[&first_id].space;
+        let mut picked = Vec::new();
+        for &(due, id) in self.due.by_space.get(&space).into_iter().flatten() {
+            let e = &self.entries[&id];
+            if picked.len() >= max || due.saturating_duration_since(now) > e.ttl / 3 {
                 break;
             }
-            let e = &self.entries[&id];
-            if due <= now || due.saturating_duration_since(now) <= e.ttl / 6 {
-                timeout = timeout.min(attempt_timeout(e.ttl));
-                picked.push((due, id));
-            }
-        }
-        // Only start a batch once something is really due, then take the early ones along.
-        if !picked.iter().any(|(due, _)| *due <= now) {
-            return (Vec::new(), timeout);
+            timeout = timeout.min(attempt_timeout(e.ttl));
+            picked.push((due, id));
         }
         let ids = picked
             .into_iter()
             .map(|(due, id)| {
-                self.due.remove(&(due, id));
+                self.due.remove(space, due, id);
                 if let Some(e) = self.entries.get_mut(&id) {
                     e.due = None;
                 }
@@ -256,14 +302,14 @@ impl Keepalive {
         };
         self.expiry.remove(&(e.valid_until, id));
         if let Some(due) = e.due.take() {
-            self.due.remove(&(due, id));
+            self.due.remove(e.space, due, id);
         }
         e.ttl = ttl;
         e.jeopardy = false;
         e.valid_until = valid_until;
         let due = next_due(sent, ttl).max(recv);
         e.due = Some(due);
-        self.due.insert((due, id));
+        self.due.insert(e.space, due, id);
         self.expiry.insert((valid_until, id));
         Some(Event::Renewed {
             id,
@@ -297,9 +343,9 @@ impl Keepalive {
     pub(crate) fn all_due(&mut self, now: Instant) {
         for (&id, e) in self.entries.iter_mut() {
             if let Some(due) = e.due {
-                self.due.remove(&(due, id));
+                self.due.remove(e.space, due, id);
                 e.due = Some(now);
-                self.due.insert((now, id));
+                self.due.insert(e.space, now, id);
             }
         }
     }
@@ -319,9 +365,9 @@ impl Keepalive {
                 continue;
             }
             if let Some(due) = e.due {
-                self.due.remove(&(due, id));
+                self.due.remove(e.space, due, id);
                 e.due = Some(now);
-                self.due.insert((now, id));
+                self.due.insert(e.space, now, id);
             }
             if !e.jeopardy {
                 e.jeopardy = true;
@@ -336,11 +382,11 @@ impl Keepalive {
     pub(crate) fn failed(&mut self, id: LeaseId, now: Instant) -> Option<Event> {
         let e = self.entries.get_mut(&id)?;
         if let Some(due) = e.due.take() {
-            self.due.remove(&(due, id));
+            self.due.remove(e.space, due, id);
         }
         let due = now + retry_delay(e.ttl);
         e.due = Some(due);
-        self.due.insert((due, id));
+        self.due.insert(e.space, due, id);
         let first = !e.jeopardy;
         e.jeopardy = true;
         first.then_some(Event::Jeopardy { id })
@@ -394,11 +440,11 @@ mod tests {
         let t0 = Instant::now();
         let mut k = Keepalive::default();
         k.insert(id(1), TTL, validity(t0, TTL, Duration::ZERO), t0);
-        // Due 1 s later than id 1, inside the TTL/6 = 1.5 s window.
-        let t1 = t0 + ms(1000);
+        // Due 2 s later than id 1: within TTL/3 = 3 s, so it goes along.
+        let t1 = t0 + ms(2000);
         k.insert(id(2), TTL, validity(t1, TTL, Duration::ZERO), t1);
-        // Due 2 s later: outside the window.
-        let t2 = t0 + ms(2000);
+        // Due 4 s later: beyond TTL/3.
+        let t2 = t0 + ms(4000);
         k.insert(id(3), TTL, validity(t2, TTL, Duration::ZERO), t2);
         assert_eq!(k.next_deadline(), Some(t0 + ms(3000)));
         assert!(
@@ -411,6 +457,43 @@ mod tests {
         // In flight: not taken again.
         assert!(k.take_due(t0 + ms(3000), 10).0.is_empty());
         assert_eq!(k.next_deadline(), Some(t2 + ms(3000)));
+    }
+
+    #[test]
+    fn a_namespaces_renewals_fall_into_step_and_go_out_one_call_per_namespace() {
+        let t0 = Instant::now();
+        let mut k = Keepalive::default();
+        // Namespace 1: leases granted over one renewal interval; namespace 2: one lease.
+        for n in 0..10u64 {
+            let sent = t0 + TTL / 3 * n as u32 / 10;
+            k.insert_in(
+                1,
+                id(n as u128),
+                TTL,
+                validity(sent, TTL, Duration::ZERO),
+                sent,
+            );
+        }
+        k.insert_in(2, id(100), TTL, validity(t0, TTL, Duration::ZERO), t0);
+        // The first due lease takes its namespace's others along, not the other namespace's.
+        let now = t0 + TTL / 3;
+        let (first, _) = k.take_due(now, 100);
+        let second = k.take_due(now, 100).0;
+        let (ns1, ns2) = if first.len() == 10 {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        assert_eq!(ns1.len(), 10);
+        assert_eq!(ns2, vec![id(100)]);
+        assert!(k.take_due(now, 100).0.is_empty());
+        // Renewed by that one call, they are due together from now on.
+        for id in ns1 {
+            k.renewed(id, Some(TTL), now, now + ms(1), Duration::ZERO);
+        }
+        let later = now + TTL / 3;
+        assert_eq!(k.take_due(later - ms(1), 100).0.len(), 0);
+        assert_eq!(k.take_due(later, 100).0.len(), 10);
     }
 
     #[test]
@@ -549,8 +632,10 @@ mod tests {
         jeopardy.sort();
         assert_eq!(jeopardy, vec![id(2), id(3)]);
         let (due, _) = k.take_due(now, 10);
-        assert_eq!(due.len(), 2, "both renewed at once");
-        assert!(!due.contains(&id(1)));
+        assert!(
+            due.contains(&id(2)) && due.contains(&id(3)),
+            "both renewed at once (lease 1, of the same namespace and due within TTL/3, may go along)"
+        );
         // Already in jeopardy: not reported twice.
         assert!(k
             .suspect(now, |_| true)

@@ -42,7 +42,7 @@ use super::leases::RenewReply;
 use super::sub_lease::SubLease;
 use crate::base::error::Result;
 use crate::base::lease_id::LeaseId;
-use crate::base::session_state::{EntryCount, SessionEnd, StatusCell};
+use crate::base::session_state::{EntryCount, SessionEnd, SessionState, StatusCell};
 use crate::redis::doorbell::Doorbell;
 use crate::redis::{names, Core, LuaScript};
 
@@ -309,7 +309,15 @@ impl Supervisor {
                 entries,
                 sub,
             } => {
-                self.keepalive.insert(id, ttl, valid_until, sent);
+                if let (Some((_, lease)), SessionState::Ended(_)) = (&sub, status.borrow().state) {
+                    // A sub-lease granted while its session was being lost: the loss already
+                    // revoked the session's other leases; this one goes the same way.
+                    lease.absent();
+                    self.spawn_revoke(ns, id, ttl);
+                    return;
+                }
+                let space = space_key(ns.keys.namespace());
+                self.keepalive.insert_in(space, id, ttl, valid_until, sent);
                 if let Some((anchor, _)) = &sub {
                     let members = self.groups.entry(*anchor).or_default();
                     if !members.contains(&id) {
@@ -388,6 +396,15 @@ impl Supervisor {
             let _ = self.home.conn.pool().quit().await;
         }
     }
+}
+
+/// A number that tells namespace `name` apart from the client's others, for the keepalive's
+/// per-namespace schedule (two names with one number would only share renewal timing).
+fn space_key(name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
