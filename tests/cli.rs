@@ -843,3 +843,51 @@ async fn watch_prints_events_until_interrupted() {
     watch.signal(libc::SIGINT);
     assert_eq!(watch.exit(Duration::from_secs(5)).await, 0);
 }
+
+#[tokio::test]
+async fn a_namespace_is_spread_from_the_cli_and_inspect_shows_the_sub_namespace() {
+    let server = server();
+    let (code, out, _) = output(&server, "c9", &["namespace"]).await;
+    assert_eq!((code, out.trim()), (0, "namespace \"c9\": not spread"));
+    let (code, out, _) = output(
+        &server,
+        "c9",
+        &["--spread", "48", "namespace", "--name", "{u}:a"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("namespace \"c9\": spread over 48 sub-namespaces\n"),
+        "{out}"
+    );
+    // As recorded, by default; another count is refused as a usage error.
+    let (_, out, _) = output(&server, "c9", &["--json", "namespace", "--name", "{u}:b"]).await;
+    assert!(out.contains("\"spread\":48"), "{out}");
+    let (code, _, err) = output(&server, "c9", &["--spread", "16", "namespace"]).await;
+    assert_eq!(code, 128);
+    assert!(err.contains("layout mismatch"), "{err}");
+
+    // A holder through the library (spread as recorded), seen by the CLI with its session's
+    // own lease and where the name lives.
+    let client = leasehold::Client::builder()
+        .url(server.url())
+        .namespace("c9")
+        .spread(48)
+        .build()
+        .await
+        .unwrap();
+    let session = client.session().await.unwrap();
+    let _g = session.mutex("job").unwrap().lock().await.unwrap();
+    let (code, out, _) = output(&server, "c9", &["inspect", "job"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains(&session.lease().to_string()), "{out}");
+    assert!(
+        out.contains(&format!(
+            "in sub-namespace {}",
+            client.sub_namespace_of("job")
+        )),
+        "{out}"
+    );
+    let (_, out, _) = output(&server, "c9", &["locks"]).await;
+    assert!(out.contains("mutex  job"), "{out}");
+}
