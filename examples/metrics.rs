@@ -2,7 +2,8 @@
 //! workload gives every metric in `leasehold::metrics` a sample. Workers with their own sessions
 //! take turns on a mutex, a sweeper takes a dozen shard locks at once (its lock calls share
 //! script calls: lock batches), two candidates trade leadership, readers and a writer share a
-//! rwlock, users queue for a semaphore; every 20 s an "incident": a session orphaned while it holds a
+//! rwlock, users queue for a semaphore, a task takes locks in turn over a spread namespace
+//! (sub-leases granted and dropped); every 20 s an "incident": a session orphaned while it holds a
 //! lock (its lease expires and the lock passes on), a lease revoked by an operator (a session
 //! loss), a key of the wrong type (a Redis error). With faults on, also `SCRIPT FLUSH` and `FUNCTION
 //! FLUSH` (reloads) and `CLIENT PAUSE` (renewals time out: jeopardy, then an expired session).
@@ -30,6 +31,8 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
 use tokio::task::JoinSet;
 
 const NAMESPACE: &str = "metrics-example";
+/// A namespace spread over sub-namespaces (`ClientBuilder::spread`).
+const SPREAD_NAMESPACE: &str = "metrics-example-spread";
 /// TTL of the workers' sessions: short, so incidents resolve in seconds, yet long enough that
 /// a 1.5 s `CLIENT PAUSE` only puts them in jeopardy.
 const TTL: Duration = Duration::from_secs(5);
@@ -137,6 +140,13 @@ pub async fn run(
         "db-users".into(),
         semaphore_users,
     ));
+    let spread = Client::builder()
+        .url(url)
+        .namespace(SPREAD_NAMESPACE)
+        .spread(8)
+        .build()
+        .await?;
+    tasks.spawn(with_sessions(spread, "rounds".into(), spread_rounds));
     let admin = admin_client(url).await?;
     tasks.spawn(incidents(client.clone(), admin, faults));
 
@@ -182,6 +192,21 @@ async fn mutex_worker(session: Session, hold: Duration) -> leasehold::Result<()>
         guard.unlock().await?;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Once a second, lock and unlock the next of 8 names of a spread namespace: each lives in
+/// its own sub-namespace, where the session's sub-lease is granted on use and dropped once
+/// unused for a renewal interval.
+async fn spread_rounds(session: Session) -> leasehold::Result<()> {
+    for round in 0u64.. {
+        let guard = session
+            .mutex(&format!("round-{}", round % 8))?
+            .lock()
+            .await?;
+        guard.unlock().await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(())
 }
 
 /// Every 2 s, lock 12 shards at once, then unlock them at once: more lock calls than a client

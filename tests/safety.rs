@@ -11,376 +11,33 @@
 //!    interval (TTL/3), plus 1 s of slack for process scheduling.
 //!
 //! The client processes are this test binary re-run as `checker_child` (ignored when run
-//! normally), each behind its own loopback proxy so one client can be partitioned alone.
+//! normally), each behind its own loopback proxy so one client can be partitioned alone; they,
+//! the resource and the checks are `tests/support/checker.rs`, shared with
+//! `tests/safety_spread.rs` (the same checks on the many locks of a spread namespace).
 //! Short schedules run in `cargo test`; the long run is
 //! `cargo test --release --test safety -- --ignored long_run --nocapture`
 //! (`LEASEHOLD_SAFETY_ACQUISITIONS`, default 100000; `LEASEHOLD_SAFETY_SEED`;
 //! `LEASEHOLD_SAFETY_TASKS` contenders per process, default 8, so that lock calls batch).
 
+#[path = "support/checker.rs"]
+mod checker;
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use leasehold::{Client, SessionOptions};
+use checker::{mono_ns, violations_of, ChildConfig, Hold, Outcome, Resource};
 use leasehold_testing::{Proxy, RedisServer};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-const CHILD_ENV: &str = "LEASEHOLD_CHECKER_CHILD";
 const NAMESPACE: &str = "safety";
-
-/// Nanoseconds on CLOCK_MONOTONIC: the same clock in every process of the machine, so holds
-/// reported by different processes compare.
-fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// An `Instant` on the monotonic clock, in [`mono_ns`] units.
-fn instant_ns(t: Instant) -> u64 {
-    let (now, now_ns) = (Instant::now(), mono_ns());
-    if t >= now {
-        now_ns + (t - now).as_nanos() as u64
-    } else {
-        now_ns.saturating_sub((now - t).as_nanos() as u64)
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The client process.
-
-/// What a child is told, as `url ttl_ms hold_ms resource_port id max_secs careless tasks`.
-struct ChildConfig {
-    url: String,
-    ttl: Duration,
-    hold: Duration,
-    resource: u16,
-    id: usize,
-    max: Duration,
-    /// Report holds as lasting until release, ignoring the session's validity: what a client
-    /// that does not check `is_valid()` believes. Only for the negative control.
-    careless: bool,
-    /// Contenders in this process, each with its own session, sharing one `Client`. With more
-    /// than the client keeps in flight, their lock calls go out in batches.
-    tasks: usize,
-}
-
-impl ChildConfig {
-    fn encode(&self) -> String {
-        format!(
-            "{} {} {} {} {} {} {} {}",
-            self.url,
-            self.ttl.as_millis(),
-            self.hold.as_millis(),
-            self.resource,
-            self.id,
-            self.max.as_secs(),
-            self.careless as u8,
-            self.tasks
-        )
-    }
-
-    fn decode(s: &str) -> Option<ChildConfig> {
-        let f: Vec<&str> = s.split(' ').collect();
-        Some(ChildConfig {
-            url: f.first()?.to_string(),
-            ttl: Duration::from_millis(f.get(1)?.parse().ok()?),
-            hold: Duration::from_millis(f.get(2)?.parse().ok()?),
-            resource: f.get(3)?.parse().ok()?,
-            id: f.get(4)?.parse().ok()?,
-            max: Duration::from_secs(f.get(5)?.parse().ok()?),
-            careless: f.get(6)? == &"1",
-            tasks: f.get(7)?.parse().ok()?,
-        })
-    }
-}
 
 /// Entry point of a client process (not a test of its own: the schedules run it).
 #[test]
 #[ignore = "run as a child process by the safety schedules"]
 fn checker_child() {
-    let Some(config) = std::env::var(CHILD_ENV)
-        .ok()
-        .and_then(|c| ChildConfig::decode(&c))
-    else {
-        return;
-    };
-    // Counts the lock batches this process sends, for the parent's report.
-    let recorder = DebuggingRecorder::new();
-    let batches = recorder.snapshotter();
-    metrics::set_global_recorder(recorder).expect("the child's only recorder");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(child_loop(config, batches));
-}
-
-async fn child_loop(c: ChildConfig, batches: Snapshotter) {
-    let stop_at = Instant::now() + c.max; // bounded even if the parent dies
-    let client = loop {
-        match Client::builder()
-            .url(&c.url)
-            .namespace(NAMESPACE)
-            .command_timeout(c.ttl / 2)
-            .connect_timeout(c.ttl)
-            .build()
-            .await
-        {
-            Ok(client) => break client,
-            Err(_) if Instant::now() < stop_at => tokio::time::sleep(c.ttl / 10).await,
-            Err(e) => panic!("child {} cannot connect: {e}", c.id),
-        }
-    };
-    let c = Arc::new(c);
-    let mut tasks = tokio::task::JoinSet::new();
-    for t in 0..c.tasks {
-        tasks.spawn(contender(
-            client.clone(),
-            c.clone(),
-            c.id * c.tasks + t,
-            stop_at,
-        ));
-    }
-    tasks.spawn(report_batches(c.clone(), batches, stop_at));
-    while tasks.join_next().await.is_some() {}
-}
-
-/// Every 200 ms, tell the resource how many lock batches (and calls in them) this process has
-/// sent so far: `B <process> <batches> <calls>`.
-async fn report_batches(c: Arc<ChildConfig>, snapshotter: Snapshotter, stop_at: Instant) {
-    let Ok(mut resource) = TcpStream::connect(("127.0.0.1", c.resource)).await else {
-        return;
-    };
-    let (mut sent, mut calls) = (0u64, 0u64);
-    while Instant::now() < stop_at {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-            if let (leasehold::metrics::LOCK_BATCH, DebugValue::Histogram(sizes)) =
-                (key.key().name(), value)
-            {
-                sent += sizes.len() as u64;
-                calls += sizes.iter().map(|s| s.into_inner() as u64).sum::<u64>();
-            }
-        }
-        let line = format!("B {} {sent} {calls}\n", c.id);
-        if resource.write_all(line.as_bytes()).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// One contender: lock, write to the resource under the token, hold, report, unlock; a new
-/// session whenever the last one is no longer valid.
-async fn contender(client: Client, c: Arc<ChildConfig>, id: usize, stop_at: Instant) {
-    let resource = TcpStream::connect(("127.0.0.1", c.resource))
-        .await
-        .expect("resource");
-    let (read, mut write) = resource.into_split();
-    let mut replies = BufReader::new(read).lines();
-    let mut session = None;
-    while Instant::now() < stop_at {
-        if session
-            .as_ref()
-            .is_some_and(|s: &leasehold::Session| !s.is_valid())
-        {
-            session = None;
-        }
-        let s = match &session {
-            Some(s) => s,
-            None => match client
-                .session_with(SessionOptions::default().ttl(c.ttl))
-                .await
-            {
-                Ok(s) => session.insert(s),
-                Err(_) => {
-                    tokio::time::sleep(c.ttl / 20).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(mutex) = s.mutex("resource") else {
-            return;
-        };
-        let guard = match tokio::time::timeout(c.ttl, mutex.lock()).await {
-            Ok(Ok(guard)) => guard,
-            _ => {
-                tokio::time::sleep(c.ttl / 100).await;
-                continue;
-            }
-        };
-        let start = mono_ns();
-        let token = guard.fencing_token();
-        // Write to the resource only while the session is locally valid.
-        let accepted = if c.careless || guard.is_valid() {
-            let line = format!("W {token} {id}\n");
-            if write.write_all(line.as_bytes()).await.is_err() {
-                return;
-            }
-            matches!(replies.next_line().await, Ok(Some(r)) if r == "OK")
-        } else {
-            false
-        };
-        tokio::time::sleep(c.hold).await;
-        let end = if c.careless {
-            mono_ns()
-        } else {
-            mono_ns().min(instant_ns(s.valid_until()))
-        };
-        let line = format!("H {id} {token} {start} {end} {}\n", accepted as u8);
-        if write.write_all(line.as_bytes()).await.is_err() {
-            return;
-        }
-        let _ = guard.unlock().await;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The resource and the checks.
-
-#[derive(Debug, Clone, Copy)]
-struct Hold {
-    /// The contender: `process * tasks + task`.
-    client: usize,
-    token: u64,
-    start: u64,
-    end: u64,
-}
-
-#[derive(Debug, Default)]
-struct Ledger {
-    /// The contender that wrote last: most likely the one holding the lock now.
-    last_writer: usize,
-    /// Per client process: lock batches sent so far, and the calls in them.
-    batches: BTreeMap<usize, (u64, u64)>,
-    highest: u64,
-    accepted: u64,
-    rejected: u64,
-    holds: Vec<Hold>,
-}
-
-/// A fencing-aware store: accepts a write only if its token is at least the highest accepted.
-struct Resource {
-    port: u16,
-    ledger: Arc<Mutex<Ledger>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Resource {
-    async fn start() -> Resource {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let ledger = Arc::new(Mutex::new(Ledger::default()));
-        let l = ledger.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((conn, _)) = listener.accept().await {
-                tokio::spawn(serve(conn, l.clone()));
-            }
-        });
-        Resource { port, ledger, task }
-    }
-}
-
-impl Drop for Resource {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve(conn: TcpStream, ledger: Arc<Mutex<Ledger>>) {
-    let (read, mut write) = conn.into_split();
-    let mut lines = BufReader::new(read).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let f: Vec<u64> = line
-            .split(' ')
-            .skip(1)
-            .filter_map(|w| w.parse().ok())
-            .collect();
-        match (line.as_bytes().first(), f.as_slice()) {
-            (Some(b'W'), [token, client]) => {
-                let ok = {
-                    let mut l = ledger.lock().unwrap();
-                    l.last_writer = *client as usize;
-                    let ok = *token >= l.highest;
-                    if ok {
-                        l.highest = *token;
-                        l.accepted += 1;
-                    } else {
-                        l.rejected += 1;
-                    }
-                    ok
-                };
-                let reply: &[u8] = if ok { b"OK\n" } else { b"STALE\n" };
-                if write.write_all(reply).await.is_err() {
-                    return;
-                }
-            }
-            (Some(b'B'), [process, sent, calls]) => {
-                ledger
-                    .lock()
-                    .unwrap()
-                    .batches
-                    .insert(*process as usize, (*sent, *calls));
-            }
-            (Some(b'H'), [client, token, start, end, _accepted]) => {
-                ledger.lock().unwrap().holds.push(Hold {
-                    client: *client as usize,
-                    token: *token,
-                    start: *start,
-                    end: *end,
-                });
-            }
-            _ => return,
-        }
-    }
-}
-
-/// Properties 2 and 3 over every hold, and 4 for each heal instant.
-fn violations(holds: &[Hold], heals: &[u64], ttl: Duration) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut holds = holds.to_vec();
-    holds.sort_by_key(|h| h.start);
-    let mut latest: Option<Hold> = None; // the hold whose belief ends last so far
-    let mut prev: Option<Hold> = None;
-    for h in &holds {
-        if let Some(l) = latest {
-            if h.start < l.end && l.client != h.client {
-                out.push(format!("overlap: {l:?} and {h:?}"));
-            }
-        }
-        if let Some(p) = prev {
-            if h.token <= p.token {
-                out.push(format!("token did not rise: {p:?} then {h:?}"));
-            }
-        }
-        if latest.is_none_or(|l| h.end > l.end) {
-            latest = Some(*h);
-        }
-        prev = Some(*h);
-    }
-    let bound = (ttl + ttl / 3 + Duration::from_secs(1)).as_nanos() as u64;
-    for &heal in heals {
-        if !holds
-            .iter()
-            .any(|h| h.start >= heal && h.start <= heal + bound)
-        {
-            out.push(format!(
-                "no acquisition within {:?} of the heal",
-                Duration::from_nanos(bound)
-            ));
-        }
-    }
-    out
+    checker::child_main();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -424,34 +81,21 @@ impl Run {
         hold: Duration,
         careless: bool,
     ) -> Run {
-        let max = Duration::from_secs(3600);
         let server = support::server();
         let resource = Resource::start().await;
         let mut proxies_ctl = Vec::new();
         let mut children = Vec::new();
-        let exe = std::env::current_exe().unwrap();
         for id in 0..clients {
             let proxy = Arc::new(Proxy::start(server.port()).await.unwrap());
             let config = ChildConfig {
-                url: proxy.url(),
                 ttl,
                 hold,
-                resource: resource.port,
-                id,
-                max,
                 careless,
                 tasks,
+                ..ChildConfig::single(proxy.url(), NAMESPACE, resource.port, id)
             };
-            let child = Command::new(&exe)
-                .args(["--ignored", "--exact", "checker_child", "--quiet"])
-                .env(CHILD_ENV, config.encode())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("spawn a checker client");
             proxies_ctl.push(proxy);
-            children.push(child);
+            children.push(checker::spawn_child(&config));
         }
         Run {
             server,
@@ -515,29 +159,10 @@ impl Run {
 
     /// Stop the clients and check every property.
     async fn finish(mut self) -> Outcome {
-        for c in &mut self.children {
-            let _ = c.kill().await;
-        }
-        let ledger = self.resource.ledger.lock().unwrap();
-        Outcome {
-            acquisitions: ledger.holds.len(),
-            rejected: ledger.rejected,
-            batches: ledger.batches.values().map(|b| b.0).sum(),
-            batched_calls: ledger.batches.values().map(|b| b.1).sum(),
-            violations: violations(&ledger.holds, &self.heals, self.ttl),
-        }
+        self.resource
+            .finish(&mut self.children, &self.heals, self.ttl)
+            .await
     }
-}
-
-/// What a run saw.
-struct Outcome {
-    acquisitions: usize,
-    /// Stale writes the resource refused.
-    rejected: u64,
-    /// Lock batches the client processes sent, and the calls in them.
-    batches: u64,
-    batched_calls: u64,
-    violations: Vec<String>,
 }
 
 /// Run `fault` once among 3 client processes of one contender each, and check everything.
@@ -656,18 +281,19 @@ fn the_checker_catches_overlaps_falling_tokens_and_stalls() {
     let ttl = Duration::from_secs(2);
     let h = |client, token, start, end| Hold {
         client,
+        name: 0,
         token,
         start,
         end,
     };
-    assert!(violations(&[h(0, 1, 0, 10), h(1, 2, 10, 20)], &[], ttl).is_empty());
+    assert!(violations_of(&[h(0, 1, 0, 10), h(1, 2, 10, 20)], &[], ttl).is_empty());
     assert_eq!(
-        violations(&[h(0, 1, 0, 10), h(1, 2, 9, 20)], &[], ttl).len(),
+        violations_of(&[h(0, 1, 0, 10), h(1, 2, 9, 20)], &[], ttl).len(),
         1
     );
     // A long hold overlapping a later, non-adjacent one is caught too.
     assert_eq!(
-        violations(
+        violations_of(
             &[h(0, 1, 0, 100), h(1, 2, 10, 20), h(2, 3, 50, 60)],
             &[],
             ttl
@@ -676,13 +302,13 @@ fn the_checker_catches_overlaps_falling_tokens_and_stalls() {
         2
     );
     assert_eq!(
-        violations(&[h(0, 2, 0, 10), h(1, 1, 10, 20)], &[], ttl).len(),
+        violations_of(&[h(0, 2, 0, 10), h(1, 1, 10, 20)], &[], ttl).len(),
         1
     );
     let heal = 1_000;
     let late = heal + ttl.as_nanos() as u64 * 2;
     assert_eq!(
-        violations(&[h(0, 1, 0, 10), h(1, 2, late, late + 1)], &[heal], ttl).len(),
+        violations_of(&[h(0, 1, 0, 10), h(1, 2, late, late + 1)], &[heal], ttl).len(),
         1
     );
 }

@@ -221,6 +221,11 @@ impl Leasehold {
         })
     }
 
+    /// The Redis key of its mutex.
+    pub fn key(&self) -> &str {
+        self.mutex.key()
+    }
+
     /// A contender on a session shared with others (its owner closes it).
     pub fn sharing(session: &leasehold::Session, name: &str) -> Result<Leasehold> {
         Ok(Leasehold {

@@ -8,8 +8,13 @@
 //!
 //! Needs `redis-server` and `etcd` on `PATH` (or `LEASEHOLD_REDIS_SERVER`, `ETCD_BIN`); both
 //! are started on free loopback ports in temporary directories and stopped at the end.
+//!
+//! Not in the default run: the Redis Cluster scenarios (`--only cluster,cluster-keepalive`,
+//! about 6 min, `--quick` about 2 min), which start a local 3-primary cluster (needs
+//! `redis-cli` too) and kill it at the end.
 //! BENCHMARKS.md at the repository root has a full run and how to read it.
 
+mod cluster;
 mod handoff;
 mod keepalive;
 mod libs;
@@ -61,6 +66,11 @@ pub struct Plan {
     pub scale_sizes: Vec<usize>,
     pub scale_setup_budget: Duration,
     pub scale_wait: Duration,
+    /// Cluster: time before counting and time counted per throughput row, and the keepalive
+    /// runs' sessions (their locks per session and window: the keepalive scenario's).
+    pub cluster_warmup: Duration,
+    pub cluster_window: Duration,
+    pub cluster_ka_sessions: usize,
 }
 
 impl Plan {
@@ -82,11 +92,15 @@ impl Plan {
             scale_sizes: vec![10_000, 100_000, 1_000_000],
             scale_setup_budget: Duration::from_secs(180),
             scale_wait: Duration::from_secs(120),
+            cluster_warmup: Duration::from_secs(1),
+            cluster_window: Duration::from_secs(10),
+            cluster_ka_sessions: 10_000,
         }
     }
 
     /// About three minutes: one repetition, short points, a tenth of the keepalive load, scale
-    /// at 10k and 100k entries.
+    /// at 10k and 100k entries. (The cluster's keepalive keeps its 10,000 sessions, with a
+    /// shorter window: its figure per shard depends on the load.)
     fn quick() -> Plan {
         Plan {
             quick: true,
@@ -105,6 +119,9 @@ impl Plan {
             scale_sizes: vec![10_000, 100_000],
             scale_setup_budget: Duration::from_secs(30),
             scale_wait: Duration::from_secs(30),
+            cluster_warmup: Duration::from_millis(300),
+            cluster_window: Duration::from_secs(3),
+            cluster_ka_sessions: 10_000,
         }
     }
 }
@@ -196,16 +213,39 @@ where
     Ok(out.into_iter().map(|(_, v)| v).collect())
 }
 
-const SCENARIOS: [&str; 6] = ["uncontended", "handoff", "cpu", "rss", "keepalive", "scale"];
+const SCENARIOS: [&str; 8] = [
+    "uncontended",
+    "handoff",
+    "cpu",
+    "rss",
+    "keepalive",
+    "scale",
+    "cluster",
+    "cluster-keepalive",
+];
+
+/// Scenarios that run only when named with `--only`.
+const OPT_IN: [&str; 2] = ["cluster", "cluster-keepalive"];
 
 fn usage() -> String {
     format!(
         "usage: leasehold-bench [--quick] [--only SCENARIO[,SCENARIO…]]\n\
          scenarios: {}\n\
+         default: all but {} (they add about 6 min, 2 min with --quick: name them with \
+         --only).\n\
          scale: the slowest single script call of revoke, sweep, get_prefix, rwlock readers and\n\
          semaphore holders at 10k, 100k and 1M entries (--quick: 10k and 100k); target 5 ms.\n\
-         Starts its own redis-server and etcd on free loopback ports; prints markdown.",
-        SCENARIOS.join(", ")
+         cluster: on a local 3-primary Redis Cluster, 64 uncontended tasks on one plain \
+         namespace, one spread\n\
+         namespace (48) and raw SET NX PX: cycles/s, Redis CPU per shard and per cycle, and a \
+         projection to\n\
+         6 and 12 shards. cluster-keepalive: 10,000 sessions x 10 locks on that cluster, renewal \
+         calls/s per\n\
+         shard, plain and spread namespaces.\n\
+         Starts its own redis-server and etcd (and the cluster's nodes) on free loopback ports; \
+         prints markdown.",
+        SCENARIOS.join(", "),
+        OPT_IN.join(" and ")
     )
 }
 
@@ -219,7 +259,11 @@ async fn main() {
 
 async fn run() -> Result<()> {
     let mut plan = Plan::full();
-    let mut only: Vec<String> = SCENARIOS.iter().map(|s| s.to_string()).collect();
+    let mut only: Vec<String> = SCENARIOS
+        .iter()
+        .filter(|s| !OPT_IN.contains(s))
+        .map(|s| s.to_string())
+        .collect();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -249,6 +293,12 @@ async fn run() -> Result<()> {
     let redis = leasehold_testing::RedisServer::start()?;
     let etcd = servers::Etcd::start().await?;
     let admin = servers::Admin::connect(&redis.url()).await?;
+    let cluster = if OPT_IN.iter().any(|s| wants(s)) {
+        eprintln!("starting a {}-primary Redis Cluster", cluster::SHARDS);
+        Some(cluster::Cluster::start().await?)
+    } else {
+        None
+    };
     let env = Env {
         redis_url: redis.url(),
         etcd_endpoint: etcd.endpoint.clone(),
@@ -284,6 +334,16 @@ async fn run() -> Result<()> {
             env.admin.version().await?
         ),
     ]);
+    if let Some(c) = &cluster {
+        head.row(vec![
+            "Redis Cluster".into(),
+            format!(
+                "{} primaries, no replicas, {} on loopback, no persistence (scenarios 7 and 8)",
+                cluster::SHARDS,
+                c.version().await?
+            ),
+        ]);
+    }
     head.row(vec![
         "etcd".into(),
         format!(
@@ -443,6 +503,63 @@ async fn run() -> Result<()> {
         targets.scale = Some(out);
     }
 
+    if let (true, Some(c)) = (wants("cluster"), &cluster) {
+        let meter = sys::LoadMeter::start(&c.pids());
+        eprintln!("scenario 7: Redis Cluster, throughput and CPU per shard");
+        let out = cluster::throughput(&env, c).await?;
+        section(
+            "7. Redis Cluster: uncontended lock + unlock, Redis CPU per shard",
+            &format!(
+                "{} primaries on loopback, one leasehold client or fred cluster pool of 8. Each \
+                 of 64 tasks cycles lock + unlock on its own lock name for {:.1} s (after {:.1} s \
+                 warm-up), as in scenario 1's 64-task row (leasehold: one session per task). \
+                 Plain: all of the namespace's keys in one slot. Spread: `.spread({})`. Raw: 64 \
+                 keys without a hash tag, over all slots. Redis CPU: each node's \
+                 used_cpu_sys + used_cpu_user (`INFO cpu`) over the window; per cycle: all \
+                 nodes' CPU ÷ cycles. Medians of {} repetition(s).",
+                cluster::SHARDS,
+                env.plan.cluster_window.as_secs_f64(),
+                env.plan.cluster_warmup.as_secs_f64(),
+                cluster::SPREAD,
+                env.plan.reps
+            ),
+            &out.table,
+            meter.finish().describe("cluster nodes"),
+        );
+        for note in &out.notes {
+            println!("- {note}");
+        }
+        println!(
+            "\n### 7b. Projection to more shards\n\n{}\n\n{}",
+            cluster::projection_text(),
+            out.projection
+        );
+        targets.cluster = Some(out);
+    }
+    if let (true, Some(c)) = (wants("cluster-keepalive"), &cluster) {
+        let meter = sys::LoadMeter::start(&c.pids());
+        eprintln!("scenario 8: Redis Cluster, keepalive per shard");
+        let out = cluster::keepalive(&env, c).await?;
+        section(
+            "8. Redis Cluster: keepalive per shard",
+            &format!(
+                "{} primaries on loopback. One client (pool of 8), {} sessions with TTL 10 s, {} \
+                 locks each (lock j of session i named as shown), then a {} s window in which \
+                 only the keepalive runs. Script calls per shard: each node's `fcall` + \
+                 `evalsha` calls (`INFO commandstats`, reset at the window's start) ÷ the \
+                 window. Target: ≤ {} renewal calls/s per shard, no session lost.",
+                cluster::SHARDS,
+                stats::thousands(env.plan.cluster_ka_sessions as f64),
+                env.plan.ka_locks_per_session,
+                env.plan.ka_window.as_secs(),
+                cluster::RENEWALS_PER_SHARD_TARGET
+            ),
+            &out.table,
+            meter.finish().describe("cluster nodes"),
+        );
+        targets.cluster_keepalive = Some(out);
+    }
+
     println!("## Targets\n");
     println!("{}", targets.table());
     let mut tail = Table::new(&["", ""]);
@@ -453,12 +570,13 @@ async fn run() -> Result<()> {
     ]);
     println!("{tail}");
     drop(env);
+    drop(cluster);
     drop(etcd);
     drop(redis);
     Ok(())
 }
 
-fn section(title: &str, how: &str, table: &Table, load: sys::Load) {
+fn section(title: &str, how: &str, table: &Table, load: impl std::fmt::Display) {
     println!("## {title}\n\n{how}\n\n{table}\n_{load}_\n");
 }
 
@@ -470,6 +588,8 @@ struct Targets {
     rss: Option<rss::Outcome>,
     keepalive: Option<keepalive::Outcome>,
     scale: Option<scale::Outcome>,
+    cluster: Option<cluster::Throughput>,
+    cluster_keepalive: Option<cluster::Keepalive>,
 }
 
 impl Targets {
@@ -579,6 +699,52 @@ impl Targets {
                 "scale: slowest single script call ≤ 5 ms, every row",
                 figure,
                 s.failures == 0 && s.capped == 0,
+            );
+        }
+        if let Some(c) = &self.cluster {
+            add(
+                &format!(
+                    "cluster: spread shard balance (max/min CPU) ≤ {}",
+                    cluster::BALANCE_TARGET
+                ),
+                format!("{:.2}", c.balance),
+                c.balance <= cluster::BALANCE_TARGET,
+            );
+            add(
+                &format!(
+                    "cluster: spread Redis CPU per cycle ≤ {}× plain",
+                    cluster::CPU_RATIO_TARGET
+                ),
+                format!("{:.2}×", c.cpu_ratio),
+                c.cpu_ratio <= cluster::CPU_RATIO_TARGET,
+            );
+        }
+        if let Some(k) = &self.cluster_keepalive {
+            for r in k.runs.iter().filter(|r| r.spread) {
+                add(
+                    &format!(
+                        "cluster keepalive, {}: ≤ {} renewal calls/s per shard",
+                        r.label,
+                        cluster::RENEWALS_PER_SHARD_TARGET
+                    ),
+                    if r.busiest.is_nan() {
+                        "run failed".to_owned()
+                    } else {
+                        format!("{:.2}/s (busiest shard)", r.busiest)
+                    },
+                    r.busiest <= cluster::RENEWALS_PER_SHARD_TARGET,
+                );
+            }
+            let lost: u64 = k.runs.iter().filter_map(|r| r.lost).sum();
+            let failed = k.runs.iter().filter(|r| r.lost.is_none()).count();
+            add(
+                "cluster keepalive: 0 sessions lost (all runs)",
+                if failed > 0 {
+                    format!("{lost} ({failed} runs failed before their window)")
+                } else {
+                    lost.to_string()
+                },
+                lost == 0 && failed == 0,
             );
         }
         t

@@ -157,12 +157,18 @@ impl LoadMeter {
     }
 }
 
-impl std::fmt::Display for Load {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "CPU in cores: bench {:.2}, redis+etcd {:.2}, other processes {:.2}",
+impl Load {
+    /// The load line, naming the servers measured.
+    pub fn describe(&self, servers: &str) -> String {
+        format!(
+            "CPU in cores: bench {:.2}, {servers} {:.2}, other processes {:.2}",
             self.bench, self.servers, self.others
         )
+    }
+}
+
+impl std::fmt::Display for Load {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe("redis+etcd"))
     }
 }

@@ -26,6 +26,10 @@ use super::RedisServer;
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    /// The port each node tells clients (its own, unless [`announce_ports`] changed it).
+    ///
+    /// [`announce_ports`]: RedisCluster::announce_ports
+    announced: Vec<u16>,
 }
 
 /// One row of `CLUSTER NODES`: a primary and the slot ranges it serves.
@@ -40,17 +44,26 @@ impl RedisCluster {
     /// Start `primaries` (at least 3, as `redis-cli --cluster create` requires) cluster-enabled
     /// servers and join them; returns once every node reports `cluster_state:ok`.
     pub fn start(primaries: usize) -> io::Result<RedisCluster> {
+        RedisCluster::start_with(primaries, &[])
+    }
+
+    /// [`start`](Self::start), with extra `redis-server` arguments for every node (e.g.
+    /// `["--appendonly", "yes", "--appendfsync", "always"]`, so that a node killed and started
+    /// again keeps its data).
+    pub fn start_with(primaries: usize, args: &[&str]) -> io::Result<RedisCluster> {
         let primaries = primaries.max(3);
         let mut nodes = Vec::with_capacity(primaries);
         for _ in 0..primaries {
-            nodes.push(RedisServer::start_with(&[
+            let mut all = vec![
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
                 "nodes.conf",
                 "--cluster-node-timeout",
                 "2000",
-            ])?);
+            ];
+            all.extend_from_slice(args);
+            nodes.push(RedisServer::start_with(&all)?);
         }
         let mut create = Command::new("redis-cli");
         create.arg("--cluster").arg("create");
@@ -67,9 +80,56 @@ impl RedisCluster {
                 String::from_utf8_lossy(&out.stdout)
             )));
         }
-        let cluster = RedisCluster { nodes };
+        let announced = nodes.iter().map(RedisServer::port).collect();
+        let cluster = RedisCluster { nodes, announced };
         cluster.wait_ok(Duration::from_secs(20))?;
         Ok(cluster)
+    }
+
+    /// Make node `i` tell clients to reach it at `127.0.0.1:<ports[i]>` (`cluster-announce-port`,
+    /// also kept for restarts; the cluster bus keeps the node's own port): e.g. a
+    /// [`Proxy`](crate::Proxy) in front of each node, so that a test can cut, stall or delay
+    /// the traffic of every client with one node. Returns once every node's view of the
+    /// cluster shows the new ports.
+    pub fn announce_ports(&mut self, ports: &[u16]) -> io::Result<()> {
+        if ports.len() != self.nodes.len() {
+            return Err(io::Error::other("one port per node"));
+        }
+        for (n, &port) in self.nodes.iter_mut().zip(ports) {
+            let (port, bus) = (port.to_string(), (n.port() + 10_000).to_string());
+            expect_ok(n.command(&["CONFIG", "SET", "cluster-announce-port", &port])?)?;
+            expect_ok(n.command(&["CONFIG", "SET", "cluster-announce-bus-port", &bus])?)?;
+            n.add_args(&[
+                "--cluster-announce-port",
+                &port,
+                "--cluster-announce-bus-port",
+                &bus,
+            ]);
+        }
+        self.announced = ports.to_vec();
+        let mut want = self.announced.clone();
+        want.sort_unstable();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut agreed = true;
+            for n in &self.nodes {
+                let mut seen: Vec<u16> = parse_nodes(&n.command(&["CLUSTER", "NODES"])?)
+                    .iter()
+                    .map(|s| s.port)
+                    .collect();
+                seen.sort_unstable();
+                agreed &= seen == want;
+            }
+            if agreed {
+                return self.wait_ok(Duration::from_secs(20));
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::other(
+                    "the nodes did not learn the announced ports",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Wait until every node reports `cluster_state:ok` and agrees on who serves every slot.
@@ -105,12 +165,13 @@ impl RedisCluster {
         }
     }
 
-    /// `redis-cluster://127.0.0.1:<p0>?node=127.0.0.1:<p1>&…` (fred's cluster URL).
+    /// `redis-cluster://127.0.0.1:<p0>?node=127.0.0.1:<p1>&…` (fred's cluster URL), with the
+    /// ports the nodes announce ([`announce_ports`](Self::announce_ports)).
     pub fn url(&self) -> String {
-        let mut url = format!("redis-cluster://127.0.0.1:{}", self.nodes[0].port());
-        for (i, n) in self.nodes.iter().enumerate().skip(1) {
+        let mut url = format!("redis-cluster://127.0.0.1:{}", self.announced[0]);
+        for (i, port) in self.announced.iter().enumerate().skip(1) {
             url.push(if i == 1 { '?' } else { '&' });
-            url.push_str(&format!("node=127.0.0.1:{}", n.port()));
+            url.push_str(&format!("node=127.0.0.1:{port}"));
         }
         url
     }
@@ -120,17 +181,30 @@ impl RedisCluster {
         &self.nodes
     }
 
+    /// Mutable access to the nodes, e.g. to [`kill`](RedisServer::kill) one and
+    /// [`start_again`](RedisServer::start_again) it (it keeps its `nodes.conf`, so it rejoins
+    /// with its slots; then [`wait_ok`](Self::wait_ok)).
+    pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
+    }
+
     /// Index of the node serving the namespace `ns` (the slot of its hash tag `{ns}`).
     pub fn node_of(&self, ns: &str) -> io::Result<usize> {
         let slot = keyslot(ns);
-        let layout = parse_nodes(&self.nodes[0].command(&["CLUSTER", "NODES"])?);
+        let asked = self
+            .nodes
+            .iter()
+            .find(|n| n.is_running())
+            .ok_or_else(|| io::Error::other("no node runs"))?;
+        let layout = parse_nodes(&asked.command(&["CLUSTER", "NODES"])?);
         let owner = layout
             .iter()
             .find(|n| n.ranges.iter().any(|&(a, b)| a <= slot && slot <= b))
             .ok_or_else(|| io::Error::other(format!("slot {slot} is not served")))?;
         self.nodes
             .iter()
-            .position(|n| n.port() == owner.port)
+            .zip(&self.announced)
+            .position(|(n, &announced)| n.port() == owner.port || announced == owner.port)
             .ok_or_else(|| io::Error::other("owner is not one of our nodes"))
     }
 

@@ -118,9 +118,27 @@ impl RedisServer {
         Ok(())
     }
 
-    /// Kill the server and start a fresh, empty one on the same port.
+    /// Kill the server and start it again on the same port, with the same arguments: a fresh,
+    /// empty one, unless they make it persist (e.g. `--appendonly yes --appendfsync always`,
+    /// whose file in [`dir`](Self::dir) it then loads).
     pub fn restart(&mut self) -> io::Result<()> {
         self.kill();
+        self.start_again()
+    }
+
+    /// Whether the server process runs (it was not [`kill`](Self::kill)ed, or was started
+    /// again since).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Start a [`kill`](Self::kill)ed server again on the same port, in the same directory,
+    /// with the same arguments (what [`restart`](Self::restart) does after its kill; apart,
+    /// for a server kept down a while). Nothing when it runs.
+    pub fn start_again(&mut self) -> io::Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             match spawn(self.dir.path(), self.port, &self.args) {
@@ -132,6 +150,13 @@ impl RedisServer {
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         }
+    }
+
+    /// Add `redis-server` arguments for every later start ([`restart`](Self::restart),
+    /// [`start_again`](Self::start_again)), e.g. a setting changed with `CONFIG SET` that the
+    /// server must keep.
+    pub fn add_args(&mut self, args: &[&str]) {
+        self.args.extend(args.iter().map(|a| a.to_string()));
     }
 
     /// Send one command (space-separated words, no quoting) and return the raw RESP reply.

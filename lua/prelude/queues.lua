@@ -704,7 +704,7 @@ local function check_layout(mk, n_arg, hash)
     return f[1], f[2]
   end
   if n == 1 then return '1', hash end
-  if #redis.call('ZRANGE', REG, '(' .. int(NOW_MS), '+inf', 'BYSCORE', 'LIMIT', 0, 1) > 0 then
+  if #typed(REG, 'zset', 'ZRANGE', REG, '(' .. int(NOW_MS), '+inf', 'BYSCORE', 'LIMIT', 0, 1) > 0 then
     fail('LAYOUT', 'the namespace has live leases of clients that do not spread it;' ..
       ' it can be spread once they are gone')
   end

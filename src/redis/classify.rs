@@ -10,7 +10,13 @@ use crate::base::error::{Cause, Error};
 /// fred's error for a command that found no connection to send on (never sent; the pool
 /// sends each command at most once).
 pub(super) fn not_sent(e: &RedisError) -> bool {
-    e.details().starts_with("Failed to route command")
+    let d = e.details();
+    d.starts_with("Failed to route command")
+        // A Cluster slot on the move (see `Conn::call`): refused, not run.
+        || d.starts_with("Too many redirections")
+        || d.starts_with("TRYAGAIN")
+        || d.starts_with("ASK ")
+        || d.starts_with("MOVED ")
 }
 
 /// Low-cardinality label for an error.

@@ -256,8 +256,9 @@ registry! {
     LEASE_REVOKE = "lease/lease_revoke", Queues;
     LEASE_TTL = "lease/lease_ttl", Queues;
     LEASE_LIST = "lease/lease_list", Queues;
-    // Spread namespaces: the layout check, and a session's sub-lease in one sub-namespace.
-    NAMESPACE_LAYOUT = "lease/namespace_layout", Queues, grants;
+    // Spread namespaces: the layout check (it records the layout once, and every grant checks
+    // it again, so it waits for no replica), and a session's sub-lease in one sub-namespace.
+    NAMESPACE_LAYOUT = "lease/namespace_layout", Queues;
     LEASE_TOUCH = "lease/lease_touch", Queues, grants;
     // Locks: the mutex hot path, then what every queue-based lock shares.
     MUTEX_ACQUIRE = "lock/mutex_acquire", Core, grants, batched;

@@ -334,6 +334,10 @@ impl Session {
     }
 
     pub(crate) fn lost(&self, reason: SessionEnd) -> Error {
+        // A spread session's part names the session, as its user knows it.
+        if let Role::Sub(part) = &self.inner.role {
+            return part.parent.lost(reason);
+        }
         Error::SessionLost {
             namespace: self.namespace().to_owned(),
             lease: self.inner.lease,

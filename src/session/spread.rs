@@ -26,7 +26,7 @@ use super::{Session, SessionInner};
 use crate::base::error::Result;
 use crate::base::lease_id::LeaseId;
 use crate::base::metrics as m;
-use crate::base::session_state::SessionEnd;
+use crate::base::session_state::{SessionEnd, SessionState};
 use crate::client::Client;
 use crate::lease::keepalive;
 use crate::lease::leases::Touch;
@@ -246,6 +246,7 @@ impl Session {
             .await?;
         match touch {
             Touch::Granted(ttl) => {
+                let valid_until = keepalive::validity(sent, ttl, Duration::ZERO);
                 let mut state = lease.state();
                 if spread.closed.load(Ordering::SeqCst) || !self.is_valid() {
                     drop(state);
@@ -254,8 +255,16 @@ impl Session {
                         id: lease.id,
                         ttl,
                     });
-                    return Err(self.lost(SessionEnd::Closed));
+                    return Err(match self.state() {
+                        SessionState::Ended(end) => self.lost(end),
+                        _ => self.lost(SessionEnd::Closed),
+                    });
                 }
+                // The session is valid no longer than its newest lease: this grant's reply may
+                // have come late, after the session's own lease was renewed.
+                self.inner
+                    .status
+                    .send_modify(|s| s.valid_until = s.valid_until.min(valid_until));
                 // Registered while the state is locked, so that `close` (which looks at the
                 // state after it stopped grants) either sees it granted and revokes it, or
                 // made the check above fail.
@@ -264,7 +273,7 @@ impl Session {
                     id: lease.id,
                     ttl,
                     sent,
-                    valid_until: keepalive::validity(sent, ttl, Duration::ZERO),
+                    valid_until,
                     status: self.inner.status.clone(),
                     entries: lease.entries.clone(),
                     sub: Some((part.parent.inner.lease, lease.clone())),
