@@ -233,30 +233,17 @@ impl Keepalive {
     /// at most `max` are taken. Returns the ids (empty when nothing is due) and the timeout
     /// the call should use.
     ///
-    /// A tick calls it until it returns nothing: the first call only once something is due
-    /// (`joining` false); the later ones (`joining` true) also take a namespace whose first
-    /// lease is due within TTL/6, so that the namespaces of a client fall into step too and
-    /// a tick's calls to one shard go out together.
-    pub(crate) fn take_due(
-        &mut self,
-        now: Instant,
-        max: usize,
-        joining: bool,
-    ) -> (Vec<LeaseId>, Duration) {
+    /// Namespaces keep their own phase: their renewals spread over the interval instead of
+    /// reaching each shard in one burst that lock calls would queue behind.
+    pub(crate) fn take_due(&mut self, now: Instant, max: usize) -> (Vec<LeaseId>, Duration) {
         let mut timeout = Duration::from_secs(5);
         let Some(&(first, first_id)) = self.due.first() else {
             return (Vec::new(), timeout);
         };
-        let first_entry = &self.entries[&first_id];
-        let early = if joining {
-            first_entry.ttl / 6
-        } else {
-            Duration::ZERO
-        };
-        if first.saturating_duration_since(now) > early {
+        if first > now {
             return (Vec::new(), timeout);
         }
-        let space = first_entry.space;
+        let space = self.entries[&first_id].space;
         let mut picked = Vec::new();
         for &(due, id) in self.due.by_space.get(&space).into_iter().flatten() {
             let e = &self.entries[&id];
@@ -464,14 +451,14 @@ mod tests {
         k.insert(id(3), TTL, validity(t2, TTL, Duration::ZERO), t2);
         assert_eq!(k.next_deadline(), Some(t0 + ms(3000)));
         assert!(
-            k.take_due(t0 + ms(2999), 10, false).0.is_empty(),
+            k.take_due(t0 + ms(2999), 10).0.is_empty(),
             "nothing due yet"
         );
-        let (ids, timeout) = k.take_due(t0 + ms(3000), 10, false);
+        let (ids, timeout) = k.take_due(t0 + ms(3000), 10);
         assert_eq!(ids, vec![id(1), id(2)]);
         assert_eq!(timeout, attempt_timeout(TTL));
         // In flight: not taken again.
-        assert!(k.take_due(t0 + ms(3000), 10, false).0.is_empty());
+        assert!(k.take_due(t0 + ms(3000), 10).0.is_empty());
         assert_eq!(k.next_deadline(), Some(t2 + ms(3000)));
     }
 
@@ -493,8 +480,8 @@ mod tests {
         k.insert_in(2, id(100), TTL, validity(t0, TTL, Duration::ZERO), t0);
         // The first due lease takes its namespace's others along, not the other namespace's.
         let now = t0 + TTL / 3;
-        let (first, _) = k.take_due(now, 100, false);
-        let second = k.take_due(now, 100, false).0;
+        let (first, _) = k.take_due(now, 100);
+        let second = k.take_due(now, 100).0;
         let (ns1, ns2) = if first.len() == 10 {
             (first, second)
         } else {
@@ -502,33 +489,14 @@ mod tests {
         };
         assert_eq!(ns1.len(), 10);
         assert_eq!(ns2, vec![id(100)]);
-        assert!(k.take_due(now, 100, false).0.is_empty());
+        assert!(k.take_due(now, 100).0.is_empty());
         // Renewed by that one call, they are due together from now on.
         for id in ns1 {
             k.renewed(id, Some(TTL), now, now + ms(1), Duration::ZERO);
         }
         let later = now + TTL / 3;
-        assert_eq!(k.take_due(later - ms(1), 100, false).0.len(), 0);
-        assert_eq!(k.take_due(later, 100, false).0.len(), 10);
-    }
-
-    #[test]
-    fn namespaces_due_within_a_sixth_of_the_ttl_join_the_tick() {
-        let t0 = Instant::now();
-        let mut k = Keepalive::default();
-        k.insert_in(1, id(1), TTL, validity(t0, TTL, Duration::ZERO), t0);
-        // Due 1 s after it (within TTL/6 = 1.5 s) in namespace 2, 2 s after in namespace 3.
-        let t1 = t0 + ms(1000);
-        k.insert_in(2, id(2), TTL, validity(t1, TTL, Duration::ZERO), t1);
-        let t2 = t0 + ms(2000);
-        k.insert_in(3, id(3), TTL, validity(t2, TTL, Duration::ZERO), t2);
-        let now = t0 + TTL / 3;
-        // Not before something is due; then namespace 2 joins the tick, namespace 3 does not.
-        assert!(k.take_due(now - ms(1), 10, false).0.is_empty());
-        assert_eq!(k.take_due(now, 10, false).0, vec![id(1)]);
-        assert_eq!(k.take_due(now, 10, true).0, vec![id(2)]);
-        assert!(k.take_due(now, 10, true).0.is_empty());
-        assert_eq!(k.next_deadline(), Some(t2 + TTL / 3));
+        assert_eq!(k.take_due(later - ms(1), 100).0.len(), 0);
+        assert_eq!(k.take_due(later, 100).0.len(), 10);
     }
 
     #[test]
@@ -538,9 +506,9 @@ mod tests {
         for n in 0..10 {
             k.insert(id(n), TTL, validity(t0, TTL, Duration::ZERO), t0);
         }
-        assert_eq!(k.take_due(t0 + TTL / 3, 4, false).0.len(), 4);
-        assert_eq!(k.take_due(t0 + TTL / 3, 4, false).0.len(), 4);
-        assert_eq!(k.take_due(t0 + TTL / 3, 4, false).0.len(), 2);
+        assert_eq!(k.take_due(t0 + TTL / 3, 4).0.len(), 4);
+        assert_eq!(k.take_due(t0 + TTL / 3, 4).0.len(), 4);
+        assert_eq!(k.take_due(t0 + TTL / 3, 4).0.len(), 2);
     }
 
     #[test]
@@ -549,7 +517,7 @@ mod tests {
         let mut k = Keepalive::default();
         k.insert(id(1), TTL, validity(t0, TTL, Duration::ZERO), t0);
         let sent = t0 + ms(3000);
-        let (ids, _) = k.take_due(sent, 10, false);
+        let (ids, _) = k.take_due(sent, 10);
         assert_eq!(ids, vec![id(1)]);
         let recv = sent + ms(400); // a slow reply does not stretch validity
         let ev = k
@@ -575,7 +543,7 @@ mod tests {
         let valid = validity(t0, TTL, Duration::ZERO);
         k.insert(id(1), TTL, valid, t0);
         let mut now = t0 + TTL / 3;
-        let (ids, _) = k.take_due(now, 10, false);
+        let (ids, _) = k.take_due(now, 10);
         assert_eq!(k.failed(ids[0], now), Some(Event::Jeopardy { id: id(1) }));
         // Retries keep coming, jeopardy is reported once.
         loop {
@@ -583,7 +551,7 @@ mod tests {
             if now >= valid {
                 break;
             }
-            let (ids, _) = k.take_due(now, 10, false);
+            let (ids, _) = k.take_due(now, 10);
             assert_eq!(ids, vec![id(1)]);
             assert_eq!(k.failed(id(1), now), None);
         }
@@ -609,7 +577,7 @@ mod tests {
         let valid = validity(t0, TTL, Duration::ZERO);
         k.insert(id(1), TTL, valid, t0);
         let sent = t0 + TTL / 3;
-        k.take_due(sent, 10, false);
+        k.take_due(sent, 10);
         assert_eq!(
             k.renewed(id(1), Some(TTL), sent, valid, Duration::ZERO),
             Some(Event::Lost {
@@ -644,7 +612,7 @@ mod tests {
         k.insert(id(2), TTL, validity(t0, TTL, Duration::ZERO), t0);
         let now = t0 + ms(10);
         k.all_due(now);
-        assert_eq!(k.take_due(now, 10, false).0.len(), 2);
+        assert_eq!(k.take_due(now, 10).0.len(), 2);
     }
 
     #[test]
@@ -666,7 +634,7 @@ mod tests {
             .collect();
         jeopardy.sort();
         assert_eq!(jeopardy, vec![id(2), id(3)]);
-        let (due, _) = k.take_due(now, 10, false);
+        let (due, _) = k.take_due(now, 10);
         assert!(
             due.contains(&id(2)) && due.contains(&id(3)),
             "both renewed at once (lease 1, of the same namespace and due within TTL/3, may go along)"
@@ -689,7 +657,7 @@ mod tests {
         let mut k = Keepalive::default();
         k.insert(id(1), TTL, validity(t0, TTL, Duration::ZERO), t0);
         let now = t0 + TTL / 3;
-        k.take_due(now, 10, false);
+        k.take_due(now, 10);
         assert_eq!(
             k.renewed(id(1), None, now, now, Duration::ZERO),
             Some(Event::Lost {

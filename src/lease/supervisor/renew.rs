@@ -24,13 +24,11 @@ impl Supervisor {
         for ev in self.keepalive.expire(now) {
             self.apply(ev);
         }
-        let mut joining = false;
         while !self.renewals_paused {
-            let (ids, timeout) = self.keepalive.take_due(now, MAX_BATCH, joining);
+            let (ids, timeout) = self.keepalive.take_due(now, MAX_BATCH);
             if ids.is_empty() {
                 break;
             }
-            joining = true;
             for (ns, ids) in self.by_namespace(ids) {
                 self.spawn_renew(ns, ids, timeout);
             }
