@@ -234,7 +234,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 const HEADROOM_BUCKETS: &[f64] = &[
     0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 86400.0,
 ];
-// At most `keepalive::MAX_BATCH` (500) leases per call.
+// At most `keepalive::MAX_BATCH` (1000) leases per call.
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
 // At most `batch::MAX_CALLS` (32) calls per script call.
 const LOCK_BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0];

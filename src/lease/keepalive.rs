@@ -16,11 +16,34 @@ use crate::base::session_state::SessionEnd;
 pub(crate) const DRIFT: f64 = 0.01;
 /// Fixed part of the validity margin.
 pub(crate) const MARGIN_FIXED: Duration = Duration::from_millis(5);
-/// Most leases renewed by one script call. A call blocks Redis for its whole run (about 10 µs
-/// per lease on a small machine, see BENCHMARKS.md), so this bounds the stall other clients of
-/// that Redis see to a few ms, at the price of more calls: 10,000 sessions with a 10 s TTL
-/// cost 6 calls/s.
-pub(crate) const MAX_BATCH: usize = 500;
+/// Most leases renewed by one script call.
+pub(crate) const MAX_BATCH: usize = 1000;
+/// Most work one renewal call asks of Redis, in the units of `RenewAs::cost` (about one
+/// command each). A call blocks Redis for its whole run, so this bounds the stall other
+/// clients of that Redis see, to about 14 ms on a small machine (BENCHMARKS.md), whether the
+/// call renews 1,000 leases that hold one lock each or 570 that each hold several.
+pub(crate) const CALL_BUDGET: u32 = 8000;
+
+/// `items` in call order, split into calls of at most `MAX_BATCH` items and `CALL_BUDGET`
+/// cost (an item costing more than the budget goes alone).
+pub(crate) fn split_calls<T>(items: Vec<T>, cost: impl Fn(&T) -> u32) -> Vec<Vec<T>> {
+    let mut calls = Vec::new();
+    let mut call = Vec::new();
+    let mut spent = 0;
+    for item in items {
+        let c = cost(&item);
+        if !call.is_empty() && (call.len() >= MAX_BATCH || spent + c > CALL_BUDGET) {
+            calls.push(std::mem::take(&mut call));
+            spent = 0;
+        }
+        spent += c;
+        call.push(item);
+    }
+    if !call.is_empty() {
+        calls.push(call);
+    }
+    calls
+}
 
 /// Local validity of a lease whose renewal was sent at `sent` and granted `ttl`, shortened by
 /// `clock_step` (a detected forward step of the server clock).
@@ -226,16 +249,17 @@ impl Keepalive {
         self.expiry.first().map(|(t, _)| *t)
     }
 
-    /// Leases to renew now, for one call: the namespace of the lease due first, and of its
-    /// leases all that are due, plus those due within their TTL/3 (renewing early lets one call
-    /// serve the namespace: its renewals fall into step, one call per renewal interval for up
-    /// to `max` leases, instead of one per lease's own due time). They are marked in flight;
-    /// at most `max` are taken. Returns the ids (empty when nothing is due) and the timeout
-    /// the call should use.
+    /// Leases to renew now: the namespace of the lease due first, and of its leases all that
+    /// are due, plus those due within their TTL/3 (renewing early lets one call serve the
+    /// namespace: its renewals fall into step, one call per renewal interval per call's worth
+    /// of leases, instead of one per lease's own due time). They are marked in flight and
+    /// are all to be sent now ([`split_calls`]): a namespace with more than a call's worth
+    /// renews them in one step rather than in parts that would each take the others along
+    /// early. Returns the ids (empty when nothing is due) and the timeout the calls should use.
     ///
     /// Namespaces keep their own phase: their renewals spread over the interval instead of
     /// reaching each shard in one burst that lock calls would queue behind.
-    pub(crate) fn take_due(&mut self, now: Instant, max: usize) -> (Vec<LeaseId>, Duration) {
+    pub(crate) fn take_due(&mut self, now: Instant) -> (Vec<LeaseId>, Duration) {
         let mut timeout = Duration::from_secs(5);
         let Some(&(first, first_id)) = self.due.first() else {
             return (Vec::new(), timeout);
@@ -247,7 +271,7 @@ impl Keepalive {
         let mut picked = Vec::new();
         for &(due, id) in self.due.by_space.get(&space).into_iter().flatten() {
             let e = &self.entries[&id];
-            if picked.len() >= max || due.saturating_duration_since(now) > e.ttl / 3 {
+            if due.saturating_duration_since(now) > e.ttl / 3 {
                 break;
             }
             timeout = timeout.min(attempt_timeout(e.ttl));
@@ -426,6 +450,11 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// The leases `take_due` hands out at `now`.
+    fn take(k: &mut Keepalive, now: Instant) -> Vec<LeaseId> {
+        k.take_due(now).0
+    }
+
     #[test]
     fn validity_is_sent_plus_ttl_minus_margin() {
         let t = Instant::now();
@@ -450,15 +479,12 @@ mod tests {
         let t2 = t0 + ms(4000);
         k.insert(id(3), TTL, validity(t2, TTL, Duration::ZERO), t2);
         assert_eq!(k.next_deadline(), Some(t0 + ms(3000)));
-        assert!(
-            k.take_due(t0 + ms(2999), 10).0.is_empty(),
-            "nothing due yet"
-        );
-        let (ids, timeout) = k.take_due(t0 + ms(3000), 10);
+        assert!(take(&mut k, t0 + ms(2999)).is_empty(), "nothing due yet");
+        let (ids, timeout) = k.take_due(t0 + ms(3000));
         assert_eq!(ids, vec![id(1), id(2)]);
         assert_eq!(timeout, attempt_timeout(TTL));
         // In flight: not taken again.
-        assert!(k.take_due(t0 + ms(3000), 10).0.is_empty());
+        assert!(take(&mut k, t0 + ms(3000)).is_empty());
         assert_eq!(k.next_deadline(), Some(t2 + ms(3000)));
     }
 
@@ -480,8 +506,8 @@ mod tests {
         k.insert_in(2, id(100), TTL, validity(t0, TTL, Duration::ZERO), t0);
         // The first due lease takes its namespace's others along, not the other namespace's.
         let now = t0 + TTL / 3;
-        let (first, _) = k.take_due(now, 100);
-        let second = k.take_due(now, 100).0;
+        let first = take(&mut k, now);
+        let second = take(&mut k, now);
         let (ns1, ns2) = if first.len() == 10 {
             (first, second)
         } else {
@@ -489,26 +515,70 @@ mod tests {
         };
         assert_eq!(ns1.len(), 10);
         assert_eq!(ns2, vec![id(100)]);
-        assert!(k.take_due(now, 100).0.is_empty());
+        assert!(take(&mut k, now).is_empty());
         // Renewed by that one call, they are due together from now on.
         for id in ns1 {
             k.renewed(id, Some(TTL), now, now + ms(1), Duration::ZERO);
         }
         let later = now + TTL / 3;
-        assert_eq!(k.take_due(later - ms(1), 100).0.len(), 0);
-        assert_eq!(k.take_due(later, 100).0.len(), 10);
+        assert_eq!(take(&mut k, later - ms(1)).len(), 0);
+        assert_eq!(take(&mut k, later).len(), 10);
     }
 
     #[test]
-    fn batch_size_is_capped() {
+    fn calls_are_split_by_count_and_by_what_they_cost_redis() {
+        let sizes = |calls: Vec<Vec<u32>>| calls.iter().map(Vec::len).collect::<Vec<_>>();
+        assert_eq!(sizes(split_calls(vec![1; 2500], |c| *c)), [1000, 1000, 500]);
+        let budget = CALL_BUDGET as usize;
+        assert_eq!(
+            sizes(split_calls(vec![10; budget / 10 + 1], |c| *c)),
+            [budget / 10, 1]
+        );
+        // One over the budget still goes, alone.
+        assert_eq!(
+            sizes(split_calls(vec![1, CALL_BUDGET + 1, 1], |c| *c)),
+            [1, 1, 1]
+        );
+        assert!(split_calls(Vec::<u32>::new(), |c| *c).is_empty());
+    }
+
+    #[test]
+    fn a_namespaces_leases_are_renewed_once_per_interval_not_taken_along_early() {
         let t0 = Instant::now();
         let mut k = Keepalive::default();
-        for n in 0..10 {
-            k.insert(id(n), TTL, validity(t0, TTL, Duration::ZERO), t0);
+        // Granted over one interval: more than one call's worth, due at different times.
+        for n in 0..10u64 {
+            let sent = t0 + TTL / 3 * n as u32 / 10;
+            k.insert(
+                id(n as u128),
+                TTL,
+                validity(sent, TTL, Duration::ZERO),
+                sent,
+            );
         }
-        assert_eq!(k.take_due(t0 + TTL / 3, 4).0.len(), 4);
-        assert_eq!(k.take_due(t0 + TTL / 3, 4).0.len(), 4);
-        assert_eq!(k.take_due(t0 + TTL / 3, 4).0.len(), 2);
+        let mut renewals = 0;
+        let end = t0 + TTL * 3;
+        while let Some(now) = k.next_deadline().filter(|t| *t < end) {
+            // As the supervisor does: everything due now goes out, then the replies come.
+            let mut sent = Vec::new();
+            loop {
+                let ids = take(&mut k, now);
+                if ids.is_empty() {
+                    break;
+                }
+                sent.extend(ids);
+            }
+            for id in sent {
+                renewals += 1;
+                k.renewed(id, Some(TTL), now, now + ms(1), Duration::ZERO);
+            }
+            assert!(k.expire(now).is_empty(), "nothing may expire");
+        }
+        // 9 renewal intervals: each lease once per interval, its first renewal included.
+        assert!(
+            renewals <= 10 * 9,
+            "{renewals} renewals of 10 leases over 9 intervals"
+        );
     }
 
     #[test]
@@ -517,7 +587,7 @@ mod tests {
         let mut k = Keepalive::default();
         k.insert(id(1), TTL, validity(t0, TTL, Duration::ZERO), t0);
         let sent = t0 + ms(3000);
-        let (ids, _) = k.take_due(sent, 10);
+        let ids = take(&mut k, sent);
         assert_eq!(ids, vec![id(1)]);
         let recv = sent + ms(400); // a slow reply does not stretch validity
         let ev = k
@@ -543,7 +613,7 @@ mod tests {
         let valid = validity(t0, TTL, Duration::ZERO);
         k.insert(id(1), TTL, valid, t0);
         let mut now = t0 + TTL / 3;
-        let (ids, _) = k.take_due(now, 10);
+        let ids = take(&mut k, now);
         assert_eq!(k.failed(ids[0], now), Some(Event::Jeopardy { id: id(1) }));
         // Retries keep coming, jeopardy is reported once.
         loop {
@@ -551,7 +621,7 @@ mod tests {
             if now >= valid {
                 break;
             }
-            let (ids, _) = k.take_due(now, 10);
+            let ids = take(&mut k, now);
             assert_eq!(ids, vec![id(1)]);
             assert_eq!(k.failed(id(1), now), None);
         }
@@ -577,7 +647,7 @@ mod tests {
         let valid = validity(t0, TTL, Duration::ZERO);
         k.insert(id(1), TTL, valid, t0);
         let sent = t0 + TTL / 3;
-        k.take_due(sent, 10);
+        take(&mut k, sent);
         assert_eq!(
             k.renewed(id(1), Some(TTL), sent, valid, Duration::ZERO),
             Some(Event::Lost {
@@ -612,7 +682,7 @@ mod tests {
         k.insert(id(2), TTL, validity(t0, TTL, Duration::ZERO), t0);
         let now = t0 + ms(10);
         k.all_due(now);
-        assert_eq!(k.take_due(now, 10).0.len(), 2);
+        assert_eq!(take(&mut k, now).len(), 2);
     }
 
     #[test]
@@ -634,7 +704,7 @@ mod tests {
             .collect();
         jeopardy.sort();
         assert_eq!(jeopardy, vec![id(2), id(3)]);
-        let (due, _) = k.take_due(now, 10);
+        let due = take(&mut k, now);
         assert!(
             due.contains(&id(2)) && due.contains(&id(3)),
             "both renewed at once (lease 1, of the same namespace and due within TTL/3, may go along)"
@@ -657,7 +727,7 @@ mod tests {
         let mut k = Keepalive::default();
         k.insert(id(1), TTL, validity(t0, TTL, Duration::ZERO), t0);
         let now = t0 + TTL / 3;
-        k.take_due(now, 10);
+        take(&mut k, now);
         assert_eq!(
             k.renewed(id(1), None, now, now, Duration::ZERO),
             Some(Event::Lost {

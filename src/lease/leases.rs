@@ -126,6 +126,25 @@ pub(crate) enum RenewAs {
     DropIfIdle(u64),
 }
 
+/// Attachments of a counted lease that `lua/lease/lease_renew.lua` checks against what they
+/// point at (its `ENTRY_CHECKS`).
+pub(crate) const ENTRY_CHECKS: usize = 4;
+
+impl RenewAs {
+    /// What renewing one lease this way costs Redis, in commands `lua/lease/lease_renew.lua`
+    /// runs for it (each about 1.5 µs with its Lua around it, see BENCHMARKS.md): four to
+    /// renew; counting adds two, and two per attachment it checks (at most `ENTRY_CHECKS` of
+    /// the `held` ones).
+    pub(crate) fn cost(self, held: usize) -> u32 {
+        let checks = held.min(ENTRY_CHECKS) as u32;
+        match self {
+            RenewAs::Plain => 4,
+            RenewAs::Counted => 6 + 2 * checks,
+            RenewAs::DropIfIdle(_) => 6,
+        }
+    }
+}
+
 /// What one renewal did to one lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Renewal {
@@ -539,6 +558,12 @@ fn granted_at(r: &Reply, v: &Value) -> Result<Option<SystemTime>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_checks_is_the_scripts() {
+        let script = include_str!("../../lua/lease/lease_renew.lua");
+        assert!(script.contains(&format!("local ENTRY_CHECKS = {ENTRY_CHECKS}\n")));
+    }
 
     #[test]
     fn attachments_parse() {

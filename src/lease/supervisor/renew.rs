@@ -13,7 +13,7 @@ use crate::base::error::Error;
 use crate::base::lease_id::LeaseId;
 use crate::base::metrics as m;
 use crate::base::session_state::{end_status, SessionEnd, SessionState};
-use crate::lease::keepalive::{Event, MAX_BATCH};
+use crate::lease::keepalive::{split_calls, Event};
 use crate::lease::leases::{RenewAs, Renewal};
 use crate::lease::sub_lease::Due;
 use crate::redis::Core;
@@ -25,12 +25,12 @@ impl Supervisor {
             self.apply(ev);
         }
         while !self.renewals_paused {
-            let (ids, timeout) = self.keepalive.take_due(now, MAX_BATCH);
+            let (ids, timeout) = self.keepalive.take_due(now);
             if ids.is_empty() {
                 break;
             }
             for (ns, ids) in self.by_namespace(ids) {
-                self.spawn_renew(ns, ids, timeout);
+                self.spawn_renewals(ns, ids, timeout);
             }
         }
         if self.renewals_paused {
@@ -42,7 +42,7 @@ impl Supervisor {
             .collect();
         for ns in due {
             self.space(&ns).sweeping = true;
-            self.spawn_renew(ns, Vec::new(), SWEEP_TIMEOUT);
+            self.spawn_sweep(ns);
         }
     }
 
@@ -63,39 +63,55 @@ impl Supervisor {
         groups
     }
 
-    /// One batched renewal call in namespace `ns` (with no ids: a sweep only).
-    pub(super) fn spawn_renew(&mut self, ns: Arc<Core>, ids: Vec<LeaseId>, timeout: Duration) {
-        self.space(&ns).last_sweep = Instant::now();
+    /// Renewal calls in namespace `ns` for `ids`, as many as their cost needs
+    /// ([`split_calls`]), all sent now.
+    fn spawn_renewals(&mut self, ns: Arc<Core>, ids: Vec<LeaseId>, timeout: Duration) {
         // Each session with entries opens a window: the reply's attachment count is compared
         // with the fewest entries it held while the call was in flight. A sub-lease its
         // session has not used for a renewal interval is dropped instead, if Redis finds it
         // idle too.
         let now = Instant::now();
-        let mut windows: Vec<Option<u64>> = Vec::with_capacity(ids.len());
-        let mut leases: Vec<(LeaseId, RenewAs)> = Vec::with_capacity(ids.len());
-        for &id in &ids {
-            let Some(t) = self.sessions.get(&id) else {
-                windows.push(None);
-                leases.push((id, RenewAs::Plain));
-                continue;
-            };
-            if let Some((_, sub)) = &t.sub {
-                if let Due::DropIfIdle(epoch) = sub.due(now, t.ttl / 4) {
-                    windows.push(None);
-                    leases.push((id, RenewAs::DropIfIdle(epoch)));
-                    continue;
+        let planned: Vec<(LeaseId, RenewAs, Option<u64>, usize)> = ids
+            .into_iter()
+            .map(|id| {
+                let Some(t) = self.sessions.get(&id) else {
+                    return (id, RenewAs::Plain, None, 0);
+                };
+                if let Some((_, sub)) = &t.sub {
+                    if let Due::DropIfIdle(epoch) = sub.due(now, t.ttl / 4) {
+                        return (id, RenewAs::DropIfIdle(epoch), None, 0);
+                    }
                 }
-            }
-            let (generation, held) = t.entries.open_window();
-            let window = (held > 0).then_some(generation);
-            windows.push(window);
-            let how = if window.is_some() {
-                RenewAs::Counted
-            } else {
-                RenewAs::Plain
-            };
-            leases.push((id, how));
+                let (generation, held) = t.entries.open_window();
+                match held {
+                    0 => (id, RenewAs::Plain, None, 0),
+                    _ => (id, RenewAs::Counted, Some(generation), held),
+                }
+            })
+            .collect();
+        for call in split_calls(planned, |(_, how, _, held)| how.cost(*held)) {
+            let (leases, windows) = (call.into_iter())
+                .map(|(id, how, window, _)| ((id, how), window))
+                .unzip();
+            self.spawn_call(ns.clone(), leases, windows, timeout);
         }
+    }
+
+    /// A sweep-only call in namespace `ns`: no lease renewed.
+    pub(super) fn spawn_sweep(&mut self, ns: Arc<Core>) {
+        self.spawn_call(ns, Vec::new(), Vec::new(), SWEEP_TIMEOUT);
+    }
+
+    /// One batched renewal call in namespace `ns` (with no ids: a sweep only).
+    fn spawn_call(
+        &mut self,
+        ns: Arc<Core>,
+        leases: Vec<(LeaseId, RenewAs)>,
+        windows: Vec<Option<u64>>,
+        timeout: Duration,
+    ) {
+        self.space(&ns).last_sweep = Instant::now();
+        let ids: Vec<LeaseId> = leases.iter().map(|(id, _)| *id).collect();
         let span = tracing::debug_span!(
             "leasehold.renew",
             namespace = ns.keys.namespace(),
@@ -190,7 +206,7 @@ impl Supervisor {
                 if reply.sweep_more {
                     // A backlog of expired leases (a crashed process had many), or one with
                     // more attachments than a call releases: keep sweeping, a call at a time.
-                    self.spawn_renew(ns.clone(), Vec::new(), SWEEP_TIMEOUT);
+                    self.spawn_sweep(ns.clone());
                 } else {
                     // Everything expired when this call was sent is gone: so are the orphans
                     // that had surely expired by then.
