@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fred::interfaces::ClientLike;
 use futures_util::StreamExt;
 use leasehold::{Client, SessionOptions};
 use leasehold_testing::RedisCluster;
@@ -225,4 +226,40 @@ async fn a_namespace_moved_to_another_shard_keeps_its_lock_and_queue() {
         .unwrap()
         .expect("lease alive");
     assert!(info.remaining > Duration::from_secs(20));
+}
+
+/// A caller's fred pool in a Cluster must not follow redirections (see
+/// `ClientBuilder::fred_pool`): one that does is refused, one that does not works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_cluster_pool_must_not_follow_redirections() {
+    let cluster = cluster();
+    let pool = |redirections: u32| {
+        let config = fred::types::config::Config::from_url(&cluster.url()).unwrap();
+        fred::types::Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.max_command_attempts = 1;
+                c.max_redirections = redirections;
+            })
+            .build_pool(2)
+            .unwrap()
+    };
+    let following = pool(5);
+    following.init().await.unwrap();
+    match Client::builder().fred_pool(following).build().await {
+        Err(leasehold::Error::InvalidArgument(why)) => {
+            assert!(why.contains("max_redirections = 0"), "{why}")
+        }
+        other => panic!("a pool that follows redirections was accepted: {other:?}"),
+    }
+    let refusing = pool(0);
+    refusing.init().await.unwrap();
+    let client = Client::builder()
+        .fred_pool(refusing)
+        .namespace("byo")
+        .build()
+        .await
+        .unwrap();
+    let session = client.session().await.unwrap();
+    let guard = session.mutex("job").unwrap().lock().await.unwrap();
+    guard.unlock().await.unwrap();
 }

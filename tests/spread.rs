@@ -498,3 +498,98 @@ async fn a_spread_namespace_uses_every_shard_and_survives_a_slot_move() {
     }
     assert!(total > 0);
 }
+
+/// A slot half-way through a migration answers `ASK` to calls whose keys it no longer has.
+/// Following it on a connection with other calls in flight would hand those calls each
+/// other's replies; leasehold never follows it, sends the call again once the slot settles,
+/// and every other call meanwhile gets its own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_around_a_slot_in_migration_each_get_their_own_reply() {
+    let cluster = RedisCluster::start(3).expect("local cluster");
+    let client = Client::builder()
+        .url(cluster.url())
+        .namespace("mig")
+        .spread(48)
+        .pool_size(1)
+        .command_timeout(Duration::from_secs(10))
+        .build()
+        .await
+        .unwrap();
+    // Names of one sub-namespace, not touched yet (so its slot holds no key), and names of
+    // the others.
+    let moving = client.sub_namespace_of("m0").to_owned();
+    let (mut ask, mut other) = (Vec::new(), Vec::new());
+    for i in 0..400 {
+        let name = format!("m{i}");
+        match client.sub_namespace_of(&name) == moving {
+            true if ask.len() < 4 => ask.push(name),
+            false if other.len() < 24 => other.push(name),
+            _ => {}
+        }
+    }
+    assert_eq!(ask.len(), 4);
+    let from = cluster.node_of(&moving).unwrap();
+    let to = (from + 1) % 3;
+    let slot = leasehold_testing::keyslot(&moving).to_string();
+    let id = |n: usize| {
+        let reply = cluster.nodes()[n].command(&["CLUSTER", "MYID"]).unwrap();
+        reply.lines().nth(1).unwrap().to_owned()
+    };
+    let (from_id, to_id) = (id(from), id(to));
+    let setslot = |n: usize, words: &[&str]| {
+        let mut all = vec!["CLUSTER", "SETSLOT", slot.as_str()];
+        all.extend_from_slice(words);
+        let reply = cluster.nodes()[n].command(&all).unwrap();
+        assert!(reply.starts_with("+OK"), "{reply}");
+    };
+    setslot(to, &["IMPORTING", &from_id]);
+    setslot(from, &["MIGRATING", &to_id]);
+
+    let session = client.session().await.unwrap();
+    let asked: Vec<_> = ask
+        .iter()
+        .map(|name| {
+            let session = session.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                let g = session.mutex(&name).unwrap().lock().await?;
+                g.unlock().await
+            })
+        })
+        .collect();
+    // Meanwhile, on the same connections: locks on the other sub-namespaces, every reply
+    // checked.
+    let until = Instant::now() + Duration::from_millis(600);
+    let others: Vec<_> = other
+        .iter()
+        .map(|name| {
+            let session = session.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                let mut last = 0;
+                let mut cycles = 0;
+                while Instant::now() < until {
+                    let g = session.mutex(&name).unwrap().lock().await?;
+                    assert!(g.fencing_token() > last, "tokens rise per name");
+                    last = g.fencing_token();
+                    g.unlock().await?;
+                    cycles += 1;
+                }
+                Ok::<_, Error>(cycles)
+            })
+        })
+        .collect();
+    for task in others {
+        assert!(task.await.unwrap().expect("every call its own reply") > 0);
+    }
+    // The calls into the moving slot wait until it has moved.
+    for n in 0..3 {
+        setslot(n, &["NODE", &to_id]);
+    }
+    for task in asked {
+        task.await
+            .unwrap()
+            .expect("sent again once the slot settled");
+    }
+    assert!(session.is_valid());
+}

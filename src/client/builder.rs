@@ -117,11 +117,16 @@ impl ClientBuilder {
     ///   them when the client goes; only its own doorbell connection is closed.
     /// - Each script call must go out at most once (a call cut off by a lost connection fails
     ///   with [`Error::Unreachable`] rather than running twice, which could report a lock just
-    ///   released as not held, or queue a contender twice). So outside a Cluster the pool must
-    ///   be built with `max_command_attempts = 1`, as in the example below; `build` refuses
+    ///   released as not held, or queue a contender twice). So the pool must be built with
+    ///   `max_command_attempts = 1`, as in the example below; `build` refuses
     ///   any other with [`Error::InvalidArgument`]. (fred's per-command options do not stop
     ///   it from resending a command in flight when its connection drops, so leasehold cannot
     ///   set this per call.)
+    /// - In a Cluster the pool must be built with `max_redirections = 0`; `build` refuses any
+    ///   other with [`Error::InvalidArgument`]. fred follows an `ASK` redirection by writing
+    ///   `ASKING` on the connection and taking the next reply as its answer, which on a
+    ///   connection with other calls in flight is theirs (a release answered `OK`). Refused
+    ///   instead, a call has run nothing, and leasehold sends it again once the slot settles.
     /// - A pool without a reconnect policy does not come back after a lost connection; nor,
     ///   then, does the client.
     /// - The pool must be initialised (`Pool::init`) or be connecting: `build` waits up to the
@@ -332,12 +337,21 @@ impl ClientBuilder {
         let clustered = config.server.is_clustered();
         if let Some(CallersPool(pool)) = &self.pool {
             let attempts = pool.connection_config().max_command_attempts;
-            if !clustered && attempts != 1 {
+            if attempts != 1 {
                 return Err(Error::InvalidArgument(format!(
                     "the fred pool resends a command whose connection dropped \
                      (max_command_attempts = {attempts}), and a lock script run twice can \
                      report a lock just released as not held: build the pool with \
                      max_command_attempts = 1"
+                )));
+            }
+            let redirections = pool.connection_config().max_redirections;
+            if clustered && redirections != 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "the fred pool follows Cluster redirections (max_redirections = \
+                     {redirections}), and an ASK followed on a connection with other calls \
+                     in flight hands them each other's replies: build the pool with \
+                     max_redirections = 0"
                 )));
             }
         }
@@ -354,12 +368,15 @@ impl ClientBuilder {
                 // twice (a release answering "not held" for the lock it had just released, a
                 // lock queueing again at a later revision). A call cut off fails with
                 // Error::Unreachable instead; callers and the background retries decide what
-                // to send again. Not in a Cluster: fred counts following a MOVED or ASK
-                // redirection as another attempt, and there a resent call is the lesser harm.
-                // (A caller's pool must come so configured: see `fred_pool`.)
-                if !clustered {
-                    c.max_command_attempts = 1;
-                }
+                // to send again. (A caller's pool must come so configured: see `fred_pool`.)
+                c.max_command_attempts = 1;
+                // Never follow a Cluster redirection: fred answers an ASK by writing ASKING on
+                // the connection and taking the next reply as its answer, which on a
+                // connection with other calls in flight is theirs, and every later reply then
+                // goes to the call before it. A refused call ran nothing; `Conn::call` sends
+                // it again once the slot settles. (Per call, fred's options cannot say 0: it
+                // reads 0 as "the client's setting".)
+                c.max_redirections = 0;
             })
             .with_performance_config(|p| p.default_command_timeout = self.command_timeout)
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));

@@ -406,19 +406,12 @@ impl Conn {
         keys: &[fred::types::Key],
         args: &[Value],
     ) -> Result<Value, RedisError> {
-        // In a Cluster, a call is never redirected by fred: it answers an `ASK` (a slot on the
-        // move) by writing `ASKING` on the connection and reading the next reply as its answer,
-        // which on a connection with other calls in flight is theirs; every later reply then
-        // goes to the call before it (seen as a release answered "OK"). Refused instead, the
-        // call ran nothing and is sent again below, after fred has read the new slot layout
-        // (`MOVED`) or once the slot has moved (`ASK`, `TRYAGAIN`).
-        let options = Options {
-            max_redirections: Some(0),
-            ..Default::default()
-        };
+        // In a Cluster, fred never follows a redirection (`max_redirections = 0`, see
+        // `ClientBuilder::build`): a call refused with `MOVED` (fred has then read the new slot
+        // layout), `ASK` or `TRYAGAIN` ran nothing and is sent again below.
         let send = |client: &fred::clients::Client| {
             let (keys, args) = (keys.to_vec(), args.to_vec());
-            let client = client.with_options(&options);
+            let client = client.clone();
             async move {
                 match what {
                     Loadable::Library => client.fcall(script.function.as_str(), keys, args).await,

@@ -37,8 +37,8 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 
 use self::failover::SentinelWatch;
-use super::keepalive::{Keepalive, ServerClock};
-use super::leases::RenewReply;
+use super::keepalive::{CallQueue, Keepalive, ServerClock};
+use super::leases::{RenewAs, RenewReply};
 use super::sub_lease::SubLease;
 use crate::base::error::Result;
 use crate::base::lease_id::LeaseId;
@@ -150,6 +150,14 @@ struct Tracked {
 }
 
 /// What the supervisor keeps per namespace: its sweeps and the server history of its slot.
+/// One renewal call, planned: each lease with how to renew it and its session's entry window,
+/// and the call's timeout.
+struct Planned {
+    leases: Vec<(LeaseId, RenewAs)>,
+    windows: Vec<Option<u64>>,
+    timeout: Duration,
+}
+
 struct Space {
     core: Arc<Core>,
     /// Leases this client left to expire, each with the instant by which it surely has. A call
@@ -159,6 +167,8 @@ struct Space {
     last_sweep: Instant,
     /// A sweep-only call is in flight.
     sweeping: bool,
+    /// Renewal calls planned for this namespace, sent one after another.
+    calls: CallQueue<Planned>,
     /// Replication id of the server that answered the last renewal.
     replid: Option<String>,
     /// The clock of the server that holds the namespace (two namespaces of a cluster may be
@@ -173,6 +183,7 @@ impl Space {
             orphans: BTreeSet::new(),
             last_sweep: Instant::now(),
             sweeping: false,
+            calls: CallQueue::default(),
             replid: None,
             clock: ServerClock::default(),
         }

@@ -8,7 +8,7 @@ use metrics::{counter, histogram};
 
 use tracing::Instrument;
 
-use super::{Supervisor, TaskDone, Tracked, SWEEP_LIMIT, SWEEP_TIMEOUT};
+use super::{Planned, Supervisor, TaskDone, Tracked, SWEEP_LIMIT, SWEEP_TIMEOUT};
 use crate::base::error::Error;
 use crate::base::lease_id::LeaseId;
 use crate::base::metrics as m;
@@ -64,12 +64,11 @@ impl Supervisor {
     }
 
     /// Renewal calls in namespace `ns` for `ids`, as many as their cost needs
-    /// ([`split_calls`]), all sent now.
+    /// ([`split_calls`]), sent one after another.
     fn spawn_renewals(&mut self, ns: Arc<Core>, ids: Vec<LeaseId>, timeout: Duration) {
         // Each session with entries opens a window: the reply's attachment count is compared
-        // with the fewest entries it held while the call was in flight. A sub-lease its
-        // session has not used for a renewal interval is dropped instead, if Redis finds it
-        // idle too.
+        // with the fewest entries it held since. A sub-lease its session has not used for a
+        // renewal interval is dropped instead, if Redis finds it idle too.
         let now = Instant::now();
         let planned: Vec<(LeaseId, RenewAs, Option<u64>, usize)> = ids
             .into_iter()
@@ -89,27 +88,39 @@ impl Supervisor {
                 }
             })
             .collect();
-        for call in split_calls(planned, |(_, how, _, held)| how.cost(*held)) {
+        let calls = split_calls(planned, |(_, how, _, held)| how.cost(*held)).into_iter();
+        let calls = calls.map(|call| {
             let (leases, windows) = (call.into_iter())
                 .map(|(id, how, window, _)| ((id, how), window))
                 .unzip();
-            self.spawn_call(ns.clone(), leases, windows, timeout);
+            Planned {
+                leases,
+                windows,
+                timeout,
+            }
+        });
+        if let Some(call) = self.space(&ns).calls.push(calls) {
+            self.spawn_call(ns, call);
         }
     }
 
     /// A sweep-only call in namespace `ns`: no lease renewed.
     pub(super) fn spawn_sweep(&mut self, ns: Arc<Core>) {
-        self.spawn_call(ns, Vec::new(), Vec::new(), SWEEP_TIMEOUT);
+        let sweep = Planned {
+            leases: Vec::new(),
+            windows: Vec::new(),
+            timeout: SWEEP_TIMEOUT,
+        };
+        self.spawn_call(ns, sweep);
     }
 
     /// One batched renewal call in namespace `ns` (with no ids: a sweep only).
-    fn spawn_call(
-        &mut self,
-        ns: Arc<Core>,
-        leases: Vec<(LeaseId, RenewAs)>,
-        windows: Vec<Option<u64>>,
-        timeout: Duration,
-    ) {
+    fn spawn_call(&mut self, ns: Arc<Core>, call: Planned) {
+        let Planned {
+            leases,
+            windows,
+            timeout,
+        } = call;
         self.space(&ns).last_sweep = Instant::now();
         let ids: Vec<LeaseId> = leases.iter().map(|(id, _)| *id).collect();
         let span = tracing::debug_span!(
@@ -200,6 +211,8 @@ impl Supervisor {
         histogram!(m::RENEW_BATCH).record(ids.len() as f64);
         if ids.is_empty() {
             self.space(&ns).sweeping = false;
+        } else if let Some(call) = self.space(&ns).calls.answered() {
+            self.spawn_call(ns.clone(), call);
         }
         match result {
             Ok(reply) => {
