@@ -386,10 +386,12 @@ impl ClientBuilder {
             None => (builder.build_pool(self.pool_size).map_err(fail)?, true),
         };
         let own = owns_pool.then_some(&pool);
-        // The subscriber's (UN)SUBSCRIBE commands are idempotent: let fred send them again.
+        // The subscriber's (UN)SUBSCRIBE commands are idempotent and it runs no script: let
+        // fred send them again, and follow a slot that moved.
         builder.with_connection_config(|c| {
-            c.max_command_attempts =
-                fred::types::config::ConnectionConfig::default().max_command_attempts
+            let default = fred::types::config::ConnectionConfig::default();
+            c.max_command_attempts = default.max_command_attempts;
+            c.max_redirections = default.max_redirections;
         });
         let subscriber = builder.build_subscriber_client().map_err(fail)?;
         let connect = async {

@@ -490,6 +490,20 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// Leases 0..n of namespace `space`, granted evenly over one renewal interval from `t0`.
+    fn granted_over_an_interval(k: &mut Keepalive, space: u64, n: u32, t0: Instant) {
+        for i in 0..n {
+            let sent = t0 + TTL / 3 * i / n;
+            k.insert_in(
+                space,
+                id(i.into()),
+                TTL,
+                validity(sent, TTL, Duration::ZERO),
+                sent,
+            );
+        }
+    }
+
     /// The leases `take_due` hands out at `now`.
     fn take(k: &mut Keepalive, now: Instant) -> Vec<LeaseId> {
         k.take_due(now).0
@@ -533,16 +547,7 @@ mod tests {
         let t0 = Instant::now();
         let mut k = Keepalive::default();
         // Namespace 1: leases granted over one renewal interval; namespace 2: one lease.
-        for n in 0..10u64 {
-            let sent = t0 + TTL / 3 * n as u32 / 10;
-            k.insert_in(
-                1,
-                id(n as u128),
-                TTL,
-                validity(sent, TTL, Duration::ZERO),
-                sent,
-            );
-        }
+        granted_over_an_interval(&mut k, 1, 10, t0);
         k.insert_in(2, id(100), TTL, validity(t0, TTL, Duration::ZERO), t0);
         // The first due lease takes its namespace's others along, not the other namespace's.
         let now = t0 + TTL / 3;
@@ -602,16 +607,8 @@ mod tests {
     fn a_namespaces_leases_are_renewed_once_per_interval_not_taken_along_early() {
         let t0 = Instant::now();
         let mut k = Keepalive::default();
-        // Granted over one interval: more than one call's worth, due at different times.
-        for n in 0..10u64 {
-            let sent = t0 + TTL / 3 * n as u32 / 10;
-            k.insert(
-                id(n as u128),
-                TTL,
-                validity(sent, TTL, Duration::ZERO),
-                sent,
-            );
-        }
+        // Granted over one interval: due at different times.
+        granted_over_an_interval(&mut k, 0, 10, t0);
         let mut renewals = 0;
         let end = t0 + TTL * 3;
         while let Some(now) = k.next_deadline().filter(|t| *t < end) {
