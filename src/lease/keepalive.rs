@@ -45,19 +45,21 @@ pub(crate) fn split_calls<T>(items: Vec<T>, cost: impl Fn(&T) -> u32) -> Vec<Vec
     calls
 }
 
-/// A namespace's planned renewal calls, sent one after another: other clients of its Redis
-/// then wait behind one call at a time, never behind a whole round of them.
+/// A namespace's planned renewal calls, sent one after another while Redis answers: other
+/// clients of its Redis then wait behind one call at a time, never behind a whole round. Once
+/// a call fails (an error or a timeout), the rest go at once: nobody is there to stall, and
+/// one at a time each would spend a timeout before the next could try.
 #[derive(Debug)]
 pub(crate) struct CallQueue<T> {
     queued: VecDeque<T>,
-    in_flight: bool,
+    in_flight: usize,
 }
 
 impl<T> Default for CallQueue<T> {
     fn default() -> Self {
         CallQueue {
             queued: VecDeque::new(),
-            in_flight: false,
+            in_flight: 0,
         }
     }
 }
@@ -66,21 +68,30 @@ impl<T> CallQueue<T> {
     /// Queue `calls`; returns the one to send now, if no call is in flight.
     pub(crate) fn push(&mut self, calls: impl IntoIterator<Item = T>) -> Option<T> {
         self.queued.extend(calls);
-        if self.in_flight {
+        if self.in_flight > 0 {
             return None;
         }
         self.next()
     }
 
-    /// The call in flight was answered (or failed): returns the next one to send.
-    pub(crate) fn answered(&mut self) -> Option<T> {
-        self.in_flight = false;
-        self.next()
+    /// A call in flight was answered (`failed`: with an error, or not in time): returns the
+    /// calls to send now.
+    pub(crate) fn answered(&mut self, failed: bool) -> Vec<T> {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if failed {
+            let all: Vec<T> = self.queued.drain(..).collect();
+            self.in_flight += all.len();
+            return all;
+        }
+        if self.in_flight > 0 {
+            return Vec::new();
+        }
+        self.next().into_iter().collect()
     }
 
     fn next(&mut self) -> Option<T> {
         let call = self.queued.pop_front();
-        self.in_flight = call.is_some();
+        self.in_flight += usize::from(call.is_some());
         call
     }
 }
@@ -593,14 +604,30 @@ mod tests {
         assert_eq!(q.push([1, 2]), Some(1));
         // In flight: later calls wait, whoever plans them.
         assert_eq!(q.push([3]), None);
-        assert_eq!(q.answered(), Some(2));
-        assert_eq!(q.answered(), Some(3));
-        assert_eq!(q.answered(), None);
+        assert_eq!(q.answered(false), [2]);
+        assert_eq!(q.answered(false), [3]);
+        assert!(q.answered(false).is_empty());
         // Idle again: the next call goes at once.
         assert_eq!(q.push([4]), Some(4));
         assert_eq!(q.push(Vec::new()), None);
-        assert_eq!(q.answered(), None);
+        assert!(q.answered(false).is_empty());
         assert_eq!(q.push(Vec::new()), None);
+    }
+
+    #[test]
+    fn after_a_failed_call_the_rest_go_at_once() {
+        let mut q = CallQueue::default();
+        assert_eq!(q.push([1, 2, 3, 4]), Some(1));
+        // Redis did not answer call 1: waiting one by one would cost a timeout per call.
+        assert_eq!(q.answered(true), [2, 3, 4]);
+        // Those three are in flight: answers to the first two send nothing new.
+        assert_eq!(q.push([5]), None);
+        assert!(q.answered(false).is_empty());
+        assert!(q.answered(false).is_empty());
+        // The last answer lets the queue go on one at a time.
+        assert_eq!(q.answered(false), [5]);
+        assert!(q.answered(false).is_empty());
+        assert_eq!(q.push([6]), Some(6));
     }
 
     #[test]

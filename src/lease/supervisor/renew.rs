@@ -211,8 +211,10 @@ impl Supervisor {
         histogram!(m::RENEW_BATCH).record(ids.len() as f64);
         if ids.is_empty() {
             self.space(&ns).sweeping = false;
-        } else if let Some(call) = self.space(&ns).calls.answered() {
-            self.spawn_call(ns.clone(), call);
+        } else {
+            for call in self.space(&ns).calls.answered(result.is_err()) {
+                self.spawn_call(ns.clone(), call);
+            }
         }
         match result {
             Ok(reply) => {
