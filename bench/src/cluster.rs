@@ -2,13 +2,16 @@
 //! leasehold on a local Redis Cluster of 3 primaries (loopback, no replicas, started by
 //! `leasehold_testing::RedisCluster` and killed at the end).
 //!
-//! **7. Throughput and Redis CPU per shard.** Three rows, each 64 uncontended tasks cycling
+//! **7. Throughput and Redis CPU per shard.** Four rows, each 64 uncontended tasks cycling
 //! lock + unlock on their own lock name (scenario 1's 64-task shape: one client with a pool of
 //! 8, one session per task) for a fixed window after a warm-up:
 //! - one plain namespace: all its keys share its hash tag, so one slot, so one shard does all
 //!   the work;
 //! - one spread namespace (`.spread(48)`): 48 sub-namespaces whose hash tags fall evenly over
 //!   the slot space, each lock name mapped to one of them by hash;
+//! - the same over `2 × SHARDS` sub-namespaces (`.spread(6)`): more tasks per sub-namespace,
+//!   so lock calls share batched script calls again, at the price of a layout that cannot
+//!   spread over more than 6 shards;
 //! - the raw lock (`SET NX PX` + compare-and-delete `EVALSHA`) through a fred cluster pool of 8,
 //!   on 64 keys without a hash tag, so spread over all slots: the floor.
 //!
@@ -42,6 +45,8 @@ use crate::{sys, Env, Result};
 pub const SHARDS: usize = 3;
 /// Sub-namespaces of the spread namespace.
 pub const SPREAD: u16 = 48;
+/// Sub-namespaces of the second spread row: two per shard.
+pub const SPREAD_FEW: u16 = 2 * SHARDS as u16;
 /// Tasks of the throughput rows, each on its own lock.
 const TASKS: usize = 64;
 /// Connections of each client's pool (leasehold's and the raw lock's).
@@ -146,13 +151,14 @@ impl Cluster {
 
     /// A leasehold client on the cluster, on namespace `ns`, spread over `SPREAD`
     /// sub-namespaces or not.
-    async fn leasehold_client(&self, ns: &str, spread: bool) -> Result<leasehold::Client> {
+    /// A client of namespace `ns`, spread over `spread` sub-namespaces (1: not spread).
+    async fn leasehold_client(&self, ns: &str, spread: u16) -> Result<leasehold::Client> {
         let builder = leasehold::Client::builder()
             .url(&self.url)
             .namespace(ns)
             .pool_size(POOL);
-        let builder = if spread {
-            builder.spread(SPREAD)
+        let builder = if spread > 1 {
+            builder.spread(spread)
         } else {
             builder
         };
@@ -240,16 +246,20 @@ fn script_calls(stats: &HashMap<String, CmdStat>) -> u64 {
 enum Row {
     Plain,
     Spread,
+    SpreadFew,
     Raw,
 }
 
 impl Row {
-    const ALL: [Row; 3] = [Row::Plain, Row::Spread, Row::Raw];
+    const ALL: [Row; 4] = [Row::Plain, Row::Spread, Row::SpreadFew, Row::Raw];
 
     fn name(self) -> String {
         match self {
             Row::Plain => "leasehold, one plain namespace (one slot)".to_owned(),
             Row::Spread => format!("leasehold, one spread namespace (`.spread({SPREAD})`)"),
+            Row::SpreadFew => {
+                format!("leasehold, one spread namespace (`.spread({SPREAD_FEW})`)")
+            }
             Row::Raw => "raw SET NX PX + CAD, keys over all slots".to_owned(),
         }
     }
@@ -406,10 +416,11 @@ async fn point(env: &Env, c: &Cluster, row: Row) -> Result<Point> {
                 .collect();
             measure(env, c, row, lockers, per_shard).await
         }
-        Row::Plain | Row::Spread => {
+        Row::Plain | Row::Spread | Row::SpreadFew => {
             let (ns, spread) = match row {
-                Row::Spread => ("spread", true),
-                _ => ("plain", false),
+                Row::Spread => ("spread", SPREAD),
+                Row::SpreadFew => ("spread-few", SPREAD_FEW),
+                _ => ("plain", 1),
             };
             let client = c.leasehold_client(ns, spread).await?;
             let mut lockers = Vec::with_capacity(TASKS);
@@ -490,7 +501,9 @@ async fn check_work(c: &Cluster, row: Row, cycles: u64) -> Result<()> {
     let calls = |cmd: &str| stats.get(cmd).map_or(0, |s| s.calls);
     let ok = match row {
         Row::Raw => calls("set") >= cycles && calls("evalsha") >= cycles,
-        Row::Plain | Row::Spread => calls("zadd") >= cycles && calls("zrem") >= cycles,
+        Row::Plain | Row::Spread | Row::SpreadFew => {
+            calls("zadd") >= cycles && calls("zrem") >= cycles
+        }
     };
     if ok {
         return Ok(());
@@ -715,7 +728,8 @@ async fn keepalive_run(env: &Env, c: &Cluster, run: KaRun) -> Result<KaPoint> {
     let sessions_n = env.plan.cluster_ka_sessions;
     let per = env.plan.ka_locks_per_session;
     let locks_n = sessions_n * per;
-    let client = c.leasehold_client(run.namespace(), run.spread).await?;
+    let spread = if run.spread { SPREAD } else { 1 };
+    let client = c.leasehold_client(run.namespace(), spread).await?;
     let opts = leasehold::SessionOptions::new().ttl(KA_TTL);
 
     eprintln!(

@@ -513,7 +513,8 @@ async fn run() -> Result<()> {
                 "{} primaries on loopback, one leasehold client or fred cluster pool of 8. Each \
                  of 64 tasks cycles lock + unlock on its own lock name for {:.1} s (after {:.1} s \
                  warm-up), as in scenario 1's 64-task row (leasehold: one session per task). \
-                 Plain: all of the namespace's keys in one slot. Spread: `.spread({})`. Raw: 64 \
+                 Plain: all of the namespace's keys in one slot. Spread: `.spread({})`, and \
+                 `.spread({})` (two sub-namespaces per shard). Raw: 64 \
                  keys without a hash tag, over all slots. Redis CPU: each node's \
                  used_cpu_sys + used_cpu_user (`INFO cpu`) over the window; per cycle: all \
                  nodes' CPU ÷ cycles. Medians of {} repetition(s).",
@@ -521,6 +522,7 @@ async fn run() -> Result<()> {
                 env.plan.cluster_window.as_secs_f64(),
                 env.plan.cluster_warmup.as_secs_f64(),
                 cluster::SPREAD,
+                cluster::SPREAD_FEW,
                 env.plan.reps
             ),
             &out.table,
