@@ -370,12 +370,9 @@ impl ClientBuilder {
                 // Error::Unreachable instead; callers and the background retries decide what
                 // to send again. (A caller's pool must come so configured: see `fred_pool`.)
                 c.max_command_attempts = 1;
-                // Never follow a Cluster redirection: fred answers an ASK by writing ASKING on
-                // the connection and taking the next reply as its answer, which on a
-                // connection with other calls in flight is theirs, and every later reply then
-                // goes to the call before it. A refused call ran nothing; `Conn::call` sends
-                // it again once the slot settles. (Per call, fred's options cannot say 0: it
-                // reads 0 as "the client's setting".)
+                // Never follow a Cluster redirection (why: see `fred_pool`); `Conn::call`
+                // sends a refused call again. Not per call: fred reads a per-call 0 as "the
+                // client's setting".
                 c.max_redirections = 0;
             })
             .with_performance_config(|p| p.default_command_timeout = self.command_timeout)

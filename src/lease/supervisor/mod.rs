@@ -149,7 +149,6 @@ struct Tracked {
     sub: Option<(LeaseId, Arc<SubLease>)>,
 }
 
-/// What the supervisor keeps per namespace: its sweeps and the server history of its slot.
 /// One renewal call, planned: each lease with how to renew it and its session's entry window,
 /// and the call's timeout.
 struct Planned {
@@ -158,6 +157,8 @@ struct Planned {
     timeout: Duration,
 }
 
+/// What the supervisor keeps per namespace: its sweeps, its renewal calls and the server
+/// history of its slot.
 struct Space {
     core: Arc<Core>,
     /// Leases this client left to expire, each with the instant by which it surely has. A call
