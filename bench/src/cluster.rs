@@ -149,9 +149,8 @@ impl Cluster {
         Ok(out)
     }
 
-    /// A leasehold client on the cluster, on namespace `ns`, spread over `SPREAD`
-    /// sub-namespaces or not.
-    /// A client of namespace `ns`, spread over `spread` sub-namespaces (1: not spread).
+    /// A leasehold client on the cluster, on namespace `ns`, spread over `spread`
+    /// sub-namespaces (1: not spread).
     async fn leasehold_client(&self, ns: &str, spread: u16) -> Result<leasehold::Client> {
         let builder = leasehold::Client::builder()
             .url(&self.url)
