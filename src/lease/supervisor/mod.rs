@@ -149,6 +149,14 @@ struct Tracked {
     sub: Option<(LeaseId, Arc<SubLease>)>,
 }
 
+impl Tracked {
+    /// The lease of the session that `id` (this lease) belongs to: `id` itself, unless it is
+    /// a sub-lease.
+    fn anchor(&self, id: LeaseId) -> LeaseId {
+        self.sub.as_ref().map_or(id, |(anchor, _)| *anchor)
+    }
+}
+
 /// One renewal call, planned: each lease with how to renew it and its session's entry window,
 /// and the call's timeout.
 struct Planned {

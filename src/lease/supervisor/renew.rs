@@ -349,10 +349,7 @@ impl Supervisor {
                     end_status(&t.status, end);
                 }
                 tracing::warn!(lease = %id, reason = %end, "session lost");
-                let anchor = match tracked.as_ref().and_then(|t| t.sub.as_ref()) {
-                    Some((anchor, _)) => *anchor,
-                    None => id,
-                };
+                let anchor = tracked.as_ref().map_or(id, |t| t.anchor(id));
                 if let (SessionEnd::Expired | SessionEnd::EntriesLost, Some(t)) = (end, tracked) {
                     // The server may still hold the lease (and what is left of its entries,
                     // which may block others): free it once we can.
@@ -375,10 +372,7 @@ impl Supervisor {
     /// `valid_until` of lease `id`, or less: for a spread session's lease, the least validity
     /// of the session's leases (they share one status).
     fn group_validity(&self, id: LeaseId, valid_until: Instant) -> Instant {
-        let anchor = match self.sessions.get(&id).and_then(|t| t.sub.as_ref()) {
-            Some((anchor, _)) => *anchor,
-            None => id,
-        };
+        let anchor = self.sessions.get(&id).map_or(id, |t| t.anchor(id));
         let Some(members) = self.groups.get(&anchor) else {
             return valid_until;
         };
