@@ -18,6 +18,7 @@
 
 #[path = "support/checker.rs"]
 mod checker;
+mod support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};

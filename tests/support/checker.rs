@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::cmd;
 use leasehold::{Client, Session, SessionOptions};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -702,22 +703,22 @@ async fn leftovers(
 ) -> Vec<String> {
     let mut left = Vec::new();
     let lease_key = format!("{{{sub}}}:lease:{sub_id}");
-    match raw_cmd::<Option<String>>(raw, "HGET", &[&lease_key, "client"]).await {
+    match cmd::<Option<String>>(raw, "HGET", &[&lease_key, "client"]).await {
         Ok(None) => {}
         other => left.push(format!("{lease_key} client = {other:?}")),
     }
     let reg = format!("{{{sub}}}:leases");
-    match raw_cmd::<Option<String>>(raw, "ZSCORE", &[&reg, sub_id]).await {
+    match cmd::<Option<String>>(raw, "ZSCORE", &[&reg, sub_id]).await {
         Ok(None) => {}
         other => left.push(format!("{reg} score = {other:?}")),
     }
     let attached = format!("{{{sub}}}:attached:{sub_id}");
-    match raw_cmd::<u64>(raw, "SCARD", &[&attached]).await {
+    match cmd::<u64>(raw, "SCARD", &[&attached]).await {
         Ok(0) => {}
         other => left.push(format!("{attached} has {other:?}")),
     }
     let queue = format!("{{{sub}}}:mutex:{name}");
-    match raw_cmd::<Vec<String>>(raw, "ZRANGE", &[&queue, "0", "-1"]).await {
+    match cmd::<Vec<String>>(raw, "ZRANGE", &[&queue, "0", "-1"]).await {
         Ok(members) => {
             let mine: Vec<&String> = members
                 .iter()
@@ -730,20 +731,6 @@ async fn leftovers(
         Err(e) => left.push(format!("{queue}: {e}")),
     }
     left
-}
-
-async fn raw_cmd<R: fred::types::FromValue>(
-    raw: &fred::clients::Client,
-    name: &'static str,
-    args: &[&str],
-) -> Result<R, fred::error::Error> {
-    use fred::prelude::ClientLike;
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    raw.custom(
-        fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::FirstKey, false),
-        args,
-    )
-    .await
 }
 
 // ---------------------------------------------------------------------------------------------
