@@ -83,6 +83,92 @@ async fn clients_of_another_layout_are_refused() {
 }
 
 #[tokio::test]
+async fn the_layout_is_checked_at_its_limits_and_a_foreign_one_is_refused_untouched() {
+    let server = server();
+    let url = server.url();
+    let raw = raw(&server).await;
+    let e = spread_client(&url, "lim", leasehold::MAX_SPREAD + 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+    assert!(!exists(&raw, "{lim}:meta").await);
+    // The script checks it too, for callers that are not this crate.
+    let layout = |n: &str| {
+        eval_script(
+            &raw,
+            "namespace_layout",
+            vec![
+                "{lim}:rev".into(),
+                "{lim}:leases".into(),
+                "{lim}:meta".into(),
+            ],
+            vec![n.into(), "1".into()],
+        )
+    };
+    for n in ["0", "1025", "-1", "1e3", ""] {
+        let e = layout(n).await.unwrap_err();
+        assert!(e.details().contains("LHARG"), "{n}: {e}");
+    }
+    assert!(!exists(&raw, "{lim}:meta").await);
+
+    // The largest spread works: its sub-namespaces are distinct and a lock in one excludes.
+    let wide = spread_client(&url, "lim", leasehold::MAX_SPREAD)
+        .await
+        .unwrap();
+    assert_eq!(wide.spread(), leasehold::MAX_SPREAD);
+    let subs: HashSet<String> = (0..4000)
+        .map(|i| wide.sub_namespace_of(&format!("n{i}")).to_owned())
+        .collect();
+    assert!(subs.len() > 900, "{} sub-namespaces used", subs.len());
+    let s = wide.session().await.unwrap();
+    let g = s.mutex("edge").unwrap().lock().await.unwrap();
+    let other = wide.session().await.unwrap();
+    let e = other.mutex("edge").unwrap().try_lock().await.unwrap_err();
+    assert!(matches!(e, Error::Locked { .. }), "{e}");
+    g.unlock().await.unwrap();
+
+    // A layout this client cannot read (written by something else) is refused and left as it
+    // is, whether the client names a layout or takes the recorded one.
+    for (ns, n) in [("odd", "5000"), ("odd2", "abc"), ("odd3", "48")] {
+        let key = format!("{{{ns}}}:meta");
+        let hash = if ns == "odd3" { "9" } else { "1" };
+        let _: () = cmd(&raw, "HSET", &[&key, "spread", n, "hash", hash])
+            .await
+            .unwrap();
+        let e = spread_client(&url, ns, 48).await.unwrap_err();
+        assert!(matches!(e, Error::LayoutMismatch(_)), "{ns}: {e}");
+        let recorded = Client::builder()
+            .url(&url)
+            .namespace(ns)
+            .spread_as_recorded()
+            .build()
+            .await;
+        let e = recorded.err().unwrap_or_else(|| panic!("{ns}: built"));
+        assert!(matches!(e, Error::LayoutMismatch(_)), "{ns}: {e}");
+        let meta: Vec<String> = cmd(&raw, "HMGET", &[&key, "spread", "hash"]).await.unwrap();
+        assert_eq!(meta, [n, hash], "{ns}");
+    }
+    // Another type at the layout key: an error naming it, the value kept.
+    let _: () = cmd(&raw, "SET", &["{odd4}:meta", "not a hash"])
+        .await
+        .unwrap();
+    let e = spread_client(&url, "odd4", 48).await.unwrap_err();
+    assert!(
+        matches!(e, Error::WrongType { ref key, .. } if key == "{odd4}:meta"),
+        "{e}"
+    );
+    assert!(Client::builder()
+        .url(&url)
+        .namespace("odd4")
+        .spread_as_recorded()
+        .build()
+        .await
+        .is_err());
+    let kept: String = cmd(&raw, "GET", &["{odd4}:meta"]).await.unwrap();
+    assert_eq!(kept, "not a hash");
+}
+
+#[tokio::test]
 async fn an_unspread_client_writes_no_layout() {
     let server = server();
     let raw = raw(&server).await;
