@@ -2,11 +2,14 @@
 //! leasehold on a local Redis Cluster of 3 primaries (loopback, no replicas, started by
 //! `leasehold_testing::RedisCluster` and killed at the end).
 //!
-//! **7. Throughput and Redis CPU per shard.** Four rows, each 64 uncontended tasks cycling
-//! lock + unlock on their own lock name (scenario 1's 64-task shape: one client with a pool of
-//! 8, one session per task) for a fixed window after a warm-up:
+//! **7. Throughput and Redis CPU per shard.** Five rows, each 64 uncontended tasks (unless
+//! named) cycling lock + unlock on their own lock name (scenario 1's 64-task shape: one client
+//! with a pool of 8, one session per task) for a fixed window after a warm-up:
 //! - one plain namespace: all its keys share its hash tag, so one slot, so one shard does all
 //!   the work;
+//! - the same with a third of the tasks, as many as each shard of the spread rows serves, but
+//!   on one batcher: it splits the spread row's extra CPU per cycle into what fewer tasks per
+//!   shard cost any namespace and what spreading them over sub-namespaces adds;
 //! - one spread namespace (`.spread(48)`): 48 sub-namespaces whose hash tags fall evenly over
 //!   the slot space, each lock name mapped to one of them by hash;
 //! - the same over `2 × SHARDS` sub-namespaces (`.spread(6)`): more tasks per sub-namespace,
@@ -16,9 +19,11 @@
 //!   on 64 keys without a hash tag, so spread over all slots: the floor.
 //!
 //! For each: the cycles started in the window per second, each node's CPU over the window
-//! (`used_cpu_sys + used_cpu_user` from `INFO cpu`, sampled at both ends) as % of a core, and
-//! the Redis CPU per cycle (all nodes' CPU ÷ cycles). Medians over the repetitions. From the CPU
-//! per cycle, a projection of cycles/s on 3, 6 and 12 shards, its assumptions printed with it.
+//! (`used_cpu_sys + used_cpu_user` from `INFO cpu`, sampled at both ends) as % of a core, the
+//! script calls and reads from client connections per cycle (`INFO commandstats`, `INFO
+//! stats`), and the Redis CPU per cycle (all nodes' CPU ÷ cycles). Medians over the
+//! repetitions. From the CPU per cycle, a projection of cycles/s on 3, 6 and 12 shards, its
+//! assumptions printed with it.
 //!
 //! **8. Keepalive per shard.** Scenario 4's load (10,000 sessions with TTL 10 s, 10 locks each,
 //! one client with a pool of 8) on the cluster, then a window in which nothing but the
@@ -123,6 +128,15 @@ impl Cluster {
             out.push(a.commandstats().await?);
         }
         Ok(out)
+    }
+
+    /// Reads from client connections, all nodes, since the last `reset_stats`.
+    async fn reads(&self) -> Result<u64> {
+        let mut all = 0;
+        for a in &self.admins {
+            all += a.reads().await?;
+        }
+        Ok(all)
     }
 
     /// `FLUSHALL` on every node (each flushes the slots it serves; functions and scripts stay).
@@ -244,17 +258,43 @@ fn script_calls(stats: &HashMap<String, CmdStat>) -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Row {
     Plain,
+    /// The plain namespace at one shard's share of the tasks: the load each shard of the
+    /// spread rows gets, on one batcher instead of 16.
+    PlainShare,
     Spread,
     SpreadFew,
     Raw,
 }
 
 impl Row {
-    const ALL: [Row; 4] = [Row::Plain, Row::Spread, Row::SpreadFew, Row::Raw];
+    const ALL: [Row; 5] = [
+        Row::Plain,
+        Row::PlainShare,
+        Row::Spread,
+        Row::SpreadFew,
+        Row::Raw,
+    ];
+
+    /// Whether all its lock keys share one slot (so one shard does all the work).
+    fn one_slot(self) -> bool {
+        matches!(self, Row::Plain | Row::PlainShare)
+    }
+
+    fn tasks(self) -> usize {
+        match self {
+            Row::PlainShare => TASKS / SHARDS,
+            _ => TASKS,
+        }
+    }
 
     fn name(self) -> String {
         match self {
             Row::Plain => "leasehold, one plain namespace (one slot)".to_owned(),
+            Row::PlainShare => format!(
+                "leasehold, one plain namespace, {} tasks (as many as each shard of the spread \
+                 rows serves)",
+                TASKS / SHARDS
+            ),
             Row::Spread => format!("leasehold, one spread namespace (`.spread({SPREAD})`)"),
             Row::SpreadFew => {
                 format!("leasehold, one spread namespace (`.spread({SPREAD_FEW})`)")
@@ -271,6 +311,12 @@ struct Point {
     shard_cpu: Vec<f64>,
     /// All nodes' CPU over the window ÷ the cycles started in it, seconds.
     cpu_per_cycle: f64,
+    /// Script calls (`FCALL`, `EVALSHA`) per cycle, over the whole run: below 2 when lock
+    /// calls share batched script calls.
+    calls_per_cycle: f64,
+    /// Reads from client connections per cycle, all nodes, over the whole run: fewer when
+    /// requests arrive together (Redis then serves several per wake-up).
+    reads_per_cycle: f64,
     /// This process's CPU over the window, in cores.
     client_cpu: f64,
     /// The tasks' lock keys each node serves.
@@ -309,12 +355,14 @@ pub async fn throughput(env: &Env, c: &Cluster) -> Result<Throughput> {
     }
 
     let mut table = Table::new(&[
-        "row (64 tasks)",
+        "row (64 tasks unless named)",
         "lock keys per shard",
         "cycles/s (median)",
         "min–max of reps",
         "Redis CPU per shard (% of a core, shard 1 / 2 / 3)",
         "busiest / least busy shard",
+        "script calls per cycle",
+        "reads per cycle",
         "Redis CPU per cycle (all shards)",
         "÷ plain",
         "bench client CPU (% of a core)",
@@ -336,7 +384,13 @@ pub async fn throughput(env: &Env, c: &Cluster) -> Result<Throughput> {
             stats::thousands(rate),
             format!("{}–{}", stats::thousands(lo), stats::thousands(hi)),
             percents(&shard_cpu),
-            ratio(balance_of(*row)),
+            if row.one_slot() {
+                "–".to_owned()
+            } else {
+                ratio(balance_of(*row))
+            },
+            format!("{:.2}", median(reps, &|p| p.calls_per_cycle)),
+            format!("{:.2}", median(reps, &|p| p.reads_per_cycle)),
             format!("{:.1} µs", per_cycle(*row) * 1e6),
             format!("{:.2}×", per_cycle(*row) / per_cycle(Row::Plain)),
             format!("{:.0} %", median(reps, &|p| p.client_cpu) * 100.0),
@@ -345,6 +399,8 @@ pub async fn throughput(env: &Env, c: &Cluster) -> Result<Throughput> {
 
     let balance = balance_of(Row::Spread);
     let cpu_ratio = per_cycle(Row::Spread) / per_cycle(Row::Plain);
+    let calls = |row: Row| median(find(row), &|p| p.calls_per_cycle);
+    let reads = |row: Row| median(find(row), &|p| p.reads_per_cycle);
     let verdict = |ok: bool| if ok { "holds" } else { "**does not hold**" };
     let notes = vec![
         format!(
@@ -360,6 +416,22 @@ pub async fn throughput(env: &Env, c: &Cluster) -> Result<Throughput> {
             ratio(balance),
             verdict(balance <= BALANCE_TARGET),
             verdict(cpu_ratio <= CPU_RATIO_TARGET),
+        ),
+        format!(
+            "Where the spread row's extra CPU per cycle comes from: {:.2}× with a third of the \
+             tasks on the plain namespace (as many as each shard of the spread row serves: \
+             {:.2} script calls and {:.2} reads per cycle, against {:.2} and {:.2} with all \
+             of them), then {:.2}× from spreading those tasks over a shard's sub-namespaces \
+             ({:.2} script calls and {:.2} reads per cycle: a batch is one script, so one \
+             slot).",
+            per_cycle(Row::PlainShare) / per_cycle(Row::Plain),
+            calls(Row::PlainShare),
+            reads(Row::PlainShare),
+            calls(Row::Plain),
+            reads(Row::Plain),
+            per_cycle(Row::Spread) / per_cycle(Row::PlainShare),
+            calls(Row::Spread),
+            reads(Row::Spread),
         ),
     ];
 
@@ -406,7 +478,7 @@ async fn point(env: &Env, c: &Cluster, row: Row) -> Result<Point> {
     match row {
         Row::Raw => {
             let shared = RawShared::connect(&c.url).await?;
-            let keys: Vec<String> = (0..TASKS).map(|i| format!("bench:raw:{i}")).collect();
+            let keys: Vec<String> = (0..row.tasks()).map(|i| format!("bench:raw:{i}")).collect();
             let per_shard = c.keys_per_shard(keys.iter().map(String::as_str))?;
             let lockers = keys
                 .into_iter()
@@ -415,15 +487,15 @@ async fn point(env: &Env, c: &Cluster, row: Row) -> Result<Point> {
                 .collect();
             measure(env, c, row, lockers, per_shard).await
         }
-        Row::Plain | Row::Spread | Row::SpreadFew => {
+        Row::Plain | Row::PlainShare | Row::Spread | Row::SpreadFew => {
             let (ns, spread) = match row {
                 Row::Spread => ("spread", SPREAD),
                 Row::SpreadFew => ("spread-few", SPREAD_FEW),
                 _ => ("plain", 1),
             };
             let client = c.leasehold_client(ns, spread).await?;
-            let mut lockers = Vec::with_capacity(TASKS);
-            for i in 0..TASKS {
+            let mut lockers = Vec::with_capacity(row.tasks());
+            for i in 0..row.tasks() {
                 lockers.push(libs::Leasehold::new(&client, &format!("u{i}")).await?);
             }
             let per_shard = c.keys_per_shard(lockers.iter().map(libs::Leasehold::key))?;
@@ -481,11 +553,15 @@ async fn measure<L: Locker>(
         counted += n;
         all += a;
     }
-    check_work(c, row, all).await?;
+    let stats = merged(&c.commandstats().await?);
+    let reads = c.reads().await?;
+    check_work(&stats, row, all)?;
     let shard_cpu = cores(&cpu0, &cpu1, wall);
     Ok(Point {
         rate: counted as f64 / env.plan.cluster_window.as_secs_f64(),
         cpu_per_cycle: shard_cpu.iter().sum::<f64>() * wall / counted.max(1) as f64,
+        calls_per_cycle: script_calls(&stats) as f64 / all.max(1) as f64,
+        reads_per_cycle: reads as f64 / all.max(1) as f64,
         shard_cpu,
         client_cpu: client / wall,
         locks_per_shard,
@@ -495,12 +571,11 @@ async fn measure<L: Locker>(
 /// Make sure every cycle reached Redis (a path that silently did nothing would look fast):
 /// the raw lock sends a SET and an EVALSHA per cycle; leasehold's scripts run a ZADD (lock)
 /// and a ZREM (unlock) per cycle, however the calls were batched. Counted over all nodes.
-async fn check_work(c: &Cluster, row: Row, cycles: u64) -> Result<()> {
-    let stats = merged(&c.commandstats().await?);
+fn check_work(stats: &HashMap<String, CmdStat>, row: Row, cycles: u64) -> Result<()> {
     let calls = |cmd: &str| stats.get(cmd).map_or(0, |s| s.calls);
     let ok = match row {
         Row::Raw => calls("set") >= cycles && calls("evalsha") >= cycles,
-        Row::Plain | Row::Spread | Row::SpreadFew => {
+        Row::Plain | Row::PlainShare | Row::Spread | Row::SpreadFew => {
             calls("zadd") >= cycles && calls("zrem") >= cycles
         }
     };

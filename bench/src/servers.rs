@@ -154,6 +154,14 @@ impl Admin {
         Ok(server.get("redis_version").cloned().unwrap_or_default())
     }
 
+    /// Reads from client connections since the last `CONFIG RESETSTAT` (`INFO stats`
+    /// `total_reads_processed`): fewer reads per command when commands arrive together.
+    pub async fn reads(&self) -> Result<u64> {
+        let stats = self.info(InfoKind::Stats).await?;
+        let reads = stats.get("total_reads_processed");
+        Ok(reads.and_then(|r| r.parse().ok()).unwrap_or(0))
+    }
+
     /// `CONFIG RESETSTAT`: zero the command statistics.
     pub async fn reset_stats(&self) -> Result<()> {
         self.command("CONFIG", vec!["RESETSTAT"]).await?;
