@@ -514,8 +514,9 @@ async fn run() -> Result<()> {
                  of 64 tasks cycles lock + unlock on its own lock name for {:.1} s (after {:.1} s \
                  warm-up), as in scenario 1's 64-task row (leasehold: one session per task). \
                  Plain: all of the namespace's keys in one slot; also with a third of the \
-                 tasks, the load each shard of the spread rows gets. Spread: `.spread({})`, \
-                 and `.spread({})` (two sub-namespaces per shard). Raw: 64 \
+                 tasks, as many as each shard of the spread rows serves. Spread: \
+                 `.spread({})` (also through a pool of 2), and `.spread({})` (two \
+                 sub-namespaces per shard). Raw: 64 \
                  keys without a hash tag, over all slots. Redis CPU: each node's \
                  used_cpu_sys + used_cpu_user (`INFO cpu`) over the window; per cycle: all \
                  nodes' CPU ÷ cycles. Medians of {} repetition(s).",
