@@ -114,6 +114,19 @@ pub(crate) struct RenewReply {
     pub(crate) replid: String,
 }
 
+impl RenewReply {
+    /// A drop the call did not ask for ([`RenewAs::DropIfIdle`]) is not one: a server not
+    /// running leasehold's script said so, and the lease reads as gone, so that its session is
+    /// lost rather than quietly forgotten. `leases` is what the call asked, in call order.
+    fn keep_asked_drops(&mut self, leases: &[(LeaseId, RenewAs)]) {
+        for (renewal, (_, how)) in self.leases.iter_mut().zip(leases) {
+            if *renewal == Renewal::Dropped && !matches!(how, RenewAs::DropIfIdle(_)) {
+                *renewal = Renewal::Gone;
+            }
+        }
+    }
+}
+
 /// What a renewal call does with one lease besides renewing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RenewAs {
@@ -213,7 +226,8 @@ impl Core {
             .conn
             .eval_within(&scripts::LEASE_RENEW, keys, args, timeout)
             .await?;
-        let reply = parse_renew(v, leases.len())?;
+        let mut reply = parse_renew(v, leases.len())?;
+        reply.keep_asked_drops(leases);
         if reply.swept > 0 {
             counter!(m::LEASES_EXPIRED).increment(reply.swept);
         }
@@ -558,6 +572,27 @@ fn granted_at(r: &Reply, v: &Value) -> Result<Option<SystemTime>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drop_nobody_asked_for_reads_as_gone() {
+        let ids: Vec<LeaseId> = (1..4).map(LeaseId::from_u128).collect();
+        let asked = [RenewAs::DropIfIdle(7), RenewAs::Counted, RenewAs::Plain];
+        let leases: Vec<(LeaseId, RenewAs)> = ids.into_iter().zip(asked).collect();
+        let mut reply = RenewReply {
+            server_us: 0,
+            swept: 0,
+            leases: vec![Renewal::Dropped; 3],
+            attached: vec![None; 3],
+            maxmemory_policy: String::new(),
+            replid: String::new(),
+            sweep_more: false,
+        };
+        reply.keep_asked_drops(&leases);
+        assert_eq!(
+            reply.leases,
+            [Renewal::Dropped, Renewal::Gone, Renewal::Gone]
+        );
+    }
 
     #[test]
     fn entry_checks_is_the_scripts() {
