@@ -23,6 +23,9 @@ async fn metrics_are_recorded_and_described() {
         .await
         .unwrap();
     let b = client.session().await.unwrap();
+    // Made before the eviction policy below, which a new client refuses.
+    let alone = support::client(&server, "mx-lost").await;
+    let c = alone.session().await.unwrap();
     let g = a.mutex("m").unwrap().lock().await.unwrap();
     let m = b.mutex("m").unwrap();
     let w = spawn_lock(m);
@@ -38,9 +41,33 @@ async fn metrics_are_recorded_and_described() {
         .unwrap();
     // Renewals, one after the flush and the policy change.
     tokio::time::sleep(Duration::from_millis(800)).await;
+    // A session a lock call finds gone (its lease deleted behind its back) is lost once, and
+    // counted once, whoever notices first.
+    let id = c.lease().to_string();
+    let _: () = cmd(&raw, "ZREM", &["{mx-lost}:leases", &id]).await.unwrap();
+    let _: () = cmd(&raw, "DEL", &[&format!("{{mx-lost}}:lease:{id}")])
+        .await
+        .unwrap();
+    let e = c.mutex("m").unwrap().lock().await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            leasehold::Error::SessionLost {
+                reason: leasehold::SessionEnd::LeaseNotFound,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(c);
+    drop(alone);
+
     a.close().await.unwrap();
     drop(a);
     drop(b);
+    // b's revoke, sent by its drop, done.
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let snap = snapshot_map(&snapshotter);
     let get = |name: &str| -> Vec<(MetricKind, &DebugValue)> {
@@ -58,10 +85,12 @@ async fn metrics_are_recorded_and_described() {
             })
             .sum()
     };
-    assert_eq!(counter("leasehold_leases_granted_total"), 2);
-    assert_eq!(counter("leasehold_leases_revoked_total"), 1);
+    assert_eq!(counter("leasehold_leases_granted_total"), 3);
+    // a closed, b dropped; c's lease was gone already.
+    assert_eq!(counter("leasehold_leases_revoked_total"), 2);
     assert!(counter("leasehold_renew_calls_total") >= 1);
     assert_eq!(counter("leasehold_lock_handoffs_total"), 1);
+    assert_eq!(counter("leasehold_session_lost_total"), 1);
     match get("leasehold_sessions_live")[0].1 {
         DebugValue::Gauge(v) => assert_eq!(v.into_inner(), 0.0, "both sessions dropped"),
         other => panic!("{other:?}"),

@@ -322,12 +322,16 @@ impl Session {
     }
 
     /// Redis said the lease is gone (a script found it dead): end the session now rather than
-    /// at the next renewal.
+    /// at the next renewal. (The supervisor counts the loss.)
     pub(crate) fn mark_lost(&self, end: SessionEnd) {
         if end_status(&self.inner.status, end) {
-            metrics::counter!(m::SESSION_LOST, "reason" => end.label()).increment(1);
+            let anchor = match &self.inner.role {
+                Role::Sub(part) => part.parent.inner.lease,
+                _ => self.inner.lease,
+            };
             self.send(Op::Lost {
                 id: self.inner.lease,
+                anchor,
                 end,
             });
         }
@@ -388,18 +392,21 @@ impl Session {
     /// process's renewal did first). [`done`](Self::done) resolves at once with
     /// [`SessionEnd::Orphaned`].
     pub fn orphan(&self) {
-        match &self.inner.role {
-            Role::Sub(sub) => return sub.parent.orphan(),
-            Role::Anchor(spread) => spread.orphan(self.client(), self.inner.ttl),
-            Role::Plain => {}
+        if let Role::Sub(sub) = &self.inner.role {
+            return sub.parent.orphan();
         }
-        if end_status(&self.inner.status, SessionEnd::Orphaned) {
-            self.send(Op::Orphan {
-                ns: self.shared().core().clone(),
-                id: self.inner.lease,
-                ttl: self.inner.ttl,
-            });
+        // Ended first, as `close` does: no lock call starts a grant after this.
+        if !end_status(&self.inner.status, SessionEnd::Orphaned) {
+            return;
         }
+        if let Role::Anchor(spread) = &self.inner.role {
+            spread.orphan(self.client(), self.inner.ttl);
+        }
+        self.send(Op::Orphan {
+            ns: self.shared().core().clone(),
+            id: self.inner.lease,
+            ttl: self.inner.ttl,
+        });
     }
 
     /// What the session's client shares with its supervisor: keys, connections, doorbell.

@@ -63,9 +63,14 @@ pub(crate) enum Op {
     },
     /// Stop renewing (closed, or lost).
     Stop { id: LeaseId },
-    /// A script found the lease gone: its session ended with `end` (and, for a spread
-    /// namespace's session, its other leases are revoked).
-    Lost { id: LeaseId, end: SessionEnd },
+    /// A script found lease `id` gone: its session, whose own lease is `anchor` (`id` unless
+    /// `id` is a sub-lease), ended with `end`, and a spread session's other leases are
+    /// revoked. `id` may not be renewed here yet (a sub-lease whose grant found it gone).
+    Lost {
+        id: LeaseId,
+        anchor: LeaseId,
+        end: SessionEnd,
+    },
     /// Stop renewing and leave the lease to expire (orphaned, dropped with `OnDrop::Orphan`,
     /// or a `close()` whose revoke failed); sweep it once it has.
     Orphan {
@@ -344,6 +349,15 @@ impl Supervisor {
                         members.push(id);
                     }
                 }
+                // A renewal of another of the session's leases, applied before this one was
+                // registered, did not count it: the session is valid no longer than it is.
+                status.send_if_modified(|s| {
+                    let lower = valid_until < s.valid_until;
+                    if lower {
+                        s.valid_until = valid_until;
+                    }
+                    lower
+                });
                 self.sessions.insert(
                     id,
                     Tracked {
@@ -359,8 +373,8 @@ impl Supervisor {
                 self.keepalive.remove(id);
                 self.untrack(id);
             }
-            Op::Lost { id, end } => {
-                if let Some(ev) = self.lost(id, end) {
+            Op::Lost { id, anchor, end } => {
+                if let Some(ev) = self.lost(id, end).or_else(|| self.lost(anchor, end)) {
                     self.apply(ev);
                 }
             }
