@@ -463,6 +463,81 @@ async fn a_revoke_from_outside_reaches_every_sub_namespace() {
 }
 
 #[tokio::test]
+async fn a_first_lock_call_that_finds_a_tombstone_ends_the_whole_session_at_once() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = spread_client(&server.url(), "tb", 48).await.unwrap();
+    let s = client.session_with(ttl(30_000)).await.unwrap();
+    let names = names_in_distinct_subs(&client, 2);
+    let held = s.mutex(&names[0]).unwrap().lock().await.unwrap();
+    // A tombstone in the second name's sub-namespace and nothing else, as a revoke from
+    // outside leaves it before its rings arrive.
+    let sub = client.sub_namespace_of(&names[1]);
+    let derived = s.mutex(&names[1]).unwrap().session().lease().to_string();
+    let now: Vec<String> = cmd(&raw, "TIME", &[]).await.unwrap();
+    let until = (now[0].parse::<u64>().unwrap() + 60) * 1000;
+    let _: () = cmd(
+        &raw,
+        "ZADD",
+        &[&format!("{{{sub}}}:revoked"), &until.to_string(), &derived],
+    )
+    .await
+    .unwrap();
+    let e = s.mutex(&names[1]).unwrap().lock().await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::SessionLost {
+                reason: SessionEnd::Revoked,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Its lock in the first sub-namespace is released now, not when its handles go.
+    let other = client.session().await.unwrap();
+    let freed = tokio::time::timeout(Duration::from_secs(3), async {
+        other.mutex(&names[0]).unwrap().lock().await
+    })
+    .await
+    .expect("released at once");
+    freed.unwrap().unlock().await.unwrap();
+    assert!(!held.is_valid());
+}
+
+#[tokio::test]
+async fn a_lock_call_left_unpolled_during_its_grant_holds_up_no_other_call() {
+    let server = server();
+    let client = spread_client(&server.url(), "park", 48).await.unwrap();
+    let s = client.session_with(ttl(30_000)).await.unwrap();
+    // Two names in one sub-namespace: their calls share its sub-lease and its grant.
+    let first = "job-0".to_owned();
+    let sub = client.sub_namespace_of(&first).to_owned();
+    let second = (1..)
+        .map(|i| format!("job-{i}"))
+        .find(|n| client.sub_namespace_of(n) == sub)
+        .unwrap();
+    let m = s.mutex(&first).unwrap();
+    let parked = m.lock();
+    tokio::pin!(parked);
+    // Polled once, so its grant starts, then neither polled nor dropped.
+    assert!(futures_util::FutureExt::now_or_never(parked.as_mut()).is_none());
+    let other = tokio::time::timeout(Duration::from_secs(3), async {
+        s.mutex(&second).unwrap().lock().await
+    })
+    .await
+    .expect("not held up by the parked call")
+    .unwrap();
+    other.unlock().await.unwrap();
+    // The parked call still finishes when polled again.
+    let g = tokio::time::timeout(Duration::from_secs(3), parked)
+        .await
+        .unwrap()
+        .unwrap();
+    g.unlock().await.unwrap();
+}
+
+#[tokio::test]
 async fn closing_or_dropping_a_spread_session_releases_everything() {
     let server = server();
     let raw = raw(&server).await;

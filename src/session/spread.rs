@@ -21,9 +21,10 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use metrics::counter;
+use tokio::sync::futures::Notified;
 
 use super::{Session, SessionInner};
-use crate::base::error::Result;
+use crate::base::error::{Error, Result};
 use crate::base::lease_id::LeaseId;
 use crate::base::metrics as m;
 use crate::base::session_state::{SessionEnd, SessionState};
@@ -203,43 +204,72 @@ impl Session {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future leaves nothing behind: a grant cut off leaves the sub-lease absent
-    /// to the session (granted on the server or not; one that was runs out by its TTL, holding
-    /// nothing, and the next call grants it again).
+    /// The grant runs in a task of its own, so dropping this future, or no longer polling it,
+    /// holds up nobody: the grant finishes, and the session's other calls in the
+    /// sub-namespace go on. A sub-lease granted for a call that went away holds nothing and is
+    /// dropped by the supervisor once it stays unused for a renewal interval.
     pub(crate) async fn touch(&self) -> Result<Option<Pin>> {
         let Role::Sub(part) = &self.inner.role else {
+            return Ok(None);
+        };
+        let Role::Anchor(spread) = &part.parent.inner.role else {
             return Ok(None);
         };
         let lease = &part.lease;
         loop {
             self.check()?;
-            let changed = {
+            // Decided under the state's lock, done after it (a std lock is not held across
+            // an await).
+            let step = {
                 let mut state = lease.state();
                 match *state {
-                    State::Live { .. } => {
+                    State::Live { .. } => Step::Pin,
+                    // Closed or orphaned (its sub-leases let go of, so absent) since the check
+                    // above: nothing is granted any more.
+                    State::Absent if spread.closed.load(Ordering::SeqCst) => {
                         drop(state);
-                        if lease.pin() {
-                            return Ok(Some(Pin(lease.clone())));
-                        }
-                        continue;
+                        return Err(self.ended());
                     }
                     State::Absent => {
                         *state = State::Granting;
-                        break;
+                        Step::Grant
                     }
-                    State::Granting | State::Retiring { .. } => lease.changed.notified(),
+                    State::Granting | State::Retiring { .. } => {
+                        Step::Wait(lease.changed.notified())
+                    }
                 }
+            };
+            let changed = match step {
+                Step::Pin if lease.pin() => return Ok(Some(Pin(lease.clone()))),
+                Step::Pin => continue,
+                Step::Grant => {
+                    let granting = Granting(Some(lease.clone()));
+                    let session = self.clone();
+                    let grant = tokio::spawn(async move { session.grant(granting).await });
+                    // A JoinError: the runtime is shutting down (or the grant panicked).
+                    grant.await.map_err(|_| Error::Closed)??;
+                    continue;
+                }
+                Step::Wait(changed) => changed,
             };
             tokio::select! {
                 _ = changed => {}
                 end = self.done() => return Err(self.lost(end)),
             }
         }
-        let mut granting = Granting(Some(lease.clone()));
-        let epoch = uuid::Uuid::new_v4().as_u64_pair().0;
-        let Role::Anchor(spread) = &part.parent.inner.role else {
-            return Ok(None);
+    }
+
+    /// Grant this part's sub-lease, which `granting` holds in `Granting`, and hand it to the
+    /// supervisor, live and unpinned. (Run by [`touch`](Self::touch) in a task of its own.)
+    async fn grant(&self, mut granting: Granting) -> Result<()> {
+        let Role::Sub(part) = &self.inner.role else {
+            return Ok(());
         };
+        let Role::Anchor(spread) = &part.parent.inner.role else {
+            return Ok(());
+        };
+        let lease = &part.lease;
+        let epoch = uuid::Uuid::new_v4().as_u64_pair().0;
         let inner = self.shared();
         let (touch, sent) = inner
             .touch(lease.id, self.inner.ttl, epoch, &spread.label)
@@ -255,10 +285,7 @@ impl Session {
                         id: lease.id,
                         ttl,
                     });
-                    return Err(match self.state() {
-                        SessionState::Ended(end) => self.lost(end),
-                        _ => self.lost(SessionEnd::Closed),
-                    });
+                    return Err(self.ended());
                 }
                 // The session is valid no longer than its newest lease: this grant's reply may
                 // have come late, after the session's own lease was renewed.
@@ -280,14 +307,14 @@ impl Session {
                 });
                 *state = State::Live {
                     epoch,
-                    pins: 1,
+                    pins: 0,
                     idle_since: None,
                 };
                 drop(state);
                 lease.changed.notify_waiters();
                 granting.0 = None;
                 counter!(m::SUB_LEASES_GRANTED).increment(1);
-                Ok(Some(Pin(lease.clone())))
+                Ok(())
             }
             Touch::Revoked => {
                 self.mark_lost(SessionEnd::Revoked);
@@ -299,6 +326,25 @@ impl Session {
             }
         }
     }
+
+    /// The error for a call on a session that is closing or has ended: its end, or `Closed`
+    /// while a close is still on its way.
+    fn ended(&self) -> Error {
+        match self.state() {
+            SessionState::Ended(end) => self.lost(end),
+            _ => self.lost(SessionEnd::Closed),
+        }
+    }
+}
+
+/// What [`Session::touch`] does next, as its sub-lease's state decides.
+enum Step<'a> {
+    /// Pin it: it is live.
+    Pin,
+    /// Grant it: it was absent, and is now marked as being granted.
+    Grant,
+    /// Wait for a grant or a drop in flight to end.
+    Wait(Notified<'a>),
 }
 
 /// A grant in flight: should it end without the sub-lease granted (an error, a cancelled
