@@ -29,9 +29,11 @@ impl Supervisor {
             if ids.is_empty() {
                 break;
             }
-            for (ns, ids) in self.by_namespace(ids) {
-                self.spawn_renewals(ns, ids, timeout);
-            }
+            // `take_due` hands out one namespace's leases at a time: the namespace of any.
+            let ns = (ids.iter().find_map(|id| self.sessions.get(id)))
+                .map_or(&self.home, |t| &t.ns)
+                .clone();
+            self.spawn_renewals(ns, ids, timeout);
         }
         if self.renewals_paused {
             return;
@@ -44,23 +46,6 @@ impl Supervisor {
             self.space(&ns).sweeping = true;
             self.spawn_sweep(ns);
         }
-    }
-
-    /// `ids` split by namespace: a renewal call goes to one namespace's registry.
-    fn by_namespace(&self, ids: Vec<LeaseId>) -> Vec<(Arc<Core>, Vec<LeaseId>)> {
-        let mut groups: Vec<(Arc<Core>, Vec<LeaseId>)> = Vec::new();
-        for id in ids {
-            let ns = self.sessions.get(&id).map_or(&self.home, |t| &t.ns);
-            let namespace = ns.keys.namespace();
-            match groups
-                .iter_mut()
-                .find(|(c, _)| c.keys.namespace() == namespace)
-            {
-                Some((_, group)) => group.push(id),
-                None => groups.push((ns.clone(), vec![id])),
-            }
-        }
-        groups
     }
 
     /// Renewal calls in namespace `ns` for `ids`, as many as their cost needs
