@@ -39,6 +39,23 @@ pub(crate) enum State {
     Retiring { epoch: u64 },
 }
 
+impl State {
+    /// Pin a live sub-lease for one call (the supervisor does not drop it while pinned);
+    /// returns whether it was live.
+    pub(crate) fn pin(&mut self) -> bool {
+        match self {
+            State::Live {
+                pins, idle_since, ..
+            } => {
+                *pins += 1;
+                *idle_since = None;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// One session's sub-lease in one sub-namespace.
 #[derive(Debug)]
 pub(crate) struct SubLease {
@@ -83,20 +100,6 @@ impl SubLease {
     /// ended.
     pub(crate) fn absent(&self) {
         self.set(State::Absent);
-    }
-
-    /// Pin it for one call if it is live; returns whether it was.
-    pub(crate) fn pin(&self) -> bool {
-        match &mut *self.state() {
-            State::Live {
-                pins, idle_since, ..
-            } => {
-                *pins += 1;
-                *idle_since = None;
-                true
-            }
-            _ => false,
-        }
     }
 
     /// A pinned call ended.
@@ -214,7 +217,7 @@ mod tests {
         s.unpin();
         let t = Instant::now();
         assert_eq!(s.due(t, INTERVAL), Due::Renew);
-        assert!(s.pin());
+        assert!(s.state().pin());
         s.unpin();
         assert_eq!(s.due(t + INTERVAL, INTERVAL), Due::Renew);
         assert_eq!(s.due(t + 2 * INTERVAL, INTERVAL), Due::DropIfIdle(7));
@@ -227,10 +230,10 @@ mod tests {
         let t = Instant::now();
         s.due(t, INTERVAL);
         s.due(t + INTERVAL, INTERVAL);
-        assert!(!s.pin());
+        assert!(!s.state().pin());
         s.kept();
-        assert!(s.pin(), "kept by Redis: live again");
+        assert!(s.state().pin(), "kept by Redis: live again");
         s.absent();
-        assert!(!s.pin());
+        assert!(!s.state().pin());
     }
 }

@@ -223,7 +223,10 @@ impl Session {
             let step = {
                 let mut state = lease.state();
                 match *state {
-                    State::Live { .. } => Step::Pin,
+                    State::Live { .. } => {
+                        state.pin();
+                        return Ok(Some(Pin(lease.clone())));
+                    }
                     // Closed or orphaned (its sub-leases let go of, so absent) since the check
                     // above: nothing is granted any more.
                     State::Absent if spread.closed.load(Ordering::SeqCst) => {
@@ -240,8 +243,6 @@ impl Session {
                 }
             };
             let changed = match step {
-                Step::Pin if lease.pin() => return Ok(Some(Pin(lease.clone()))),
-                Step::Pin => continue,
                 Step::Grant => {
                     let granting = Granting(Some(lease.clone()));
                     let session = self.clone();
@@ -339,8 +340,6 @@ impl Session {
 
 /// What [`Session::touch`] does next, as its sub-lease's state decides.
 enum Step<'a> {
-    /// Pin it: it is live.
-    Pin,
     /// Grant it: it was absent, and is now marked as being granted.
     Grant,
     /// Wait for a grant or a drop in flight to end.
