@@ -291,7 +291,19 @@ impl Row {
 
     /// Whether all its lock keys share one slot (so one shard does all the work).
     fn one_slot(self) -> bool {
-        matches!(self, Row::Plain | Row::PlainShare)
+        matches!(self.leasehold(), Some((_, 1)))
+    }
+
+    /// Its leasehold namespace and how many sub-namespaces it is spread over (1: not
+    /// spread); `None` for the raw lock.
+    fn leasehold(self) -> Option<(&'static str, u16)> {
+        match self {
+            Row::Plain | Row::PlainShare => Some(("plain", 1)),
+            Row::Spread => Some(("spread", SPREAD)),
+            Row::SpreadSmallPool => Some(("spread-pool", SPREAD)),
+            Row::SpreadFew => Some(("spread-few", SPREAD_FEW)),
+            Row::Raw => None,
+        }
     }
 
     fn pool(self) -> usize {
@@ -508,8 +520,8 @@ pub fn projection_text() -> String {
 }
 
 async fn point(env: &Env, c: &Cluster, row: Row) -> Result<Point> {
-    match row {
-        Row::Raw => {
+    match row.leasehold() {
+        None => {
             let shared = RawShared::connect(&c.url).await?;
             let keys: Vec<String> = (0..row.tasks()).map(|i| format!("bench:raw:{i}")).collect();
             let per_shard = c.keys_per_shard(keys.iter().map(String::as_str))?;
@@ -520,13 +532,7 @@ async fn point(env: &Env, c: &Cluster, row: Row) -> Result<Point> {
                 .collect();
             measure(env, c, row, lockers, per_shard).await
         }
-        Row::Plain | Row::PlainShare | Row::Spread | Row::SpreadSmallPool | Row::SpreadFew => {
-            let (ns, spread) = match row {
-                Row::Spread => ("spread", SPREAD),
-                Row::SpreadSmallPool => ("spread-pool", SPREAD),
-                Row::SpreadFew => ("spread-few", SPREAD_FEW),
-                _ => ("plain", 1),
-            };
+        Some((ns, spread)) => {
             let client = c.leasehold_client(ns, spread, row.pool()).await?;
             let mut lockers = Vec::with_capacity(row.tasks());
             for i in 0..row.tasks() {
@@ -607,11 +613,9 @@ async fn measure<L: Locker>(
 /// and a ZREM (unlock) per cycle, however the calls were batched. Counted over all nodes.
 fn check_work(stats: &HashMap<String, CmdStat>, row: Row, cycles: u64) -> Result<()> {
     let calls = |cmd: &str| stats.get(cmd).map_or(0, |s| s.calls);
-    let ok = match row {
-        Row::Raw => calls("set") >= cycles && calls("evalsha") >= cycles,
-        Row::Plain | Row::PlainShare | Row::Spread | Row::SpreadSmallPool | Row::SpreadFew => {
-            calls("zadd") >= cycles && calls("zrem") >= cycles
-        }
+    let ok = match row.leasehold() {
+        None => calls("set") >= cycles && calls("evalsha") >= cycles,
+        Some(_) => calls("zadd") >= cycles && calls("zrem") >= cycles,
     };
     if ok {
         return Ok(());
