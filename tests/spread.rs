@@ -24,6 +24,16 @@ async fn spread_client(url: &str, ns: &str, n: u16) -> leasehold::Result<Client>
         .await
 }
 
+/// A client that spreads namespace `ns` as recorded (as the CLI does).
+async fn recorded_client(url: &str, ns: &str) -> leasehold::Result<Client> {
+    Client::builder()
+        .url(url)
+        .namespace(ns)
+        .spread_as_recorded()
+        .build()
+        .await
+}
+
 /// An error that says the call may or may not have run (Redis unreachable for a moment).
 fn transient(e: &Error) -> bool {
     matches!(e, Error::Unreachable(_) | Error::Timeout(_))
@@ -137,13 +147,10 @@ async fn the_layout_is_checked_at_its_limits_and_a_foreign_one_is_refused_untouc
             .unwrap();
         let e = spread_client(&url, ns, 48).await.unwrap_err();
         assert!(matches!(e, Error::LayoutMismatch(_)), "{ns}: {e}");
-        let recorded = Client::builder()
-            .url(&url)
-            .namespace(ns)
-            .spread_as_recorded()
-            .build()
-            .await;
-        let e = recorded.err().unwrap_or_else(|| panic!("{ns}: built"));
+        let e = recorded_client(&url, ns)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{ns}: built"));
         assert!(matches!(e, Error::LayoutMismatch(_)), "{ns}: {e}");
         let meta: Vec<String> = cmd(&raw, "HMGET", &[&key, "spread", "hash"]).await.unwrap();
         assert_eq!(meta, [n, hash], "{ns}");
@@ -157,13 +164,7 @@ async fn the_layout_is_checked_at_its_limits_and_a_foreign_one_is_refused_untouc
         matches!(e, Error::WrongType { ref key, .. } if key == "{odd4}:meta"),
         "{e}"
     );
-    assert!(Client::builder()
-        .url(&url)
-        .namespace("odd4")
-        .spread_as_recorded()
-        .build()
-        .await
-        .is_err());
+    assert!(recorded_client(&url, "odd4").await.is_err());
     let kept: String = cmd(&raw, "GET", &["{odd4}:meta"]).await.unwrap();
     assert_eq!(kept, "not a hash");
 }
