@@ -508,6 +508,35 @@ async fn a_denial_inside_a_script_is_permission_denied() {
     session.close().await.unwrap();
 }
 
+/// A user whose line predates `+zmscore` (renewals read the registry with it) still renews:
+/// each lease is then looked up alone, and held locks stay held past several TTLs.
+#[tokio::test]
+async fn a_user_without_zmscore_still_renews_each_lease_alone() {
+    let server = server();
+    let words: Vec<String> = acl_words("lh-nozms", "acl-a")
+        .into_iter()
+        .filter(|w| w != "+zmscore")
+        .collect();
+    setuser(&server, &words);
+    let client = user_client(&server, "lh-nozms", "acl-a").await.unwrap();
+    let ttl = Duration::from_millis(1500);
+    let session = client
+        .session_with(SessionOptions::new().ttl(ttl))
+        .await
+        .unwrap();
+    let held = session.mutex("m").unwrap().lock().await.unwrap();
+    tokio::time::sleep(ttl * 3).await;
+    assert!(session.is_valid(), "{:?}", session.state());
+    assert!(held.is_owner().await.unwrap());
+    let log = acl_log(&server);
+    assert!(
+        log.contains(&("command".to_owned(), "zmscore".to_owned())),
+        "the renewals tried ZMSCORE first: {log:?}"
+    );
+    held.unlock().await.unwrap();
+    session.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_user_cannot_touch_another_namespace_nor_disturb_its_locks() {
     let server = server();

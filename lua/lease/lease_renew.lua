@@ -8,9 +8,13 @@
 -- Returns {server seconds, server microseconds, swept, replication id, then per id: ttl_ms,
 -- -1 when the lease is gone, -2 when another client took it over (lease_adopt.lua), or -3
 -- when it was dropped as asked (now, or by an earlier call whose reply was lost: a drop leaves
--- a marker, the lease hash with only `dropped` = the epoch, for one TTL), then
--- per id: its attachments that are intact (-1 when not counted; see missing_entries), then the server's maxmemory-policy ('' when
--- INFO is not permitted), then 1 when expired leases are left to sweep (0 when not)}.
+-- a marker, the lease hash with only `dropped` = the epoch, for one TTL), then per id: its
+-- attachments that are intact (-1 when not counted; see intact_entries), then the server's
+-- maxmemory-policy ('' when INFO is not permitted), then 1 when expired leases are left to
+-- sweep (0 when not)}.
+-- Per lease it runs HMGET and PEXPIRE, and for a counted one SRANDMEMBER, SCARD only when the
+-- sample is full, and a lookup per sampled entry; the registry is read and written for all
+-- leases at once (ZMSCORE, ZADD XX). RenewAs::cost (src/lease/leases.rs) prices this.
 -- The sweep works within the drop budget (lua/prelude/queues.lua): a backlog, or a lease with
 -- many attachments, is finished by further calls.
 -- A lease whose hash leasehold cannot read (foreign data: another type, a TTL that is not one)
@@ -24,22 +28,49 @@
 -- learns its lock may have passed to someone else. Attachments and what they point at only
 -- change together in leasehold's scripts, so nothing else makes an entry missing.
 local ENTRY_CHECKS = 4
-local function missing_entries(id, ak)
+-- A renewed lease's attachments that are intact, or -1 when they cannot be read (an ACL
+-- user without the commands, foreign data at the key). The sample alone is the count when it
+-- is smaller than ENTRY_CHECKS (SRANDMEMBER with a positive count returns distinct members).
+local function intact_entries(id, ak)
   local sample = redis.pcall('SRANDMEMBER', ak, ENTRY_CHECKS)
-  if type(sample) ~= 'table' or sample.err then return 0 end
-  local missing = 0
+  if type(sample) ~= 'table' or sample.err then
+    local all = redis.pcall('SCARD', ak)
+    return type(all) == 'number' and all or -1
+  end
+  local all = #sample
+  if all >= ENTRY_CHECKS then
+    all = redis.pcall('SCARD', ak)
+    if type(all) ~= 'number' then return -1 end
+  end
   for _, e in ipairs(sample) do
     local kind, member, key = entry_parts(e)
     if kind and kind ~= 'w' and owned(key) then
       if kind == 'z' then
         local score = redis.pcall('ZSCORE', key, member)
-        if not score or type(score) == 'table' then missing = missing + 1 end
+        if not score or type(score) == 'table' then all = all - 1 end
       elseif redis.pcall('HGET', key, 'lease') ~= id then
-        missing = missing + 1
+        all = all - 1
       end
     end
   end
-  return missing
+  return all
+end
+
+-- Every lease's registry score in one command per CHUNK ids (within Lua's stack for unpack):
+-- a table index -> ms left (false when not alive), or nil when ZMSCORE is not permitted (an
+-- ACL line from before it was granted: each lease is then looked up alone).
+local CHUNK = 1000
+local function registry_scores(n)
+  local left = {}
+  for first = 1, n, CHUNK do
+    local last = math.min(n, first + CHUNK - 1)
+    local ids = {}
+    for i = first, last do ids[#ids + 1] = ARGV[1 + 2 * i] end
+    local s = redis.pcall('ZMSCORE', REG, unpack(ids))
+    if type(s) ~= 'table' or s.err then return nil end
+    for k = 1, #ids do left[first + k - 1] = left_of_score(s[k]) or false end
+  end
+  return left
 end
 
 expect_base()
@@ -57,15 +88,31 @@ end
 local info = redis.pcall('INFO', 'replication')
 local replid = type(info) == 'string' and string.match(info, 'master_replid:(%w+)') or ''
 local out = { T[1], T[2], 0, replid }
+local scores = registry_scores(n)
+-- Renewed leases' new registry scores, written together after the loop (ZADD XX: a lease
+-- dropped meanwhile stays dropped). Nothing in the loop reads a score other than as alive or
+-- not, and a lease stays alive until then either way.
+local renewed = {}
+local seen = {}
 for i = 1, n do
   local id, lk, ak = ARGV[1 + 2 * i], KEYS[1 + 2 * i], KEYS[2 + 2 * i]
   local flag = ARGV[2 + 2 * i]
   local count = flag == '1'
   local drop = string.sub(flag, 1, 1) == 'd' and string.sub(flag, 2)
+  -- An id given twice is looked up again: its first turn may have dropped it.
+  local left
+  if not is_lease_id(id) then
+    left = nil
+  elseif scores and not seen[id] then
+    left = scores[i] or nil
+  else
+    left = registry_left(id)
+  end
+  seen[id] = true
   local ttl = -1
-  if drop and not lease_left(id) and redis.pcall('HGET', lk, 'dropped') == drop then
+  if drop and not left and redis.pcall('HGET', lk, 'dropped') == drop then
     ttl = -3
-  elseif lease_left(id) then
+  elseif left then
     -- pcall: a lease key holding another type (foreign data) reads as no TTL: reported gone.
     local f = redis.pcall('HMGET', lk, 'ttl', 'client')
     local t = type(f) == 'table' and not f.err and ttl_of(f[1])
@@ -81,7 +128,8 @@ for i = 1, n do
     elseif t then
       ttl = t
       redis.call('PEXPIRE', lk, int(ttl))
-      redis.call('ZADD', REG, 'XX', int(NOW_MS + ttl), id)
+      renewed[#renewed + 1] = int(NOW_MS + ttl)
+      renewed[#renewed + 1] = id
     elseif type(f) == 'table' and not f.err and redis.call('EXISTS', lk) == 0 then
       -- The hash vanished (evicted, deleted) while the registry still counts the lease: drop
       -- the rest now, so nobody waits behind its entries until the registry entry runs out.
@@ -90,11 +138,16 @@ for i = 1, n do
   end
   out[4 + i] = ttl
   -- pcall: an ACL user without SCARD, or foreign data at the key, leaves it uncounted.
-  local attached = count and redis.pcall('SCARD', ak)
-  if type(attached) == 'number' and ttl > 0 then
-    attached = attached - missing_entries(id, ak)
+  local attached = -1
+  if count and ttl > 0 then
+    attached = intact_entries(id, ak)
+  elseif count then
+    attached = redis.pcall('SCARD', ak)
   end
   out[4 + n + i] = type(attached) == 'number' and attached or -1
+end
+for first = 1, #renewed, 2 * CHUNK do
+  redis.call('ZADD', REG, 'XX', unpack(renewed, first, math.min(#renewed, first + 2 * CHUNK - 1)))
 end
 -- The renewals above stand even if the sweep fails on data nobody foresaw.
 local swept_ok, swept, more = pcall(sweep, uint_of(ARGV[1]) or 0)

@@ -156,19 +156,19 @@ local function attached_key(id) return P .. 'attached:' .. id end
 -- whole run.
 local own_id, own_left = nil, nil
 local lease_memo = nil
+-- Milliseconds left by a registry score (as ZSCORE or ZMSCORE gives it, false when absent).
+local function left_of_score(s)
+  local left = s and tonumber(s) - NOW_MS
+  if not (left and left > 0) then return nil end
+  return math.min(left, MAX_TTL_MS)
+end
 -- The registry's answer for lease `id`: ms left, or nil (remembered for the rest of a batch).
 local function registry_left(id)
   if lease_memo then
     local known = lease_memo[id]
     if known ~= nil then return known or nil end
   end
-  local s = typed(REG, 'zset', 'ZSCORE', REG, id)
-  local left = s and tonumber(s) - NOW_MS
-  if not (left and left > 0) then
-    left = nil
-  elseif left > MAX_TTL_MS then
-    left = MAX_TTL_MS
-  end
+  local left = left_of_score(typed(REG, 'zset', 'ZSCORE', REG, id))
   if lease_memo then lease_memo[id] = left or false end
   return left
 end

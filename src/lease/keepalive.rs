@@ -18,10 +18,10 @@ pub(crate) const DRIFT: f64 = 0.01;
 pub(crate) const MARGIN_FIXED: Duration = Duration::from_millis(5);
 /// Most leases renewed by one script call.
 pub(crate) const MAX_BATCH: usize = 1000;
-/// Most work one renewal call asks of Redis, in the units of `RenewAs::cost` (about one
-/// command each). A call blocks Redis for its whole run, so this bounds the stall other
-/// clients of that Redis see, to about 16 ms on a small machine (BENCHMARKS.md), whether the
-/// call renews 1,000 leases that hold one lock each or 570 that each hold several.
+/// Most work one renewal call asks of Redis, in the units of `RenewAs::cost` (about 2 µs
+/// each). A call blocks Redis for its whole run, so this bounds the stall other clients of
+/// that Redis see, to about 16 ms on a small machine (BENCHMARKS.md), whether the call renews
+/// 1,000 leases that hold one lock each or 666 that each hold several.
 pub(crate) const CALL_BUDGET: u32 = 8000;
 
 /// `items` in call order, split into calls of at most `MAX_BATCH` items and `CALL_BUDGET`
