@@ -370,6 +370,41 @@ async fn close_revokes_and_is_idempotent() {
     );
 }
 
+/// `close` dropped while Redis does not answer: the session reads closed, and its lease is
+/// renewed no more, so it is gone within a TTL (revoked when the call gets through, else run
+/// out and swept) and its lock passes on.
+#[tokio::test]
+async fn a_close_dropped_mid_way_leaves_nothing_renewed() {
+    let server = server();
+    let raw = raw(&server).await;
+    let client = client(&server, "s10b").await;
+    let ttl = Duration::from_millis(1500);
+    let session = client
+        .session_with(SessionOptions::new().ttl(ttl))
+        .await
+        .unwrap();
+    let held = session.mutex("m").unwrap().lock().await.unwrap();
+    server.pause().unwrap();
+    let dropped = tokio::time::timeout(Duration::from_millis(300), session.close()).await;
+    assert!(dropped.is_err(), "close could not finish: {dropped:?}");
+    assert_eq!(session.state(), SessionState::Ended(SessionEnd::Closed));
+    server.resume().unwrap();
+    let other = client.session().await.unwrap();
+    let next = tokio::time::timeout(ttl + secs(2), other.mutex("m").unwrap().lock())
+        .await
+        .expect("the lock passed on within a TTL")
+        .unwrap();
+    assert!(next.fencing_token() > held.fencing_token());
+    let deadline = Instant::now() + ttl + secs(2);
+    while zcard(&raw, "{s10b}:leases").await > 1 {
+        assert!(Instant::now() < deadline, "the closed lease is still there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(client.time_to_live(session.lease()).await.unwrap(), None);
+    drop(held);
+    next.unlock().await.unwrap();
+}
+
 /// The leak this crate exists to prevent: a session per request, never closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_per_request_leave_no_task_lease_or_entry_behind() {

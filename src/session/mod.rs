@@ -353,6 +353,13 @@ impl Session {
     /// [`done`](Self::done) resolves with [`SessionEnd::Closed`] (unless it had already ended).
     /// Calling it again, or on a lost session, is harmless. An error means Redis could not be
     /// told; the lease then runs out by its TTL (and is swept after).
+    ///
+    /// # Cancel safety
+    ///
+    /// Once polled, the session reads closed and none of its leases (a spread session's
+    /// sub-leases too) is renewed again, whether or not the future is dropped later. Dropped
+    /// before the revoke got through, the leases are revoked if the call still reaches Redis,
+    /// else they run out by their TTL: what is attached passes on within a TTL either way.
     pub async fn close(&self) -> Result<()> {
         match &self.inner.role {
             Role::Sub(sub) => return Box::pin(sub.parent.close()).await,
