@@ -397,6 +397,109 @@ async fn simulate_watchdog(
     })
 }
 
+/// What a lease holds, per row of the by-kind table: locks per session, sessions.
+const KINDS: [(usize, usize); 4] = [(0, 2000), (1, 2000), (4, 1000), (10, 1000)];
+/// The by-kind sessions' TTL (a renewal round every second) and each kind's window.
+pub const KIND_TTL: Duration = Duration::from_secs(3);
+pub const KIND_WINDOW: Duration = Duration::from_secs(4);
+
+/// One kind's window: renewal calls, their time inside Redis, and the leases they renewed.
+#[derive(Default, Clone, Copy)]
+struct KindRun {
+    calls: u64,
+    usec: u64,
+    /// Of `usec`, the time inside the commands the scripts called.
+    inner_usec: u64,
+    leases: u64,
+}
+
+/// Renewal cost by what a lease holds: for each kind in turn, a fresh `redis-server` and client
+/// whose sessions hold 0, 1, 4 or 10 locks, watched for a few renewal rounds, then torn down
+/// before the next kind starts (so no kind's renewals run during another's window); the kinds
+/// alternate over `reps` repetitions and each row is the median. Per window: script calls and
+/// their time inside Redis (`INFO commandstats`), and leases renewed (its `HMGET`s: one per
+/// lease renewed).
+pub async fn by_kind(reps: usize) -> Result<Table> {
+    let mut runs = vec![Vec::new(); KINDS.len()];
+    for _ in 0..reps {
+        for (k, (held, sessions_n)) in KINDS.into_iter().enumerate() {
+            runs[k].push(kind_window(held, sessions_n).await?);
+        }
+    }
+    let mut table = Table::new(&[
+        "locks per session",
+        "sessions",
+        "renewal calls per window (median)",
+        "leases per call",
+        "Redis µs per call",
+        "Redis µs per lease",
+        "of which inside commands",
+        "÷ a lease without locks",
+    ]);
+    let per_lease = |r: &KindRun| r.usec as f64 / r.leases.max(1) as f64;
+    let median = |k: usize| {
+        let mut v = runs[k].clone();
+        v.sort_by(|a, b| per_lease(a).total_cmp(&per_lease(b)));
+        v[v.len() / 2]
+    };
+    let base = per_lease(&median(0));
+    for (k, (held, sessions_n)) in KINDS.into_iter().enumerate() {
+        let r = median(k);
+        table.row(vec![
+            held.to_string(),
+            stats::thousands(sessions_n as f64),
+            r.calls.to_string(),
+            format!("{:.0}", r.leases as f64 / r.calls.max(1) as f64),
+            format!("{:.0}", r.usec as f64 / r.calls.max(1) as f64),
+            format!("{:.1}", per_lease(&r)),
+            format!("{:.1}", r.inner_usec as f64 / r.leases.max(1) as f64),
+            format!("{:.2}×", per_lease(&r) / base),
+        ]);
+    }
+    Ok(table)
+}
+
+async fn kind_window(held: usize, sessions_n: usize) -> Result<KindRun> {
+    let server = leasehold_testing::RedisServer::start()?;
+    let admin = crate::servers::Admin::connect(&server.url()).await?;
+    let client = leasehold::Client::builder()
+        .url(server.url())
+        .namespace("kind")
+        .pool_size(8)
+        .build()
+        .await?;
+    let opts = leasehold::SessionOptions::new().ttl(KIND_TTL);
+    let sessions: Vec<leasehold::Session> =
+        concurrently(sessions_n, |_| client.session_with(opts.clone())).await?;
+    let sessions_ref = &sessions;
+    let _guards: Vec<leasehold::MutexGuard> = concurrently(sessions_n * held, |i| async move {
+        sessions_ref[i / held].mutex(&format!("k{i}"))?.lock().await
+    })
+    .await?;
+    admin.reset_stats().await?;
+    tokio::time::sleep(KIND_WINDOW).await;
+    let cmd = admin.commandstats().await?;
+    if sessions.iter().any(|s| !s.is_valid()) {
+        return Err(format!("a session holding {held} locks was lost").into());
+    }
+    let mut run = KindRun {
+        leases: cmd.get("hmget").map_or(0, |s| s.calls),
+        ..KindRun::default()
+    };
+    for (name, s) in &cmd {
+        match name.as_str() {
+            "fcall" | "evalsha" => {
+                run.calls += s.calls;
+                run.usec += s.usec;
+            }
+            // The reset that began the window (the INFO that reads it is not in its own count).
+            "config|resetstat" => {}
+            _ => run.inner_usec += s.usec,
+        }
+    }
+    Ok(run)
+}
+
 /// Run `f(0..n)`, `CONCURRENCY` at a time, in this task; outputs in index order.
 async fn concurrently<T, E, F, Fut>(n: usize, f: F) -> Result<Vec<T>>
 where

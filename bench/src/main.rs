@@ -454,6 +454,26 @@ async fn run() -> Result<()> {
             &out.keepalive,
             load,
         );
+        eprintln!("scenario 4b: renewal cost by what a lease holds");
+        let meter = sys::LoadMeter::start(&env.server_pids);
+        let by_kind = keepalive::by_kind(env.plan.reps).await?;
+        section(
+            "4b. Renewal cost by what a lease holds",
+            &format!(
+                "One kind at a time, each on a fresh redis-server with one client (pool of 8) \
+                 whose sessions (TTL {} s) hold that many locks, watched for {} s (a renewal \
+                 round every TTL/3) and torn down before the next; the kinds alternate over {} \
+                 repetitions, median by µs per lease. Script calls and their time from `INFO \
+                 commandstats`; leases renewed = the `HMGET`s the renewals ran (one per lease). \
+                 What `RenewAs::cost` prices. CPU: each kind's redis-server counts as another \
+                 process.",
+                keepalive::KIND_TTL.as_secs(),
+                keepalive::KIND_WINDOW.as_secs(),
+                env.plan.reps
+            ),
+            &by_kind,
+            meter.finish(),
+        );
         section(
             "5a. Redis memory per session and per lock",
             "From the keepalive scenario's setup: `INFO memory` used_memory before and after \

@@ -18,10 +18,10 @@ pub(crate) const DRIFT: f64 = 0.01;
 pub(crate) const MARGIN_FIXED: Duration = Duration::from_millis(5);
 /// Most leases renewed by one script call.
 pub(crate) const MAX_BATCH: usize = 1000;
-/// Most work one renewal call asks of Redis, in the units of `RenewAs::cost` (about 2 µs
+/// Most work one renewal call asks of Redis, in the units of `RenewAs::cost` (2 to 2.5 µs
 /// each). A call blocks Redis for its whole run, so this bounds the stall other clients of
-/// that Redis see, to about 16 ms on a small machine (BENCHMARKS.md), whether the call renews
-/// 1,000 leases that hold one lock each or 666 that each hold several.
+/// that Redis see, to about 20 ms on a small machine (BENCHMARKS.md, sections 4 and 4b),
+/// whether the call renews 1,000 leases that hold one lock each or 500 that hold ten.
 pub(crate) const CALL_BUDGET: u32 = 8000;
 
 /// `items` in call order, split into calls of at most `MAX_BATCH` items and `CALL_BUDGET`
@@ -596,6 +596,16 @@ mod tests {
             [1, 1, 1]
         );
         assert!(split_calls(Vec::<u32>::new(), |c| *c).is_empty());
+    }
+
+    #[test]
+    fn a_full_call_renews_1000_leases_of_one_lock_or_500_of_ten() {
+        use crate::lease::leases::RenewAs;
+        let per_call =
+            |how: RenewAs, held: usize| split_calls(vec![(); 5000], |_| how.cost(held))[0].len();
+        assert_eq!(per_call(RenewAs::Plain, 0), 1000);
+        assert_eq!(per_call(RenewAs::Counted, 1), 1000);
+        assert_eq!(per_call(RenewAs::Counted, 10), 500);
     }
 
     #[test]

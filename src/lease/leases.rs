@@ -144,20 +144,20 @@ pub(crate) enum RenewAs {
 pub(crate) const ENTRY_CHECKS: usize = 4;
 
 impl RenewAs {
-    /// What renewing one lease this way costs Redis, in units of about 2 µs of a small
-    /// machine's time inside `lua/lease/lease_renew.lua`, measured side by side for each kind
-    /// (BENCHMARKS.md, "Where the cost is"): 5 to renew (`HMGET`, `PEXPIRE`, its share of
-    /// the registry's `ZMSCORE` and `ZADD`, and the Lua around them); counting adds 2 for the
-    /// sample, 1 per attachment it checks (at most `ENTRY_CHECKS` of the `held` ones) and 1 for
-    /// `SCARD` once the sample is full. A drop is priced above a renewal with one check: it
-    /// reads the epoch and the attachment count, and writes four times when it drops.
+    /// What renewing one lease this way costs Redis, in units of 2 to 2.5 µs of a small
+    /// machine's time inside `lua/lease/lease_renew.lua` (BENCHMARKS.md section 4b measures
+    /// each kind): 5 to renew (`HMGET`, `PEXPIRE`, its share of the registry's `ZMSCORE` and
+    /// `ZADD`, and the Lua around them); counting adds 1 for the sample, 2 per attachment it
+    /// checks (at most `ENTRY_CHECKS` of the `held` ones), and 2 more when it holds more than
+    /// that (`SCARD`, and drawing the sample from a larger set). A drop, which section 4b does
+    /// not measure, is priced as a renewal that reads two more keys and writes four.
     pub(crate) fn cost(self, held: usize) -> u32 {
         let checks = held.min(ENTRY_CHECKS) as u32;
-        let full = u32::from(held >= ENTRY_CHECKS);
+        let more = if held > ENTRY_CHECKS { 2 } else { 0 };
         match self {
             RenewAs::Plain => 5,
-            RenewAs::Counted => 7 + checks + full,
-            RenewAs::DropIfIdle(_) => 9,
+            RenewAs::Counted => 6 + 2 * checks + more,
+            RenewAs::DropIfIdle(_) => 11,
         }
     }
 }
