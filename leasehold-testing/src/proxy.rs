@@ -130,6 +130,8 @@ impl Proxy {
     }
 
     /// Close every open connection (the client sees them reset); new ones are accepted.
+    /// Bytes a [`blackhole`](Self::blackhole) held on them are lost, even if `heal` follows at
+    /// once.
     pub fn cut(&self) {
         self.generation.send_modify(|g| *g += 1);
     }
@@ -251,10 +253,12 @@ async fn connection(
     generation.borrow_and_update();
     let replies = Arc::new(Replies::default());
     // Either direction ending (or a cut) closes both: dropping the halves closes the sockets.
+    // A cut is looked at first, so a `heal` right after it cannot let a held chunk through.
     tokio::select! {
+        biased;
+        _ = generation.changed() => {}
         _ = pump(cr, sw, mode.clone(), Way::Up(cut, replies.clone())) => {}
         _ = pump(sr, cw, mode, Way::Down(replies)) => {}
-        _ = generation.changed() => {}
     }
 }
 

@@ -359,7 +359,8 @@ impl Session {
     /// Once polled, the session reads closed and none of its leases (a spread session's
     /// sub-leases too) is renewed again, whether or not the future is dropped later. Dropped
     /// before the revoke got through, the leases are revoked if the call still reaches Redis,
-    /// else they run out by their TTL: what is attached passes on within a TTL either way.
+    /// else they run out by their TTL and what is attached passes on once a renewal sweeps
+    /// them (as for an orphaned session).
     pub async fn close(&self) -> Result<()> {
         match &self.inner.role {
             Role::Sub(sub) => return Box::pin(sub.parent.close()).await,
