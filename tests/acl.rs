@@ -45,6 +45,14 @@ fn acl_words(user: &str, ns: &str) -> Vec<String> {
         .collect()
 }
 
+/// The documented line for `user` in namespace `ns`, without `grant`.
+fn acl_words_without(user: &str, ns: &str, grant: &str) -> Vec<String> {
+    acl_words(user, ns)
+        .into_iter()
+        .filter(|w| w != grant)
+        .collect()
+}
+
 fn setuser(server: &RedisServer, words: &[String]) {
     // Redis 6.2 has no sharded pub/sub and no functions, and refuses to grant them
     // (docs/acl.md says so).
@@ -486,11 +494,7 @@ async fn a_user_without_the_channels_is_refused_at_build() {
 #[tokio::test]
 async fn a_denial_inside_a_script_is_permission_denied() {
     let server = server();
-    let words: Vec<String> = acl_words("lh-noxadd", "acl-a")
-        .into_iter()
-        .filter(|w| w != "+xadd")
-        .collect();
-    setuser(&server, &words);
+    setuser(&server, &acl_words_without("lh-noxadd", "acl-a", "+xadd"));
     let client = user_client(&server, "lh-noxadd", "acl-a").await.unwrap();
     let session = client.session().await.unwrap();
     match session.election("lead").unwrap().campaign("x").await {
@@ -513,11 +517,7 @@ async fn a_denial_inside_a_script_is_permission_denied() {
 #[tokio::test]
 async fn a_user_without_zmscore_still_renews_each_lease_alone() {
     let server = server();
-    let words: Vec<String> = acl_words("lh-nozms", "acl-a")
-        .into_iter()
-        .filter(|w| w != "+zmscore")
-        .collect();
-    setuser(&server, &words);
+    setuser(&server, &acl_words_without("lh-nozms", "acl-a", "+zmscore"));
     let client = user_client(&server, "lh-nozms", "acl-a").await.unwrap();
     let ttl = Duration::from_millis(1500);
     let session = client

@@ -387,13 +387,7 @@ async fn a_close_dropped_mid_way_leaves_nothing_renewed() {
         .await
         .unwrap();
     let held = session.mutex("m").unwrap().lock().await.unwrap();
-    proxy.blackhole();
-    let dropped = tokio::time::timeout(Duration::from_millis(300), session.close()).await;
-    assert!(dropped.is_err(), "close could not finish: {dropped:?}");
-    assert_eq!(session.state(), SessionState::Ended(SessionEnd::Closed));
-    // The revoke never reaches Redis: the connections close with it unread.
-    proxy.cut();
-    proxy.heal();
+    close_losing_its_revoke(&proxy, &session).await;
     assert!(
         direct
             .time_to_live(session.lease())

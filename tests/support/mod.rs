@@ -256,3 +256,21 @@ pub async fn assert_an_unlock_cut_in_flight_is_not_sent_twice(
     assert_eq!(zcard(raw, &queue).await, 0);
     lock_and_unlock(&session, "cut").await;
 }
+
+/// Start `session.close()` while `proxy` (between its client and Redis) moves no bytes, drop
+/// it unfinished, then cut the proxy's connections so that the revoke it sent is lost, and
+/// heal. The session reads closed; nothing reached Redis.
+pub async fn close_losing_its_revoke(
+    proxy: &leasehold_testing::Proxy,
+    session: &leasehold::Session,
+) {
+    proxy.blackhole();
+    let dropped = tokio::time::timeout(Duration::from_millis(300), session.close()).await;
+    assert!(dropped.is_err(), "close could not finish: {dropped:?}");
+    assert_eq!(
+        session.state(),
+        leasehold::SessionState::Ended(leasehold::SessionEnd::Closed)
+    );
+    proxy.cut();
+    proxy.heal();
+}
